@@ -1,0 +1,3 @@
+from momently.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""The ASGI application: ingest, admin API, health, OpenAPI at /openapi.json."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
+
+import momently
+from momently.api import admin, errors, ingest
+from momently.api.auth import Authenticator
+from momently.services import Services
+
+
+def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
+    """Build the app. With ``manage_services`` the app starts and stops the log writer and
+    engine with its own lifespan (``momently serve``); tests may manage them instead."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_services:
+            await run_in_threadpool(services.start)
+        try:
+            yield
+        finally:
+            if manage_services:
+                await run_in_threadpool(services.close)
+
+    app = FastAPI(
+        title="Momently",
+        version=momently.__version__,
+        description="Segment-compatible ingest and admin API of Momently. Errors are "
+        '`{"code": ..., "message": ...}`; see docs/ingest.md.',
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    auth = Authenticator(services.workspaces, cache_seconds=services.settings.auth_cache_seconds)
+    app.include_router(ingest.router(ingest.Ingest(services, auth)))
+    app.include_router(admin.router(services, auth))
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=services.settings.cors_origins,
+        allow_methods=["POST", "GET", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Retry-Count"],
+        max_age=86400,
+    )
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
+    async def healthz() -> dict[str, Any]:
+        def check() -> None:
+            with services.db.read() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await run_in_threadpool(check)
+        except Exception as exc:
+            raise errors.ApiError(503, "database_unavailable", str(exc)) from None
+        return {
+            "status": "ok",
+            "database": services.db.dialect,
+            "eventsCommitted": services.writer.events_committed,
+        }
+
+    return app

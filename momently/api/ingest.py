@@ -1,0 +1,189 @@
+"""The Segment HTTP Tracking API, so existing SDKs send to Momently unchanged.
+
+Routes ``/v1/{track,identify,page,screen,group,alias,batch,import}`` and analytics.js's
+short forms ``/v1/{t,i,p,s,g,a,b}``. Success is exactly HTTP 200 and is returned only after
+the events are committed to the log. See docs/ingest.md for every error code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from momently.api.auth import Authenticator
+from momently.api.body import read_json
+from momently.api.errors import ApiError
+from momently.domain.event import BatchDefaults, Event, Rejection, normalize
+from momently.domain.timestamps import InvalidTimestamp, parse_timestamp
+from momently.engine.log_writer import LogWriter
+from momently.services import Services
+
+MAX_SINGLE_BYTES: Final = 32 * 1024
+MAX_BATCH_BYTES: Final = 500 * 1024
+MAX_BATCH_EVENTS: Final = 2500
+
+SINGLE_ROUTES: Final = {
+    "track": "track",
+    "t": "track",
+    "identify": "identify",
+    "i": "identify",
+    "page": "page",
+    "p": "page",
+    "screen": "screen",
+    "s": "screen",
+    "group": "group",
+    "g": "group",
+    "alias": "alias",
+    "a": "alias",
+}
+BATCH_ROUTES: Final = ("batch", "import", "b")
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Committed. Body: success, accepted, duplicates, rejected[] (batch items refused)."},
+    400: {
+        "description": "invalid_json, invalid_gzip, request_too_large, too_many_events, invalid_batch, "
+        "or (single calls) the event's own code such as no_user_anon_id."
+    },
+    401: {"description": "missing_write_key or invalid_write_key"},
+    429: {"description": "rate_limited, with Retry-After"},
+    503: {"description": "storage_unavailable, with Retry-After; SDKs retry"},
+}
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "additionalProperties": True}},
+            "text/plain": {"schema": {"type": "string"}},
+        },
+        "description": "A Segment-spec message (or {batch: [...]}) as JSON, optionally gzip-encoded.",
+    }
+}
+
+
+def _ok(accepted: int, duplicates: int, rejected: list[Rejection]) -> Response:
+    body = {
+        "success": True,
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": [r.as_json() for r in rejected],
+    }
+    return Response(orjson.dumps(body), status_code=200, media_type="application/json")
+
+
+class Ingest:
+    def __init__(self, services: Services, auth: Authenticator) -> None:
+        self.services = services
+        self.auth = auth
+        self.writer: LogWriter = services.writer
+
+    async def single(self, request: Request, msg_type: str) -> Response:
+        body = await read_json(request, limit=MAX_SINGLE_BYTES)
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", "the body must be a JSON object")
+        principal = self.auth.write_key(request.headers.get("authorization"), body.get("writeKey"))
+        self.auth.charge(principal, 1)
+        result = normalize(
+            body, default_type=msg_type, defaults=BatchDefaults(), received_at=self.services.clock.now()
+        )
+        if isinstance(result, Rejection):
+            raise ApiError(
+                400,
+                result.code,
+                result.message,
+                extra={"messageId": result.message_id} if result.message_id else None,
+            )
+        return await self._append(principal.workspace_id, [result], [])
+
+    async def batch(self, request: Request) -> Response:
+        body = await read_json(request, limit=MAX_BATCH_BYTES)
+        if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
+            raise ApiError(400, "invalid_batch", "the body must be an object with a 'batch' array")
+        items: list[Any] = body["batch"]
+        if len(items) > MAX_BATCH_EVENTS:
+            raise ApiError(400, "too_many_events", f"a batch may hold at most {MAX_BATCH_EVENTS} events")
+        body_key = body.get("writeKey")
+        if body_key is None:  # analytics.js puts it on each item
+            body_key = next(
+                (i.get("writeKey") for i in items if isinstance(i, dict) and i.get("writeKey")), None
+            )
+        principal = self.auth.write_key(request.headers.get("authorization"), body_key)
+        self.auth.charge(principal, max(1, len(items)))
+        defaults = _batch_defaults(body)
+        now = self.services.clock.now()
+        accepted: list[Event] = []
+        rejected: list[Rejection] = []
+        for index, item in enumerate(items):
+            result = normalize(item, default_type=None, defaults=defaults, received_at=now, index=index)
+            if isinstance(result, Rejection):
+                rejected.append(result)
+            else:
+                accepted.append(result)
+        return await self._append(principal.workspace_id, accepted, rejected)
+
+    async def _append(self, workspace_id: str, events: list[Event], rejected: list[Rejection]) -> Response:
+        if not events:
+            return _ok(0, 0, rejected)
+        try:
+            outcome = await self.writer.append(workspace_id, events)
+        except Exception as exc:
+            raise ApiError(
+                503,
+                "storage_unavailable",
+                f"the event log could not commit: {exc}",
+                headers={"Retry-After": "1"},
+            ) from None
+        return _ok(outcome.stored, outcome.duplicates, rejected)
+
+
+def _batch_defaults(body: dict[str, Any]) -> BatchDefaults:
+    context = body.get("context")
+    integrations = body.get("integrations")
+    sent_at = None
+    if body.get("sentAt"):
+        try:
+            sent_at = parse_timestamp(body["sentAt"])
+        except InvalidTimestamp:
+            sent_at = None  # a bad envelope clock only disables skew correction
+    return BatchDefaults(
+        context=context if isinstance(context, dict) else None,
+        integrations=integrations if isinstance(integrations, dict) else None,
+        sent_at=sent_at,
+    )
+
+
+def router(ingest: Ingest) -> APIRouter:
+    r = APIRouter(tags=["ingest"])
+    for path, msg_type in SINGLE_ROUTES.items():
+        r.add_api_route(
+            f"/v1/{path}",
+            _single_endpoint(ingest, msg_type),
+            methods=["POST"],
+            name=f"ingest_{path}",
+            responses=_RESPONSES,
+            openapi_extra=_BODY_DOC,
+            include_in_schema=len(path) > 1,
+            summary=f"Record a {msg_type} event",
+        )
+    for path in BATCH_ROUTES:
+        r.add_api_route(
+            f"/v1/{path}",
+            ingest.batch,
+            methods=["POST"],
+            name=f"ingest_{path}",
+            responses=_RESPONSES,
+            openapi_extra=_BODY_DOC,
+            include_in_schema=len(path) > 1,
+            summary="Record a batch of up to 2,500 events (500 KB)",
+        )
+    return r
+
+
+def _single_endpoint(ingest: Ingest, msg_type: str) -> Any:
+    async def endpoint(request: Request) -> Response:
+        return await ingest.single(request, msg_type)
+
+    endpoint.__doc__ = f"Segment `{msg_type}` call: one event, at most 32 KB."
+    return endpoint

@@ -1,0 +1,179 @@
+"""The event: one Segment-spec message, validated and normalized for the log.
+
+``normalize`` turns what a tracking SDK sent into an ``Event`` or a ``Rejection`` with a
+machine-readable code. It accepts what real clients send: ``null`` ids, numeric ids,
+identify traits at top level or in ``context.traits``, batch-level ``context`` and
+``integrations`` merged under the message's own, and the timestamp forms of
+``domain.timestamps``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+
+from momently.domain.timestamps import (
+    InvalidTimestamp,
+    event_time,
+    format_timestamp,
+    parse_timestamp,
+)
+
+EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+MAX_EVENT_BYTES: Final = 32 * 1024
+MAX_MESSAGE_ID_CHARS: Final = 256
+_OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An accepted message, ready to append. ``body`` is the normalized message as stored."""
+
+    message_id: str
+    type: str
+    name: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: datetime
+    received_at: datetime
+    body: dict[str, Any]
+    payload: bytes  # ``body`` serialized once, as stored and as measured against the size limit
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one message was refused; listed in a batch response, or the body of a 400."""
+
+    code: str
+    message: str
+    index: int | None = None
+    message_id: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.index is not None:
+            out["index"] = self.index
+        if self.message_id is not None:
+            out["messageId"] = self.message_id
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDefaults:
+    """Fields a batch envelope carries for all its messages."""
+
+    context: dict[str, Any] | None = None
+    integrations: dict[str, Any] | None = None
+    sent_at: datetime | None = None
+
+
+def _as_id(value: object) -> str | None:
+    """Ids arrive as strings, numbers or explicit nulls; empty means absent."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    if isinstance(value, str):
+        stripped = value.strip()
+        return stripped or None
+    return None
+
+
+def new_message_id() -> str:
+    return f"mom-{uuid.uuid4()}"
+
+
+def normalize(
+    raw: object,
+    *,
+    default_type: str | None,
+    defaults: BatchDefaults,
+    received_at: datetime,
+    index: int | None = None,
+) -> Event | Rejection:
+    """Validate one message. ``default_type`` is the route's type for single calls."""
+    if not isinstance(raw, dict):
+        return Rejection("invalid_event", "each event must be a JSON object", index)
+    mid_raw = _as_id(raw.get("messageId"))
+
+    def reject(code: str, message: str) -> Rejection:
+        return Rejection(code, message, index, mid_raw)
+
+    msg_type = raw.get("type") or default_type
+    if msg_type not in EVENT_TYPES:
+        return reject("invalid_type", f"type must be one of {sorted(EVENT_TYPES)}, got {msg_type!r}")
+    for field in _OBJECT_FIELDS:
+        if raw.get(field) is not None and not isinstance(raw[field], dict):
+            return reject("invalid_field", f"{field} must be a JSON object")
+
+    user_id = _as_id(raw.get("userId"))
+    anonymous_id = _as_id(raw.get("anonymousId"))
+    if user_id is None and anonymous_id is None:
+        return reject("no_user_anon_id", "userId or anonymousId is required")
+    if mid_raw is not None and len(mid_raw) > MAX_MESSAGE_ID_CHARS:
+        return reject("invalid_message_id", f"messageId is longer than {MAX_MESSAGE_ID_CHARS} characters")
+
+    name: str | None = None
+    if msg_type == "track":
+        name = _as_id(raw.get("event"))
+        if name is None:
+            return reject("missing_event", "track requires a non-empty event name")
+    elif msg_type in ("page", "screen"):
+        name = _as_id(raw.get("name"))
+    elif msg_type == "alias" and _as_id(raw.get("previousId")) is None:
+        return reject("missing_previous_id", "alias requires previousId")
+    elif msg_type == "group" and _as_id(raw.get("groupId")) is None:
+        return reject("missing_group_id", "group requires groupId")
+
+    try:
+        explicit_ts = parse_timestamp(raw["timestamp"]) if raw.get("timestamp") else None
+        original_ts = parse_timestamp(raw["originalTimestamp"]) if raw.get("originalTimestamp") else None
+        sent_at = parse_timestamp(raw["sentAt"]) if raw.get("sentAt") else defaults.sent_at
+    except InvalidTimestamp as exc:
+        return reject("invalid_timestamp", str(exc))
+    timestamp = event_time(
+        timestamp=explicit_ts, original_timestamp=original_ts, sent_at=sent_at, received_at=received_at
+    )
+
+    body: dict[str, Any] = {k: v for k, v in raw.items() if v is not None and k != "writeKey"}
+    context = {**(defaults.context or {}), **(raw.get("context") or {})}
+    integrations = {**(defaults.integrations or {}), **(raw.get("integrations") or {})}
+    if msg_type == "identify":
+        traits = {**(context.get("traits") or {}), **(raw.get("traits") or {})}
+        body["traits"] = traits
+    message_id = mid_raw or new_message_id()
+    body.update(
+        type=msg_type,
+        messageId=message_id,
+        timestamp=format_timestamp(timestamp),
+        receivedAt=format_timestamp(received_at),
+        context=context,
+        integrations=integrations,
+    )
+    for key, value in (("userId", user_id), ("anonymousId", anonymous_id)):
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
+    if original_ts is not None:
+        body["originalTimestamp"] = format_timestamp(original_ts)
+    if sent_at is not None:
+        body["sentAt"] = format_timestamp(sent_at)
+    payload = orjson.dumps(body)
+    if len(payload) > MAX_EVENT_BYTES:
+        return reject("event_too_large", f"an event may be at most {MAX_EVENT_BYTES} bytes")
+    return Event(
+        message_id=message_id,
+        type=msg_type,
+        name=name,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        timestamp=timestamp,
+        received_at=received_at,
+        body=body,
+        payload=payload,
+    )

@@ -1,0 +1,66 @@
+"""Timestamps as real clients send them, and the clock-skew rule.
+
+Clients send ISO-8601 with ``Z`` or ``+00:00``, with or without milliseconds or
+microseconds, and sometimes without an offset at all (taken as UTC).
+
+The rule for an event's ``timestamp`` (the time the event happened, as used by every
+window in the engine):
+
+1. an explicit ``timestamp`` in the message is used as given (server-side SDKs such as
+   analytics-python and rudder-sdk-python always set it);
+2. otherwise, when the client sent ``originalTimestamp`` and ``sentAt`` (its own clock
+   when the event happened and when the request left), the skew is corrected:
+   ``timestamp = receivedAt - (sentAt - originalTimestamp)``;
+3. otherwise ``originalTimestamp`` alone, and failing that ``receivedAt``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class InvalidTimestamp(ValueError):
+    pass
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Parse an ISO-8601 string into an aware UTC datetime."""
+    if not isinstance(value, str) or not value:
+        raise InvalidTimestamp(f"expected an ISO-8601 string, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidTimestamp(f"not an ISO-8601 timestamp: {value!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(value: datetime) -> str:
+    """Canonical form stored in the log: UTC, millisecond precision, ``Z`` suffix."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_millis(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def from_millis(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+def event_time(
+    *,
+    timestamp: datetime | None,
+    original_timestamp: datetime | None,
+    sent_at: datetime | None,
+    received_at: datetime,
+) -> datetime:
+    """Apply the rule in the module docstring."""
+    if timestamp is not None:
+        return timestamp
+    if original_timestamp is not None and sent_at is not None:
+        return received_at - (sent_at - original_timestamp)
+    if original_timestamp is not None:
+        return original_timestamp
+    return received_at

@@ -1,0 +1,185 @@
+"""Keeps profiles up to date by folding the event log, in sequence order, per workspace.
+
+Each batch is computed from a snapshot and written in one transaction together with the
+consumer cursor (compare-and-set), so a crash mid-batch or a second projector can never
+apply an event twice or skip one. ``run_until_idle`` drains deterministically for tests,
+the CLI and replays; ``start`` runs the same loop in a thread, woken by the log writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from momently.domain.identity import Identity, resolve
+from momently.domain.profile import LoggedEvent, Profile, apply, merge
+from momently.store.database import Database
+from momently.store.events import EventLog
+from momently.store.profiles import CursorMoved, ProfileStore
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "profiles"
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Working state of one batch: what the database knew plus what this batch decided."""
+
+    known: dict[Identity, str]
+    profiles: dict[str, Profile]
+    links: dict[Identity, str] = field(default_factory=dict)
+    merged: dict[str, str] = field(default_factory=dict)
+    event_rows: list[tuple[str, int]] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)
+
+
+class ProfileProjector:
+    def __init__(self, db: Database, log_: EventLog, store: ProfileStore, *, batch_size: int = 2000) -> None:
+        self.db = db
+        self.log = log_
+        self.store = store
+        self.batch_size = batch_size
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # driving ---------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self, *, idle_poll_seconds: float = 1.0) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    busy = self.run_once()
+                except Exception:  # keep serving; the cursor did not move, so nothing is lost
+                    log.exception("profile projector batch failed; retrying")
+                    busy = 0
+                    self._stop.wait(1.0)
+                if not busy:
+                    self._wake.wait(idle_poll_seconds)
+                    self._wake.clear()
+
+        self._thread = threading.Thread(target=loop, name="momently-profiles", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._thread = None
+
+    def run_once(self) -> int:
+        """Process at most one batch per workspace that is behind; returns events processed."""
+        done = 0
+        for workspace_id, cursor, last_seq in self.store.backlog(CONSUMER):
+            if cursor < last_seq:
+                done += self.process_batch(workspace_id)
+        return done
+
+    def run_until_idle(self, progress: Callable[[str, int, int], None] | None = None) -> int:
+        total = 0
+        while True:
+            done = self.run_once()
+            if progress is not None:
+                for workspace_id, cursor, last_seq in self.store.backlog(CONSUMER):
+                    progress(workspace_id, cursor, last_seq)
+            if not done:
+                return total
+            total += done
+
+    def replay(self, workspace_id: str, progress: Callable[[str, int, int], None] | None = None) -> int:
+        """Rebuild the workspace's profiles from the first event."""
+        self.store.reset(workspace_id, CONSUMER)
+        return self.run_until_idle(progress)
+
+    # one batch -------------------------------------------------------------------------
+    def process_batch(self, workspace_id: str) -> int:
+        with self.db.read() as conn:
+            cursor = self.store.cursor(conn, CONSUMER, workspace_id)
+            events = self.log.read_in(conn, workspace_id, after_seq=cursor, limit=self.batch_size)
+            if not events:
+                return 0
+            wanted: set[Identity] = set()
+            for ev in events:
+                wanted.update(_identities(ev))
+            known = self.store.lookup_identities(conn, workspace_id, wanted)
+            batch = _Batch(known=known, profiles=self.store.load(conn, workspace_id, set(known.values())))
+        for ev in events:
+            self._apply(batch, ev)
+        try:
+            with self.db.write() as conn:
+                self.store.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=events[-1].seq)
+                self.store.save(
+                    conn,
+                    workspace_id,
+                    changed=[batch.profiles[p] for p in batch.changed if p in batch.profiles],
+                    merged=batch.merged,
+                    links=batch.links,
+                    event_rows=batch.event_rows,
+                )
+        except CursorMoved:
+            log.info("another projector advanced %s first; skipping this batch", workspace_id)
+            return 0
+        return len(events)
+
+    def _apply(self, batch: _Batch, ev: LoggedEvent) -> None:
+        previous = ev.body.get("previousId")
+        res = resolve(
+            type=ev.type,
+            user_id=ev.user_id,
+            anonymous_id=ev.anonymous_id,
+            previous_id=str(previous) if previous is not None else None,
+            lookup=batch.known.get,
+            user_of=lambda pid: batch.profiles[pid].user_id if pid in batch.profiles else None,
+        )
+        pid = res.person_id
+        profile = batch.profiles.get(pid) or Profile(person_id=pid)
+        for loser_id in res.merges:
+            loser = batch.profiles.pop(loser_id, None)
+            if loser is not None:
+                profile = merge(profile, loser)
+            self._repoint(batch, loser_id, pid)
+        for identity in res.links:
+            batch.known[identity] = pid
+            batch.links[identity] = pid
+        batch.profiles[pid] = apply(profile, ev)
+        batch.changed.add(pid)
+        batch.event_rows.append((pid, ev.seq))
+
+    @staticmethod
+    def _repoint(batch: _Batch, loser: str, winner: str) -> None:
+        """Everything this batch (or the database) had for ``loser`` now belongs to ``winner``."""
+        for merged_loser, target in list(batch.merged.items()):
+            if target == loser:
+                batch.merged[merged_loser] = winner
+        batch.merged[loser] = winner
+        for identity, person in list(batch.known.items()):
+            if person == loser:
+                batch.known[identity] = winner
+        for identity, person in list(batch.links.items()):
+            if person == loser:
+                batch.links[identity] = winner
+        batch.event_rows[:] = [(winner if p == loser else p, s) for p, s in batch.event_rows]
+        batch.changed.discard(loser)
+
+
+def _identities(ev: LoggedEvent) -> list[Identity]:
+    out: list[Identity] = []
+    if ev.user_id is not None:
+        out.append(("user", ev.user_id))
+    if ev.anonymous_id is not None:
+        out.append(("anon", ev.anonymous_id))
+    previous = ev.body.get("previousId")
+    if ev.type == "alias" and previous is not None:
+        out += [("user", str(previous)), ("anon", str(previous))]
+    return out

@@ -1,0 +1,35 @@
+"""One typed ``Settings`` object, built from ``MOMENTLY_*`` environment variables and then
+overridden by command-line flags. Every option is documented in docs/configuration.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOMENTLY_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./momently.db",
+        description="sqlite:///PATH (default, one machine) or postgresql://USER@HOST:PORT/DB",
+    )
+    host: str = Field(default="127.0.0.1", description="address `momently serve` binds to")
+    port: int = Field(default=8000, ge=1, le=65535)
+    dedup_window_days: float = Field(default=7.0, gt=0, description="how long a messageId is remembered")
+    auth_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="how long a key lookup is cached; a revoked key stops working within this",
+    )
+    cors_origins: list[str] = Field(
+        default=["*"], description="origins allowed to send events from a browser"
+    )
+    run_engine: bool = Field(default=True, description="run the profile projector inside `serve`")
+    log_level: str = Field(default="info")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Apply CLI flags; a flag left at None keeps the environment's value."""
+        return self.model_copy(update={k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""Synthetic customers for the demo, tests and benchmarks."""

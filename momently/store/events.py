@@ -1,0 +1,190 @@
+"""The event log: append-only, one increasing sequence per workspace.
+
+Everything downstream (profiles now; segments, enrollments, metrics later) is derived from
+these rows and can be rebuilt by replaying them in sequence order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import orjson
+from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.dialects import postgresql
+
+from momently.domain.event import Event
+from momently.domain.profile import LoggedEvent
+from momently.domain.timestamps import to_millis
+from momently.store.database import Database
+from momently.store.schema import events, workspaces
+
+
+class UnknownWorkspace(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one append stored: the sequence number given to each event, None for an event
+    the database refused as a duplicate (PostgreSQL only, see the unique index)."""
+
+    seqs: list[int | None]
+
+
+class EventLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._insert = (
+            postgresql.insert(events)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
+            .returning(events.c.seq)
+            if db.dialect == "postgresql"
+            else insert(events)
+        )
+
+    def append(self, conn: Connection, batch: Sequence[tuple[str, Event]]) -> Appended:
+        """Append within the caller's write transaction. Events keep their order in ``batch``."""
+        counts: dict[str, int] = {}
+        for workspace_id, _ in batch:
+            counts[workspace_id] = counts.get(workspace_id, 0) + 1
+        next_seq: dict[str, int] = {}
+        for workspace_id, n in counts.items():
+            last = conn.execute(
+                update(workspaces)
+                .where(workspaces.c.id == workspace_id)
+                .values(last_seq=workspaces.c.last_seq + n)
+                .returning(workspaces.c.last_seq)
+            ).scalar()
+            if last is None:
+                raise UnknownWorkspace(workspace_id)
+            next_seq[workspace_id] = int(last) - n + 1
+        rows = []
+        seqs: list[int | None] = []
+        for workspace_id, ev in batch:
+            seq = next_seq[workspace_id]
+            next_seq[workspace_id] = seq + 1
+            seqs.append(seq)
+            rows.append(
+                {
+                    "workspace_id": workspace_id,
+                    "seq": seq,
+                    "message_id": ev.message_id,
+                    "type": ev.type,
+                    "name": ev.name,
+                    "user_id": ev.user_id,
+                    "anonymous_id": ev.anonymous_id,
+                    "timestamp_ms": to_millis(ev.timestamp),
+                    "received_ms": to_millis(ev.received_at),
+                    "body": ev.payload.decode(),
+                }
+            )
+        if not rows:
+            return Appended([])
+        if self.db.dialect == "postgresql":
+            stored = {int(r[0]) for r in conn.execute(self._insert, rows).all()}
+            return Appended([s if s in stored else None for s in seqs])
+        conn.execute(self._insert, rows)
+        return Appended(seqs)
+
+    def read(self, workspace_id: str, *, after_seq: int, limit: int) -> list[LoggedEvent]:
+        with self.db.read() as conn:
+            return self.read_in(conn, workspace_id, after_seq=after_seq, limit=limit)
+
+    def read_in(
+        self, conn: Connection, workspace_id: str, *, after_seq: int, limit: int
+    ) -> list[LoggedEvent]:
+        rows = conn.execute(
+            select(
+                events.c.seq,
+                events.c.type,
+                events.c.name,
+                events.c.user_id,
+                events.c.anonymous_id,
+                events.c.timestamp_ms,
+                events.c.body,
+            )
+            .where(events.c.workspace_id == workspace_id, events.c.seq > after_seq)
+            .order_by(events.c.seq)
+            .limit(limit)
+        ).all()
+        return [_logged(r) for r in rows]
+
+    def by_seqs(self, workspace_id: str, seqs: Sequence[int]) -> list[LoggedEvent]:
+        if not seqs:
+            return []
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(
+                    events.c.seq,
+                    events.c.type,
+                    events.c.name,
+                    events.c.user_id,
+                    events.c.anonymous_id,
+                    events.c.timestamp_ms,
+                    events.c.body,
+                )
+                .where(and_(events.c.workspace_id == workspace_id, events.c.seq.in_(list(seqs))))
+                .order_by(events.c.seq.desc())
+            ).all()
+        return [_logged(r) for r in rows]
+
+    def tail(self, workspace_id: str, *, limit: int) -> list[LoggedEvent]:
+        """The newest ``limit`` events, oldest first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(
+                    events.c.seq,
+                    events.c.type,
+                    events.c.name,
+                    events.c.user_id,
+                    events.c.anonymous_id,
+                    events.c.timestamp_ms,
+                    events.c.body,
+                )
+                .where(events.c.workspace_id == workspace_id)
+                .order_by(events.c.seq.desc())
+                .limit(limit)
+            ).all()
+        return [_logged(r) for r in reversed(rows)]
+
+    def last_seq(self, workspace_id: str) -> int:
+        with self.db.read() as conn:
+            value = conn.execute(
+                select(workspaces.c.last_seq).where(workspaces.c.id == workspace_id)
+            ).scalar()
+        return int(value or 0)
+
+    def count(self, workspace_id: str) -> int:
+        from sqlalchemy import func
+
+        with self.db.read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(events).where(events.c.workspace_id == workspace_id)
+                ).scalar_one()
+            )
+
+    def recent_message_ids(self, *, since_ms: int, chunk: int = 50_000) -> Iterator[tuple[str, str, int]]:
+        """(workspace, messageId, received_ms) of events received since ``since_ms``, in chunks."""
+        with self.db.read() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(
+                select(events.c.workspace_id, events.c.message_id, events.c.received_ms).where(
+                    events.c.received_ms >= since_ms
+                )
+            )
+            for row in result:
+                yield str(row[0]), str(row[1]), int(row[2])
+
+
+def _logged(row: Sequence[object]) -> LoggedEvent:
+    seq, type_, name, user_id, anonymous_id, ts, body = row
+    return LoggedEvent(
+        seq=int(seq),  # type: ignore[call-overload]
+        type=str(type_),
+        name=name if isinstance(name, str) else None,
+        user_id=user_id if isinstance(user_id, str) else None,
+        anonymous_id=anonymous_id if isinstance(anonymous_id, str) else None,
+        timestamp_ms=int(ts),  # type: ignore[call-overload]
+        body=orjson.loads(body),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,238 @@
+"""Profiles, identities, the person -> events index and consumer cursors.
+
+All of it is derived from the event log by ``engine.profile_projector`` and can be dropped
+and rebuilt with ``momently replay``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from momently.domain.identity import Identity
+from momently.domain.profile import Profile
+from momently.store.database import Database
+from momently.store.schema import cursors, identities, person_events, profiles
+
+_CHUNK = 500  # keeps IN lists under every driver's parameter limit
+
+
+class CursorMoved(RuntimeError):
+    """Another consumer advanced the cursor first; this batch must be recomputed."""
+
+
+class ProfileStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._dialect_insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    # cursors -------------------------------------------------------------------------
+    def cursor(self, conn: Connection, consumer: str, workspace_id: str) -> int:
+        value = conn.execute(
+            select(cursors.c.seq).where(
+                cursors.c.consumer == consumer, cursors.c.workspace_id == workspace_id
+            )
+        ).scalar()
+        return int(value or 0)
+
+    def advance_cursor(
+        self, conn: Connection, consumer: str, workspace_id: str, *, old: int, new: int
+    ) -> None:
+        """Compare-and-set, so two projectors can never both apply the same events."""
+        done = conn.execute(
+            update(cursors)
+            .where(
+                cursors.c.consumer == consumer, cursors.c.workspace_id == workspace_id, cursors.c.seq == old
+            )
+            .values(seq=new)
+        )
+        if done.rowcount == 1:
+            return
+        if old == 0:
+            inserted = conn.execute(
+                self._dialect_insert(cursors)
+                .values(consumer=consumer, workspace_id=workspace_id, seq=new)
+                .on_conflict_do_nothing()
+            )
+            if inserted.rowcount == 1:
+                return
+        raise CursorMoved(f"{consumer} cursor for {workspace_id} moved past {old}")
+
+    def backlog(self, consumer: str) -> list[tuple[str, int, int]]:
+        """(workspace, cursor, last_seq) for every workspace."""
+        from momently.store.schema import workspaces
+
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(workspaces.c.id, cursors.c.seq, workspaces.c.last_seq)
+                .select_from(
+                    workspaces.outerjoin(
+                        cursors,
+                        (cursors.c.workspace_id == workspaces.c.id) & (cursors.c.consumer == consumer),
+                    )
+                )
+                .order_by(workspaces.c.id)
+            ).all()
+        return [(str(r[0]), int(r[1] or 0), int(r[2] or 0)) for r in rows]
+
+    # identities ----------------------------------------------------------------------
+    def lookup_identities(
+        self, conn: Connection, workspace_id: str, wanted: Iterable[Identity]
+    ) -> dict[Identity, str]:
+        wanted = list(set(wanted))
+        found: dict[Identity, str] = {}
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i : i + _CHUNK]
+            rows = conn.execute(
+                select(identities.c.kind, identities.c.value, identities.c.person_id).where(
+                    identities.c.workspace_id == workspace_id,
+                    tuple_(identities.c.kind, identities.c.value).in_(chunk),
+                )
+            ).all()
+            found.update({(str(r[0]), str(r[1])): str(r[2]) for r in rows})
+        return found
+
+    def person_for(self, workspace_id: str, identity: Identity) -> str | None:
+        with self.db.read() as conn:
+            return self.lookup_identities(conn, workspace_id, [identity]).get(identity)
+
+    # profiles ------------------------------------------------------------------------
+    def load(self, conn: Connection, workspace_id: str, person_ids: Iterable[str]) -> dict[str, Profile]:
+        ids = list(set(person_ids))
+        out: dict[str, Profile] = {}
+        for i in range(0, len(ids), _CHUNK):
+            rows = conn.execute(
+                select(profiles).where(
+                    profiles.c.workspace_id == workspace_id, profiles.c.person_id.in_(ids[i : i + _CHUNK])
+                )
+            ).all()
+            for r in rows:
+                p = _profile(dict(r._mapping))
+                out[p.person_id] = p
+        return out
+
+    def get(self, workspace_id: str, person_id: str) -> Profile | None:
+        with self.db.read() as conn:
+            return self.load(conn, workspace_id, [person_id]).get(person_id)
+
+    def event_seqs(
+        self, workspace_id: str, person_id: str, *, before_seq: int | None, limit: int
+    ) -> list[int]:
+        """The person's log sequence numbers, newest first."""
+        query = select(person_events.c.seq).where(
+            person_events.c.workspace_id == workspace_id, person_events.c.person_id == person_id
+        )
+        if before_seq is not None:
+            query = query.where(person_events.c.seq < before_seq)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(person_events.c.seq.desc()).limit(limit)).all()
+        return [int(r[0]) for r in rows]
+
+    def save(
+        self,
+        conn: Connection,
+        workspace_id: str,
+        *,
+        changed: Sequence[Profile],
+        merged: Mapping[str, str],
+        links: Mapping[Identity, str],
+        event_rows: Sequence[tuple[str, int]],
+    ) -> None:
+        """Write one projector batch. ``merged`` maps each absorbed person to its survivor."""
+        for loser, winner in merged.items():
+            for table in (identities, person_events):
+                conn.execute(
+                    update(table)
+                    .where(table.c.workspace_id == workspace_id, table.c.person_id == loser)
+                    .values(person_id=winner)
+                )
+            conn.execute(
+                delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.person_id == loser)
+            )
+        if links:
+            stmt = self._dialect_insert(identities)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "kind", "value"],
+                    set_={"person_id": stmt.excluded.person_id},
+                ),
+                [
+                    {"workspace_id": workspace_id, "kind": k, "value": v, "person_id": p}
+                    for (k, v), p in links.items()
+                ],
+            )
+        if changed:
+            stmt = self._dialect_insert(profiles)
+            columns = [c.name for c in profiles.c if c.name not in ("workspace_id", "person_id")]
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "person_id"], set_={c: stmt.excluded[c] for c in columns}
+                ),
+                [_row(workspace_id, p) for p in changed],
+            )
+        if event_rows:
+            conn.execute(
+                insert(person_events),
+                [{"workspace_id": workspace_id, "person_id": p, "seq": s} for p, s in event_rows],
+            )
+
+    def reset(self, workspace_id: str, consumer: str) -> None:
+        """Drop everything derived for a workspace, ready for a replay from the start."""
+        with self.db.write() as conn:
+            for table in (profiles, identities, person_events):
+                conn.execute(delete(table).where(table.c.workspace_id == workspace_id))
+            conn.execute(
+                delete(cursors).where(cursors.c.workspace_id == workspace_id, cursors.c.consumer == consumer)
+            )
+
+
+def _row(workspace_id: str, p: Profile) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "person_id": p.person_id,
+        "user_id": p.user_id,
+        "email": p.email,
+        "phone": p.phone,
+        "timezone": p.timezone,
+        "first_seen_ms": p.first_seen_ms,
+        "last_seen_ms": p.last_seen_ms,
+        "orders_count": p.orders_count,
+        "revenue": p.revenue,
+        "last_order_ms": p.last_order_ms,
+        "last_seq": p.last_seq,
+        "data": orjson.dumps(
+            {
+                "traits": p.traits,
+                "anonymous_ids": p.anonymous_ids,
+                "event_counts": p.event_counts,
+                "push_tokens": p.push_tokens,
+                "groups": p.groups,
+            }
+        ).decode(),
+    }
+
+
+def _profile(m: Mapping[str, Any]) -> Profile:
+    data = orjson.loads(m["data"])
+    return Profile(
+        person_id=m["person_id"],
+        user_id=m["user_id"],
+        anonymous_ids=tuple(data["anonymous_ids"]),
+        traits=data["traits"],
+        email=m["email"],
+        phone=m["phone"],
+        push_tokens=tuple((str(a), str(b)) for a, b in data["push_tokens"]),
+        timezone=m["timezone"],
+        groups=tuple(data["groups"]),
+        first_seen_ms=m["first_seen_ms"],
+        last_seen_ms=m["last_seen_ms"],
+        event_counts=data["event_counts"],
+        orders_count=m["orders_count"],
+        revenue=m["revenue"],
+        last_order_ms=m["last_order_ms"],
+        last_seq=m["last_seq"],
+    )

@@ -1,0 +1,109 @@
+"""The tables. Timestamps are integer milliseconds since the epoch (UTC) on both databases,
+so windows are plain integer comparisons and no driver-side conversion sits in hot paths.
+Event bodies are stored as the JSON text the ingest path already serialized."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    # Highest sequence number handed out; bumped inside each append transaction, whose row
+    # lock makes commit order equal sequence order, so readers never skip a late commit.
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("rate_limit", Float, nullable=True),  # events/s; NULL = unlimited
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), ForeignKey("workspaces.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("label", String(200), nullable=False, server_default=""),
+    Column("prefix", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked_ms", BigInteger, nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("message_id", String(256), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("name", Text, nullable=True),
+    Column("user_id", Text, nullable=True),
+    Column("anonymous_id", Text, nullable=True),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("received_ms", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+)
+# Append-ordered, so cheap to maintain; used to rebuild the de-duplication window at start.
+Index("ix_events_received", events.c.received_ms)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("user_id", Text, nullable=True),
+    Column("email", Text, nullable=True),
+    Column("phone", Text, nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Column("first_seen_ms", BigInteger, nullable=True),
+    Column("last_seen_ms", BigInteger, nullable=True),
+    Column("orders_count", Integer, nullable=False, server_default="0"),
+    Column("revenue", Float, nullable=False, server_default="0"),
+    Column("last_order_ms", BigInteger, nullable=True),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    # traits, anonymous ids, event counts, push tokens, groups: JSON text
+    Column("data", Text, nullable=False),
+)
+
+identities = Table(
+    "identities",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("person_id", String(32), nullable=False),
+)
+Index("ix_identities_person", identities.c.workspace_id, identities.c.person_id)
+
+# Which log entries belong to which person: written by the profile projector, not by ingest,
+# so the ingest path stays a pure sequential append.
+person_events = Table(
+    "person_events",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+)
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("workspace_id", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)

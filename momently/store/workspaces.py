@@ -1,0 +1,160 @@
+"""Workspaces and their credentials."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from momently.domain.credentials import KeyKind, display_prefix, hash_secret, new_secret
+from momently.domain.timestamps import to_millis
+from momently.store.database import Database
+from momently.store.schema import api_keys, workspaces
+
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class WorkspaceError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: str
+    name: str
+    created_ms: int
+    last_seq: int
+    rate_limit: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    workspace_id: str
+    kind: KeyKind
+    label: str
+    prefix: str
+    created_ms: int
+    revoked_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just created: the only moment its secret is known."""
+
+    key: ApiKey
+    secret: str
+
+
+class Workspaces:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(
+        self, workspace_id: str, *, name: str | None, now: datetime, rate_limit: float | None = None
+    ) -> Workspace:
+        if not _SLUG.match(workspace_id):
+            raise WorkspaceError(
+                f"invalid workspace id {workspace_id!r}: use 1-64 lowercase letters, digits, '-' or '_'"
+            )
+        if rate_limit is not None and rate_limit <= 0:
+            raise WorkspaceError("rate limit must be a positive number of events per second")
+        row = {
+            "id": workspace_id,
+            "name": name or workspace_id,
+            "created_ms": to_millis(now),
+            "last_seq": 0,
+            "rate_limit": rate_limit,
+        }
+        try:
+            with self.db.write() as conn:
+                conn.execute(insert(workspaces).values(**row))
+        except IntegrityError:
+            raise WorkspaceError(f"workspace {workspace_id!r} already exists") from None
+        return Workspace(**row)  # type: ignore[arg-type]
+
+    def get(self, workspace_id: str) -> Workspace | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(workspaces).where(workspaces.c.id == workspace_id)).first()
+        return Workspace(**row._mapping) if row else None
+
+    def all(self) -> list[Workspace]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(workspaces).order_by(workspaces.c.id)).all()
+        return [Workspace(**r._mapping) for r in rows]
+
+    def set_rate_limit(self, workspace_id: str, rate_limit: float | None) -> None:
+        with self.db.write() as conn:
+            done = conn.execute(
+                update(workspaces).where(workspaces.c.id == workspace_id).values(rate_limit=rate_limit)
+            )
+        if done.rowcount == 0:
+            raise WorkspaceError(f"no workspace {workspace_id!r}")
+
+    def issue_key(self, workspace_id: str, kind: KeyKind, *, label: str, now: datetime) -> IssuedKey:
+        if self.get(workspace_id) is None:
+            raise WorkspaceError(f"no workspace {workspace_id!r}")
+        secret = new_secret(kind)
+        prefix, created_ms = display_prefix(secret), to_millis(now)
+        with self.db.write() as conn:
+            inserted = conn.execute(
+                insert(api_keys).values(
+                    workspace_id=workspace_id,
+                    kind=kind.value,
+                    label=label,
+                    prefix=prefix,
+                    secret_hash=hash_secret(secret),
+                    created_ms=created_ms,
+                )
+            )
+        key_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+        key = ApiKey(key_id, workspace_id, kind, label, prefix, created_ms, revoked_ms=None)
+        return IssuedKey(key=key, secret=secret)
+
+    def list_keys(self, workspace_id: str) -> list[ApiKey]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(api_keys).where(api_keys.c.workspace_id == workspace_id).order_by(api_keys.c.id)
+            ).all()
+        return [_key(dict(r._mapping)) for r in rows]
+
+    def revoke_key(self, key_id: int, *, now: datetime) -> ApiKey:
+        with self.db.write() as conn:
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_ms.is_(None))
+                .values(revoked_ms=to_millis(now))
+            )
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        if row is None:
+            raise WorkspaceError(f"no key with id {key_id}")
+        return _key(dict(row._mapping))
+
+    def authenticate(self, secret: str, kind: KeyKind) -> str | None:
+        """The workspace a live key of this kind belongs to, or None."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(api_keys.c.workspace_id).where(
+                    api_keys.c.secret_hash == hash_secret(secret),
+                    api_keys.c.kind == kind.value,
+                    api_keys.c.revoked_ms.is_(None),
+                )
+            ).first()
+        return str(row[0]) if row else None
+
+
+def _key(m: Mapping[str, Any]) -> ApiKey:
+    return ApiKey(
+        id=int(m["id"]),
+        workspace_id=m["workspace_id"],
+        kind=KeyKind(m["kind"]),
+        label=m["label"],
+        prefix=m["prefix"],
+        created_ms=m["created_ms"],
+        revoked_ms=m["revoked_ms"],
+    )
