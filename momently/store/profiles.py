@@ -43,22 +43,23 @@ class ProfileStore:
         self, conn: Connection, consumer: str, workspace_id: str, *, old: int, new: int
     ) -> None:
         """Compare-and-set, so two projectors can never both apply the same events."""
-        done = conn.execute(
+        # RETURNING rather than rowcount: psycopg reports -1 for some statements.
+        moved = conn.execute(
             update(cursors)
-            .where(
-                cursors.c.consumer == consumer, cursors.c.workspace_id == workspace_id, cursors.c.seq == old
-            )
+            .where(cursors.c.consumer == consumer, cursors.c.workspace_id == workspace_id, cursors.c.seq == old)
             .values(seq=new)
-        )
-        if done.rowcount == 1:
+            .returning(cursors.c.seq)
+        ).first()
+        if moved is not None:
             return
         if old == 0:
-            inserted = conn.execute(
+            created = conn.execute(
                 self._dialect_insert(cursors)
                 .values(consumer=consumer, workspace_id=workspace_id, seq=new)
                 .on_conflict_do_nothing()
-            )
-            if inserted.rowcount == 1:
+                .returning(cursors.c.seq)
+            ).first()
+            if created is not None:
                 return
         raise CursorMoved(f"{consumer} cursor for {workspace_id} moved past {old}")
 

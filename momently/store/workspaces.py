@@ -91,9 +91,12 @@ class Workspaces:
     def set_rate_limit(self, workspace_id: str, rate_limit: float | None) -> None:
         with self.db.write() as conn:
             done = conn.execute(
-                update(workspaces).where(workspaces.c.id == workspace_id).values(rate_limit=rate_limit)
-            )
-        if done.rowcount == 0:
+                update(workspaces)
+                .where(workspaces.c.id == workspace_id)
+                .values(rate_limit=rate_limit)
+                .returning(workspaces.c.id)
+            ).first()
+        if done is None:
             raise WorkspaceError(f"no workspace {workspace_id!r}")
 
     def issue_key(self, workspace_id: str, kind: KeyKind, *, label: str, now: datetime) -> IssuedKey:
