@@ -32,6 +32,11 @@ class _Ctx:
                 raise click.ClickException(str(exc)) from None
         return self._services
 
+    def close(self) -> None:
+        if self._services is not None:
+            self._services.close()
+            self._services = None
+
 
 pass_ctx = click.make_pass_decorator(_Ctx)
 
@@ -59,6 +64,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
       momently serve                        # http://127.0.0.1:8000, docs at /docs
     """
     ctx.obj = _Ctx(Settings().with_overrides(database_url=database_url))
+    ctx.call_on_close(ctx.obj.close)
 
 
 # serve ---------------------------------------------------------------------------------

@@ -96,7 +96,9 @@ class LiveServer:
     admin_token: str
 
     def admin(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10
+        )
 
     def wait_for_engine(self, timeout: float = 20.0) -> None:
         """Block until the projector has folded every committed event into profiles."""
@@ -128,7 +130,8 @@ def live_server(services: Services) -> Iterator[LiveServer]:
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "test server did not start"
+        assert thread.is_alive(), "test server died while starting"
+        assert time.monotonic() < deadline, "test server did not start in time"
         time.sleep(0.01)
     try:
         yield LiveServer(f"http://127.0.0.1:{port}", services, ws.id, write.secret, admin.secret)

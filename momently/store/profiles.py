@@ -46,7 +46,9 @@ class ProfileStore:
         # RETURNING rather than rowcount: psycopg reports -1 for some statements.
         moved = conn.execute(
             update(cursors)
-            .where(cursors.c.consumer == consumer, cursors.c.workspace_id == workspace_id, cursors.c.seq == old)
+            .where(
+                cursors.c.consumer == consumer, cursors.c.workspace_id == workspace_id, cursors.c.seq == old
+            )
             .values(seq=new)
             .returning(cursors.c.seq)
         ).first()

@@ -80,7 +80,9 @@ class _LosesFirstAck:
         self.attempts += 1
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         async with httpx.AsyncClient() as client:
-            reply = await client.post(self.upstream + request.url.path, content=await request.body(), headers=headers)
+            reply = await client.post(
+                self.upstream + request.url.path, content=await request.body(), headers=headers
+            )
         if self.attempts == 1:
             self.first_reply = reply.json()
             return Response(b'{"code":"upstream_lost"}', status_code=503)
@@ -105,7 +107,9 @@ def lossy_proxy(live_server: LiveServer) -> Iterator[tuple[str, _LosesFirstAck]]
 
 
 @pytest.mark.parametrize("sdk", ["segment", "rudder"])
-def test_retried_batch_is_stored_once(live_server: LiveServer, lossy_proxy: tuple[str, Any], sdk: str) -> None:
+def test_retried_batch_is_stored_once(
+    live_server: LiveServer, lossy_proxy: tuple[str, Any], sdk: str
+) -> None:
     url, hop = lossy_proxy
     errors: list[Any] = []
     client = _client(sdk, live_server.write_key, url, False, errors)
@@ -116,7 +120,8 @@ def test_retried_batch_is_stored_once(live_server: LiveServer, lossy_proxy: tupl
 
     assert errors == []
     assert hop.attempts == 2, "the SDK should have retried once after the lost reply"
-    assert hop.first_reply is not None and hop.first_reply["accepted"] == 5
+    assert hop.first_reply is not None
+    assert hop.first_reply["accepted"] == 5
     assert live_server.services.events.count(live_server.workspace) == 5
     live_server.wait_for_engine()
     with live_server.admin() as admin:

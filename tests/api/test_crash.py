@@ -1,0 +1,104 @@
+"""An event acknowledged with 200 is never lost, even when the server is killed with SIGKILL,
+and a client retry after the restart is still recognised as a duplicate."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from momently.domain.credentials import KeyKind
+from momently.services import Services
+from momently.settings import Settings
+from tests.conftest import free_port
+
+
+def _start_server(database_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "momently", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited early: {log.read_text()}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("server did not become healthy")
+
+
+@pytest.mark.slow
+def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) -> None:
+    # Given a workspace and a running server
+    services = Services.build(Settings(database_url=database_url))
+    ws = services.workspaces.create("crash", name=None, now=services.clock.now())
+    key = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="t", now=services.clock.now()).secret
+    services.close()
+    port = free_port()
+    log = tmp_path / "server.log"
+    proc = _start_server(database_url, port, log)
+
+    acked: list[str] = []
+    acked_batches: list[list[dict[str, Any]]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=(key, ""), timeout=5) as http:
+            while not stop.is_set():
+                batch = [
+                    {"type": "track", "userId": f"u{i}", "event": "Tick", "messageId": str(uuid.uuid4())}
+                    for i in range(50)
+                ]
+                try:
+                    reply = http.post("/v1/batch", json={"batch": batch})
+                except httpx.TransportError:
+                    return  # the server died mid-request: this batch was never acknowledged
+                if reply.status_code == 200:
+                    with lock:
+                        acked.extend(e["messageId"] for e in batch)
+                        acked_batches.append(batch)
+
+    # When clients are sending and the server is killed without warning
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while len(acked) < 2000:
+        assert all(t.is_alive() for t in threads) or len(acked) >= 2000, log.read_text()
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    for t in threads:
+        t.join()
+
+    # Then after a restart every acknowledged event is in the log
+    proc = _start_server(database_url, port, log)
+    try:
+        services = Services.build(Settings(database_url=database_url))
+        logged = {e.body["messageId"] for e in services.events.read(ws.id, after_seq=0, limit=10_000_000)}
+        services.close()
+        missing = set(acked) - logged
+        assert not missing, f"{len(missing)} acknowledged events lost of {len(acked)}"
+        # and a retry of an acknowledged batch, after the restart, is recognised as a duplicate
+        retry = httpx.post(
+            f"http://127.0.0.1:{port}/v1/batch", json={"batch": acked_batches[-1]}, auth=(key, "")
+        )
+        assert retry.json()["duplicates"] == 50
+        assert retry.json()["accepted"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from momently.domain.timestamps import InvalidTimestamp, event_time, format_timestamp, parse_timestamp
+
+T = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-11-23T10:00:00Z", T),
+        ("2026-11-23T10:00:00+00:00", T),
+        ("2026-11-23T11:00:00+01:00", T),
+        ("2026-11-23T10:00:00.123Z", T + timedelta(milliseconds=123)),
+        ("2026-11-23T10:00:00.123456Z", T + timedelta(microseconds=123456)),
+        ("2026-11-23T10:00:00", T),  # no offset: UTC
+        ("2026-11-23T05:00:00.5-0500", T + timedelta(milliseconds=500)),
+    ],
+)
+def test_parse_accepts_client_forms(raw: str, expected: datetime) -> None:
+    assert parse_timestamp(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "yesterday", 1700000000, None, "2026-13-01T00:00:00Z"])
+def test_parse_rejects(raw: object) -> None:
+    with pytest.raises(InvalidTimestamp):
+        parse_timestamp(raw)
+
+
+def test_format_is_utc_millis_z() -> None:
+    assert format_timestamp(T + timedelta(microseconds=123456)) == "2026-11-23T10:00:00.123Z"
+
+
+RECEIVED = T
+SKEWED_CLIENT = T + timedelta(hours=2)  # the device clock runs two hours fast
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "original", "sent_at", "expected"),
+    [
+        (T - timedelta(days=1), SKEWED_CLIENT, SKEWED_CLIENT, T - timedelta(days=1)),  # explicit wins
+        (None, SKEWED_CLIENT - timedelta(seconds=30), SKEWED_CLIENT, T - timedelta(seconds=30)),  # corrected
+        (None, T - timedelta(minutes=5), None, T - timedelta(minutes=5)),  # no sentAt: as given
+        (None, None, SKEWED_CLIENT, T),  # nothing: receivedAt
+    ],
+    ids=["explicit", "skew-corrected", "original-only", "received"],
+)
+def test_event_time_rule(
+    timestamp: datetime | None, original: datetime | None, sent_at: datetime | None, expected: datetime
+) -> None:
+    assert (
+        event_time(timestamp=timestamp, original_timestamp=original, sent_at=sent_at, received_at=RECEIVED)
+        == expected
+    )
