@@ -7,6 +7,7 @@ the events are committed to the log. See docs/ingest.md for every error code.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -17,7 +18,7 @@ from momently.api.auth import Authenticator
 from momently.api.body import read_json
 from momently.api.errors import ApiError
 from momently.domain.event import BatchDefaults, Event, Rejection, normalize
-from momently.domain.timestamps import InvalidTimestamp, parse_timestamp
+from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp
 from momently.engine.log_writer import LogWriter
 from momently.services import Services
 
@@ -111,8 +112,8 @@ class Ingest:
             )
         principal = self.auth.write_key(request.headers.get("authorization"), body_key)
         self.auth.charge(principal, max(1, len(items)))
-        defaults = _batch_defaults(body)
         now = self.services.clock.now()
+        defaults = _batch_defaults(body, now)
         accepted: list[Event] = []
         rejected: list[Rejection] = []
         for index, item in enumerate(items):
@@ -138,7 +139,7 @@ class Ingest:
         return _ok(outcome.stored, outcome.duplicates, rejected)
 
 
-def _batch_defaults(body: dict[str, Any]) -> BatchDefaults:
+def _batch_defaults(body: dict[str, Any], received_at: datetime) -> BatchDefaults:
     context = body.get("context")
     integrations = body.get("integrations")
     sent_at = None
@@ -151,6 +152,7 @@ def _batch_defaults(body: dict[str, Any]) -> BatchDefaults:
         context=context if isinstance(context, dict) else None,
         integrations=integrations if isinstance(integrations, dict) else None,
         sent_at=sent_at,
+        received_text=format_timestamp(received_at),
     )
 
 

@@ -20,6 +20,7 @@ from momently.domain.timestamps import (
     InvalidTimestamp,
     event_time,
     format_timestamp,
+    is_canonical,
     parse_timestamp,
 )
 
@@ -69,6 +70,7 @@ class BatchDefaults:
     context: dict[str, Any] | None = None
     integrations: dict[str, Any] | None = None
     sent_at: datetime | None = None
+    received_text: str | None = None  # receivedAt formatted once per request, not per event
 
 
 def _as_id(value: object) -> str | None:
@@ -146,11 +148,12 @@ def normalize(
         traits = {**(context.get("traits") or {}), **(raw.get("traits") or {})}
         body["traits"] = traits
     message_id = mid_raw or new_message_id()
+    raw_ts = raw.get("timestamp")
     body.update(
         type=msg_type,
         messageId=message_id,
-        timestamp=format_timestamp(timestamp),
-        receivedAt=format_timestamp(received_at),
+        timestamp=raw_ts if explicit_ts is not None and is_canonical(raw_ts) else format_timestamp(timestamp),
+        receivedAt=defaults.received_text or format_timestamp(received_at),
         context=context,
         integrations=integrations,
     )

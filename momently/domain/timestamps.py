@@ -41,6 +41,12 @@ def format_timestamp(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def is_canonical(value: str) -> bool:
+    """Already in the stored form (``2026-11-23T10:00:00.123Z``), so it can be kept as sent
+    instead of re-formatted: the common case for SDK traffic, and a hot path."""
+    return len(value) == 24 and value[23] == "Z" and value[19] == "." and value[10] == "T"
+
+
 def to_millis(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 

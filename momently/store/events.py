@@ -42,6 +42,11 @@ class EventLog:
             if db.dialect == "postgresql"
             else insert(events)
         )
+        columns = [c.name for c in events.columns]
+        self._sqlite_insert_sql = (
+            f"INSERT INTO events ({', '.join(columns)}) "
+            f"SELECT {', '.join(f'value ->> {i}' for i in range(len(columns)))} FROM json_each(?)"
+        )
 
     def append(self, conn: Connection, batch: Sequence[tuple[str, Event]]) -> Appended:
         """Append within the caller's write transaction. Events keep their order in ``batch``."""
@@ -59,32 +64,39 @@ class EventLog:
             if last is None:
                 raise UnknownWorkspace(workspace_id)
             next_seq[workspace_id] = int(last) - n + 1
-        rows = []
         seqs: list[int | None] = []
+        rows: list[tuple[object, ...]] = []
         for workspace_id, ev in batch:
             seq = next_seq[workspace_id]
             next_seq[workspace_id] = seq + 1
             seqs.append(seq)
             rows.append(
-                {
-                    "workspace_id": workspace_id,
-                    "seq": seq,
-                    "message_id": ev.message_id,
-                    "type": ev.type,
-                    "name": ev.name,
-                    "user_id": ev.user_id,
-                    "anonymous_id": ev.anonymous_id,
-                    "timestamp_ms": to_millis(ev.timestamp),
-                    "received_ms": to_millis(ev.received_at),
-                    "body": ev.payload.decode(),
-                }
+                (
+                    workspace_id,
+                    seq,
+                    ev.message_id,
+                    ev.type,
+                    ev.name,
+                    ev.user_id,
+                    ev.anonymous_id,
+                    to_millis(ev.timestamp),
+                    to_millis(ev.received_at),
+                    ev.payload.decode(),
+                )
             )
         if not rows:
             return Appended([])
         if self.db.dialect == "postgresql":
-            stored = {int(r[0]) for r in conn.execute(self._insert, rows).all()}
+            names = [c.name for c in events.columns]
+            stored = {
+                int(r[0])
+                for r in conn.execute(self._insert, [dict(zip(names, r, strict=True)) for r in rows])
+            }
             return Appended([s if s in stored else None for s in seqs])
-        conn.execute(self._insert, rows)
+        # The whole group goes to SQLite as one JSON parameter and is unpacked by json_each
+        # inside one statement: the driver then releases the GIL for the entire insert instead
+        # of re-taking it to bind every row, which is what starves the API thread otherwise.
+        conn.exec_driver_sql(self._sqlite_insert_sql, (orjson.dumps(rows).decode(),))
         return Appended(seqs)
 
     def read(self, workspace_id: str, *, after_seq: int, limit: int) -> list[LoggedEvent]:

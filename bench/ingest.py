@@ -1,0 +1,233 @@
+"""Ingest benchmark: events/s over real HTTP against the raw append rate of the same rows.
+
+    python bench/ingest.py --database sqlite          # or postgresql
+    python bench/ingest.py --database sqlite --events 500000 --clients 8
+
+1. Baseline: the same normalized rows inserted straight into the events table of a fresh
+   database of the same kind by the DBAPI driver (executemany of plain tuples, 10,000 rows
+   per transaction, same durability settings; no HTTP, no validation, no de-dup).
+2. Momently: `momently serve --no-engine` in its own process on a fresh database; concurrent
+   clients POST 100-event /v1/batch requests (pre-encoded, unique messageIds); every 200 is a
+   durable commit with de-duplication on. Reports accepted events/s and request latency.
+The ratio ingest/raw says how close the HTTP path gets to the database's own append rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from momently.domain.credentials import KeyKind  # noqa: E402
+from momently.domain.event import BatchDefaults, Event, normalize  # noqa: E402
+from momently.services import Services  # noqa: E402
+from momently.settings import Settings  # noqa: E402
+from momently.domain.timestamps import to_millis  # noqa: E402
+from momently.sim.customers import Shop  # noqa: E402
+from momently.store.schema import events as events_table  # noqa: E402
+
+PG_ADMIN = os.environ.get("MOMENTLY_BENCH_PG", "postgresql://127.0.0.1:5432/test")
+
+
+class FreshDatabase:
+    """A new empty database of the requested kind, removed afterwards."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.tmp = Path(tempfile.mkdtemp(prefix="momently-bench-"))
+        self.names: list[str] = []
+
+    def new(self) -> str:
+        if self.kind == "sqlite":
+            return f"sqlite:///{self.tmp}/{uuid.uuid4().hex[:8]}.db"
+        name = f"momently_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        for name in self.names:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_batches(n_events: int, batch_size: int) -> list[list[dict[str, object]]]:
+    shop = Shop(people=100_000, seed=1)
+    events = list(shop.events(n_events))
+    return [events[i : i + batch_size] for i in range(0, len(events), batch_size)]
+
+
+def raw_append_rate(url: str, batches: list[list[dict[str, object]]]) -> float:
+    s = Services.build(Settings(database_url=url))
+    s.workspaces.create("bench", name=None, now=s.clock.now())
+    now = s.clock.now()
+    rows: list[tuple[str, Event]] = []
+    for batch in batches:
+        for raw in batch:
+            ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now)
+            assert isinstance(ev, Event)
+            rows.append(("bench", ev))
+    columns = [c.name for c in events_table.columns]
+    mark = "?" if s.db.is_sqlite else "%s"
+    sql = f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    tuples = [
+        (
+            "bench",
+            seq,
+            e.message_id,
+            e.type,
+            e.name,
+            e.user_id,
+            e.anonymous_id,
+            to_millis(e.timestamp),
+            to_millis(e.received_at),
+            e.payload.decode(),
+        )
+        for seq, (_, e) in enumerate(rows, 1)
+    ]
+    conn = s.db.engine.raw_connection()  # same pragmas (WAL, synchronous=FULL) as Momently's own
+    try:
+        cur = conn.cursor()
+        started = time.perf_counter()
+        for i in range(0, len(tuples), 10_000):
+            if s.db.is_sqlite:
+                cur.execute("BEGIN IMMEDIATE")
+            cur.executemany(sql, tuples[i : i + 10_000])
+            conn.commit() if not s.db.is_sqlite else cur.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+    finally:
+        conn.close()
+    s.close()
+    return len(rows) / elapsed
+
+
+async def drive(url: str, key: str, bodies: list[bytes], clients: int) -> tuple[int, float, list[float]]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    latencies: list[float] = []
+    accepted = 0
+
+    async def worker() -> None:
+        nonlocal accepted
+        async with httpx.AsyncClient(base_url=url, auth=(key, ""), timeout=60) as http:
+            while True:
+                try:
+                    body = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                t0 = time.perf_counter()
+                reply = await http.post(
+                    "/v1/batch", content=body, headers={"Content-Type": "application/json"}
+                )
+                latencies.append(time.perf_counter() - t0)
+                reply.raise_for_status()
+                accepted += reply.json()["accepted"]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return accepted, time.perf_counter() - started, latencies
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), to show where the cores went."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_rate(url: str, batches: list[list[dict[str, object]]], clients: int, port: int) -> dict[str, float]:
+    s = Services.build(Settings(database_url=url))
+    s.workspaces.create("bench", name=None, now=s.clock.now())
+    key = s.workspaces.issue_key("bench", KeyKind.WRITE, label="bench", now=s.clock.now()).secret
+    s.close()
+    env = {
+        **os.environ,
+        "MOMENTLY_DATABASE_URL": url,
+        "MOMENTLY_PORT": str(port),
+        "MOMENTLY_LOG_LEVEL": "warning",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "momently", "serve", "--no-engine"], env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+        bodies = [orjson.dumps({"batch": b, "sentAt": "2026-11-23T00:00:00Z"}) for b in batches]
+        warm, rest = bodies[:20], bodies[20:]
+        asyncio.run(drive(base, key, warm, clients))
+        server_cpu0, client_cpu0 = _cpu_seconds(server.pid), time.process_time()
+        accepted, elapsed, latencies = asyncio.run(drive(base, key, rest, clients))
+        server_cpu, client_cpu = _cpu_seconds(server.pid) - server_cpu0, time.process_time() - client_cpu0
+        expected = sum(len(b) for b in batches[20:])
+        if accepted != expected:
+            raise RuntimeError(f"accepted {accepted} of {expected} events")
+        latencies.sort()
+        return {
+            "events_per_s": accepted / elapsed,
+            "requests_per_s": len(rest) / elapsed,
+            "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+            "server_cpu": server_cpu / elapsed,
+            "client_cpu": client_cpu / elapsed,
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--port", type=int, default=8931)
+    args = parser.parse_args()
+
+    print(f"preparing {args.events:,} events in batches of {args.batch} ...", flush=True)
+    batches = make_batches(args.events, args.batch)
+    dbs = FreshDatabase(args.database)
+    try:
+        raw = raw_append_rate(dbs.new(), batches)
+        print(f"raw driver insert ({args.database}, 10k rows/txn): {raw:>10,.0f} rows/s", flush=True)
+        result = http_rate(dbs.new(), batches, args.clients, args.port)
+    finally:
+        dbs.cleanup()
+    print(
+        f"HTTP ingest ({args.clients} clients, dedup on): {result['events_per_s']:>10,.0f} events/s "
+        f"({result['requests_per_s']:,.0f} requests/s)"
+    )
+    print(f"request latency: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
+    print(
+        f"CPU in use: server {result['server_cpu']:.2f} cores, benchmark clients {result['client_cpu']:.2f} cores"
+    )
+    print(f"ratio ingest/raw: {result['events_per_s'] / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()
