@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -72,25 +73,42 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1, env MOMENTLY_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default 8000, env MOMENTLY_PORT).")
 @click.option(
-    "--engine/--no-engine",
-    "run_engine",
-    default=None,
-    help="Run the profile projector in this process (default on).",
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="HTTP worker processes. More than one uses more cores for ingest; the engine still runs once.",
+)
+@click.option(
+    "--engine/--no-engine", "run_engine", default=None, help="Run the profile projector (default on)."
 )
 @pass_ctx
-def serve(c: _Ctx, host: str | None, port: int | None, run_engine: bool | None) -> None:
-    """Run the HTTP API (ingest + admin) and the engine in one process."""
+def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine: bool | None) -> None:
+    """Run the HTTP API (ingest + admin) and the engine."""
     import uvicorn
 
     from momently.api import create_app
 
     c.settings = c.settings.with_overrides(host=host, port=port, run_engine=run_engine)
-    app = create_app(c.services)
-    click.echo(
-        f"Momently on http://{c.settings.host}:{c.settings.port} using {c.services.db.safe_url}", err=True
-    )
+    st = c.settings
+    click.echo(f"Momently on http://{st.host}:{st.port} using {c.services.db.safe_url}", err=True)
+    if workers == 1:
+        uvicorn.run(
+            create_app(c.services), host=st.host, port=st.port, log_level=st.log_level, access_log=False
+        )
+        return
+    # Workers are fresh processes that read their settings from the environment.
+    os.environ["MOMENTLY_DATABASE_URL"] = st.database_url
+    if st.run_engine:
+        c.services.projector.start()
     uvicorn.run(
-        app, host=c.settings.host, port=c.settings.port, log_level=c.settings.log_level, access_log=False
+        "momently.api.app:app_from_env",
+        factory=True,
+        workers=workers,
+        host=st.host,
+        port=st.port,
+        log_level=st.log_level,
+        access_log=False,
     )
 
 

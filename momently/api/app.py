@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,6 +32,10 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
             if manage_services:
                 await run_in_threadpool(services.close)
 
+    # The log writer thread holds the database write lock while it commits; each time it
+    # re-takes the GIL after a SQLite call it would otherwise wait out the default 5 ms switch
+    # interval behind request parsing, stalling every other writer behind that lock.
+    sys.setswitchinterval(0.0005)
     app = FastAPI(
         title="Momently",
         version=momently.__version__,
@@ -67,3 +72,13 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
         }
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``momently serve --workers N``: each worker process builds its own app from
+    the environment the supervisor set. Workers ingest and serve the API; the engine runs
+    once, in the supervisor, not in every worker."""
+    from momently.settings import Settings
+
+    settings = Settings().with_overrides(run_engine=False)
+    return create_app(Services.build(settings, migrate=False))

@@ -153,6 +153,7 @@ def _batch_defaults(body: dict[str, Any], received_at: datetime) -> BatchDefault
         integrations=integrations if isinstance(integrations, dict) else None,
         sent_at=sent_at,
         received_text=format_timestamp(received_at),
+        sent_text=format_timestamp(sent_at) if sent_at is not None else None,
     )
 
 

@@ -71,17 +71,19 @@ class BatchDefaults:
     integrations: dict[str, Any] | None = None
     sent_at: datetime | None = None
     received_text: str | None = None  # receivedAt formatted once per request, not per event
+    sent_text: str | None = None  # likewise the envelope's sentAt
 
 
 def _as_id(value: object) -> str | None:
     """Ids arrive as strings, numbers or explicit nulls; empty means absent."""
+    if type(value) is str:  # the common case first: this runs several times per event
+        return (
+            value if value and not value[0].isspace() and not value[-1].isspace() else (value.strip() or None)
+        )
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
-    if isinstance(value, str):
-        stripped = value.strip()
-        return stripped or None
     return None
 
 
@@ -141,31 +143,47 @@ def normalize(
         timestamp=explicit_ts, original_timestamp=original_ts, sent_at=sent_at, received_at=received_at
     )
 
-    body: dict[str, Any] = {k: v for k, v in raw.items() if v is not None and k != "writeKey"}
-    context = {**(defaults.context or {}), **(raw.get("context") or {})}
-    integrations = {**(defaults.integrations or {}), **(raw.get("integrations") or {})}
+    body: dict[str, Any] = {k: v for k, v in raw.items() if v is not None}
+    body.pop("writeKey", None)
+    context = raw.get("context") or {}
+    if defaults.context:
+        context = {**defaults.context, **context}
+    integrations = raw.get("integrations") or {}
+    if defaults.integrations:
+        integrations = {**defaults.integrations, **integrations}
     if msg_type == "identify":
-        traits = {**(context.get("traits") or {}), **(raw.get("traits") or {})}
-        body["traits"] = traits
+        traits = context.get("traits")
+        body["traits"] = (
+            {**traits, **(raw.get("traits") or {})} if isinstance(traits, dict) else raw.get("traits") or {}
+        )
     message_id = mid_raw or new_message_id()
     raw_ts = raw.get("timestamp")
-    body.update(
-        type=msg_type,
-        messageId=message_id,
-        timestamp=raw_ts if explicit_ts is not None and is_canonical(raw_ts) else format_timestamp(timestamp),
-        receivedAt=defaults.received_text or format_timestamp(received_at),
-        context=context,
-        integrations=integrations,
+    body["type"] = msg_type
+    body["messageId"] = message_id
+    body["timestamp"] = (
+        raw_ts
+        if explicit_ts is not None and isinstance(raw_ts, str) and is_canonical(raw_ts)
+        else format_timestamp(timestamp)
     )
-    for key, value in (("userId", user_id), ("anonymousId", anonymous_id)):
-        if value is None:
-            body.pop(key, None)
-        else:
-            body[key] = value
+    body["receivedAt"] = defaults.received_text or format_timestamp(received_at)
+    body["context"] = context
+    body["integrations"] = integrations
+    if user_id is None:
+        body.pop("userId", None)
+    else:
+        body["userId"] = user_id
+    if anonymous_id is None:
+        body.pop("anonymousId", None)
+    else:
+        body["anonymousId"] = anonymous_id
     if original_ts is not None:
         body["originalTimestamp"] = format_timestamp(original_ts)
     if sent_at is not None:
-        body["sentAt"] = format_timestamp(sent_at)
+        body["sentAt"] = (
+            defaults.sent_text
+            if defaults.sent_text and sent_at is defaults.sent_at
+            else format_timestamp(sent_at)
+        )
     payload = orjson.dumps(body)
     if len(payload) > MAX_EVENT_BYTES:
         return reject("event_too_large", f"an event may be at most {MAX_EVENT_BYTES} bytes")

@@ -7,7 +7,9 @@ future. So an HTTP 200 always means "committed", while throughput is set by how 
 share a commit rather than by the disk's fsync rate.
 
 The window lives in this process and is rebuilt from the log at start, so a retry that
-arrives after a crash is still recognised (see ``momently.domain.dedup``).
+arrives after a crash is still recognised (see ``momently.domain.dedup``). Several writer
+processes may share one SQLite file (``momently serve --workers N``): each catches up on the
+others' appends inside its write transaction before deciding what is new.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
+
+from sqlalchemy import Connection
 
 from momently.clock import Clock
 from momently.domain.dedup import DedupWindow, message_key
@@ -70,21 +74,24 @@ class LogWriter:
         self.on_commit = on_commit
         self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._position = 0  # SQLite rowid up to which this writer has seen the log
         self.commits = 0  # counters for /metrics-style introspection and benchmarks
         self.events_committed = 0
 
     def start(self) -> None:
-        """Claim the log (SQLite: one writer process), rebuild the window, start the thread."""
+        """Rebuild the window from the log, then start the committing thread."""
         if self._thread is not None:
             return
-        self.db.claim_single_writer()
         now = self.clock.now()
         loaded = 0
-        for workspace_id, message_id, received_ms in self.log.recent_message_ids(
-            since_ms=to_millis(self.window.horizon(now))
-        ):
-            self.window.add(message_key(workspace_id, message_id), from_millis(received_ms))
-            loaded += 1
+        with self.db.read() as conn:  # one snapshot: the ids and the position agree
+            if self.db.is_sqlite:
+                self._position = self.log.position(conn)
+            for workspace_id, message_id, received_ms in self.log.recent_message_ids(
+                conn, since_ms=to_millis(self.window.horizon(now))
+            ):
+                self.window.add(message_key(workspace_id, message_id), from_millis(received_ms))
+                loaded += 1
         self.window.expire(now)
         log.info("de-duplication window rebuilt from the log: %d message ids", loaded)
         self._thread = threading.Thread(target=self._run, name="momently-log-writer", daemon=True)
@@ -134,28 +141,42 @@ class LogWriter:
             if stopping:
                 return
 
+    def _catch_up(self, conn: Connection) -> None:
+        """SQLite: learn the ids other writer processes appended since this one last looked.
+        Runs inside the write transaction, under the write lock, so nothing can be appended
+        between this read and our insert: de-duplication stays exact across processes.
+        (PostgreSQL has no such step; its unique index settles races between nodes.)"""
+        if not self.db.is_sqlite:
+            return
+        for rowid, workspace_id, message_id, received_ms in self.log.appended_after(conn, self._position):
+            self.window.add(message_key(workspace_id, message_id), from_millis(received_ms))
+            self._position = rowid
+
     def _commit(self, group: list[_Request]) -> None:
-        batch: list[tuple[str, Event]] = []
         owners: list[tuple[_Request, bytes]] = []
         duplicates = dict.fromkeys(range(len(group)), 0)
-        in_group: set[bytes] = set()
-        for i, request in enumerate(group):
-            for ev in request.events:
-                key = message_key(request.workspace_id, ev.message_id)
-                if key in in_group or key in self.window:
-                    duplicates[i] += 1
-                    continue
-                in_group.add(key)
-                batch.append((request.workspace_id, ev))
-                owners.append((request, key))
         try:
             with self.db.write() as conn:
+                self._catch_up(conn)
+                batch: list[tuple[str, Event]] = []
+                in_group: set[bytes] = set()
+                for i, request in enumerate(group):
+                    for ev in request.events:
+                        key = message_key(request.workspace_id, ev.message_id)
+                        if key in in_group or key in self.window:
+                            duplicates[i] += 1
+                            continue
+                        in_group.add(key)
+                        batch.append((request.workspace_id, ev))
+                        owners.append((request, key))
                 appended = self.log.append(conn, batch)
+                position = self.log.position(conn) if self.db.is_sqlite and batch else self._position
         except Exception as exc:
-            log.exception("append of %d events failed; %d requests get an error", len(batch), len(group))
+            log.exception("append of a group of %d requests failed; each gets an error", len(group))
             for request in group:
                 request.future.set_exception(exc)
             return
+        self._position = position  # only once committed: a rolled-back insert must be re-read
         now = self.clock.now()
         stored = dict.fromkeys(range(len(group)), 0)
         index = {id(r): i for i, r in enumerate(group)}
@@ -170,5 +191,5 @@ class LogWriter:
         self.events_committed += sum(stored.values())
         for i, request in enumerate(group):
             request.future.set_result(AppendOutcome(stored=stored[i], duplicates=duplicates[i]))
-        if self.on_commit is not None and batch:
+        if self.on_commit is not None and owners:
             self.on_commit()

@@ -177,16 +177,28 @@ class EventLog:
                 ).scalar_one()
             )
 
-    def recent_message_ids(self, *, since_ms: int, chunk: int = 50_000) -> Iterator[tuple[str, str, int]]:
-        """(workspace, messageId, received_ms) of events received since ``since_ms``, in chunks."""
-        with self.db.read() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(
-                select(events.c.workspace_id, events.c.message_id, events.c.received_ms).where(
-                    events.c.received_ms >= since_ms
-                )
+    def recent_message_ids(self, conn: Connection, *, since_ms: int) -> Iterator[tuple[str, str, int]]:
+        """(workspace, messageId, received_ms) of events received since ``since_ms``."""
+        result = conn.execution_options(stream_results=True, yield_per=50_000).execute(
+            select(events.c.workspace_id, events.c.message_id, events.c.received_ms).where(
+                events.c.received_ms >= since_ms
             )
-            for row in result:
-                yield str(row[0]), str(row[1]), int(row[2])
+        )
+        for row in result:
+            yield str(row[0]), str(row[1]), int(row[2])
+
+    # SQLite only: the physical append order, so a writer process can see what other writer
+    # processes appended since it last looked (rowids only grow: rows are never updated).
+    def position(self, conn: Connection) -> int:
+        return int(conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM events").scalar_one())
+
+    def appended_after(self, conn: Connection, position: int) -> list[tuple[int, str, str, int]]:
+        """(rowid, workspace, messageId, received_ms) of rows appended after ``position``."""
+        rows = conn.exec_driver_sql(
+            "SELECT rowid, workspace_id, message_id, received_ms FROM events WHERE rowid > ? ORDER BY rowid",
+            (position,),
+        ).all()
+        return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
 
 
 def _logged(row: Sequence[object]) -> LoggedEvent:
