@@ -22,36 +22,45 @@ def message_key(workspace_id: str, message_id: str) -> bytes:
 
 
 class DedupWindow:
-    """Remembers message keys for at least ``window`` (whole days are kept, so a little more)."""
+    """Remembers message keys for at least ``window`` (whole days are kept, so a little more).
+
+    One dict (key -> day last seen) answers lookups in a single probe; per-day lists say what
+    to look at when a day leaves the window, and a key seen again later is kept."""
 
     def __init__(self, window: timedelta) -> None:
         if window <= timedelta(0):
             raise ValueError("the de-duplication window must be positive")
         self._days_kept = -(-int(window.total_seconds()) // _DAY_SECONDS)  # ceil
-        self._buckets: dict[int, set[bytes]] = {}
+        self._keys: dict[bytes, int] = {}
+        self._by_day: dict[int, list[bytes]] = {}
 
     def __len__(self) -> int:
-        return sum(len(b) for b in self._buckets.values())
+        return len(self._keys)
 
     def __contains__(self, key: bytes) -> bool:
-        return any(key in bucket for bucket in self._buckets.values())
+        return key in self._keys
 
     def add(self, key: bytes, seen_at: datetime) -> None:
         day = int(seen_at.timestamp()) // _DAY_SECONDS
-        bucket = self._buckets.get(day)
+        if self._keys.get(key) == day:
+            return
+        bucket = self._by_day.get(day)
         if bucket is None:
-            bucket = self._buckets[day] = set()
-        bucket.add(key)
+            bucket = self._by_day[day] = []
+        self._keys[key] = day
+        bucket.append(key)
 
     def add_all(self, keys: Iterable[bytes], seen_at: datetime) -> None:
         for key in keys:
             self.add(key, seen_at)
 
     def expire(self, now: datetime) -> None:
-        """Forget ids older than the window; a bucket goes only once all of it is out."""
+        """Forget ids older than the window; a day goes only once all of it is out."""
         oldest_kept = int(now.timestamp()) // _DAY_SECONDS - self._days_kept
-        for day in [d for d in self._buckets if d < oldest_kept]:
-            del self._buckets[day]
+        for day in [d for d in self._by_day if d < oldest_kept]:
+            for key in self._by_day.pop(day):
+                if self._keys.get(key) == day:  # not seen again since
+                    del self._keys[key]
 
     def horizon(self, now: datetime) -> datetime:
         """The earliest receive time the window must cover, for rebuilding it from the log."""

@@ -22,6 +22,7 @@ from momently.domain.timestamps import (
     format_timestamp,
     is_canonical,
     parse_timestamp,
+    to_millis,
 )
 
 EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
@@ -43,6 +44,8 @@ class Event:
     received_at: datetime
     body: dict[str, Any]
     payload: bytes  # ``body`` serialized once, as stored and as measured against the size limit
+    timestamp_ms: int
+    received_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,4 +200,6 @@ def normalize(
         received_at=received_at,
         body=body,
         payload=payload,
+        timestamp_ms=to_millis(timestamp),
+        received_ms=to_millis(received_at),
     )

@@ -143,9 +143,10 @@ class LogWriter:
 
     def _catch_up(self, conn: Connection) -> None:
         """SQLite: learn the ids other writer processes appended since this one last looked.
-        Runs inside the write transaction, under the write lock, so nothing can be appended
-        between this read and our insert: de-duplication stays exact across processes.
-        (PostgreSQL has no such step; its unique index settles races between nodes.)"""
+        Called once before taking the write lock (the bulk of the work, done while others
+        write) and again inside the write transaction, under the lock, so nothing can be
+        appended between that read and our insert: de-duplication stays exact across
+        processes. (PostgreSQL has no such step; its unique index settles races between nodes.)"""
         if not self.db.is_sqlite:
             return
         for rowid, workspace_id, message_id, received_ms in self.log.appended_after(conn, self._position):
@@ -153,22 +154,29 @@ class LogWriter:
             self._position = rowid
 
     def _commit(self, group: list[_Request]) -> None:
+        # Everything that does not need the write lock happens before taking it.
+        keyed = [
+            (i, request, ev, message_key(request.workspace_id, ev.message_id))
+            for i, request in enumerate(group)
+            for ev in request.events
+        ]
         owners: list[tuple[_Request, bytes]] = []
         duplicates = dict.fromkeys(range(len(group)), 0)
         try:
+            if self.db.is_sqlite:
+                with self.db.read() as conn:
+                    self._catch_up(conn)
             with self.db.write() as conn:
                 self._catch_up(conn)
                 batch: list[tuple[str, Event]] = []
                 in_group: set[bytes] = set()
-                for i, request in enumerate(group):
-                    for ev in request.events:
-                        key = message_key(request.workspace_id, ev.message_id)
-                        if key in in_group or key in self.window:
-                            duplicates[i] += 1
-                            continue
-                        in_group.add(key)
-                        batch.append((request.workspace_id, ev))
-                        owners.append((request, key))
+                for i, request, ev, key in keyed:
+                    if key in in_group or key in self.window:
+                        duplicates[i] += 1
+                        continue
+                    in_group.add(key)
+                    batch.append((request.workspace_id, ev))
+                    owners.append((request, key))
                 appended = self.log.append(conn, batch)
                 position = self.log.position(conn) if self.db.is_sqlite and batch else self._position
         except Exception as exc:

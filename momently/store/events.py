@@ -10,12 +10,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import Connection, and_, insert, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Connection, and_, select, update
 
 from momently.domain.event import Event
 from momently.domain.profile import LoggedEvent
-from momently.domain.timestamps import to_millis
 from momently.store.database import Database
 from momently.store.schema import events, workspaces
 
@@ -35,12 +33,10 @@ class Appended:
 class EventLog:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._insert = (
-            postgresql.insert(events)
-            .on_conflict_do_nothing(index_elements=["workspace_id", "message_id"])
-            .returning(events.c.seq)
-            if db.dialect == "postgresql"
-            else insert(events)
+        self._column_names = [str(c.name) for c in events.columns]  # plain str: orjson keys
+        self._pg_insert_sql = (
+            "INSERT INTO events SELECT * FROM json_populate_recordset(NULL::events, %s) "
+            "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING seq"
         )
         columns = [c.name for c in events.columns]
         self._sqlite_insert_sql = (
@@ -79,19 +75,19 @@ class EventLog:
                     ev.name,
                     ev.user_id,
                     ev.anonymous_id,
-                    to_millis(ev.timestamp),
-                    to_millis(ev.received_at),
+                    ev.timestamp_ms,
+                    ev.received_ms,
                     ev.payload.decode(),
                 )
             )
         if not rows:
             return Appended([])
         if self.db.dialect == "postgresql":
-            names = [c.name for c in events.columns]
-            stored = {
-                int(r[0])
-                for r in conn.execute(self._insert, [dict(zip(names, r, strict=True)) for r in rows])
-            }
+            # Same idea as on SQLite below: one statement, rows unpacked server-side from one
+            # JSON parameter; the unique index turns a cross-node duplicate into no row.
+            names = self._column_names
+            doc = orjson.dumps([dict(zip(names, r, strict=True)) for r in rows]).decode()
+            stored = {int(r[0]) for r in conn.exec_driver_sql(self._pg_insert_sql, (doc,))}
             return Appended([s if s in stored else None for s in seqs])
         # The whole group goes to SQLite as one JSON parameter and is unpacked by json_each
         # inside one statement: the driver then releases the GIL for the entire insert instead
