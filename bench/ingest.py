@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -116,6 +117,26 @@ def raw_append_rate(url: str, batches: list[list[dict[str, object]]]) -> float:
         conn.close()
     s.close()
     return len(rows) / elapsed
+
+
+def writer_rate(url: str, batches: list[list[dict[str, object]]], clients: int) -> float:
+    """The log writer alone, in this process: group commit + de-dup + append, no HTTP."""
+    s = Services.build(Settings(database_url=url))
+    s.workspaces.create("bench", name=None, now=s.clock.now())
+    now = s.clock.now()
+    requests = []
+    for batch in batches:
+        normalized = [
+            normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now) for raw in batch
+        ]
+        requests.append([e for e in normalized if isinstance(e, Event)])
+    s.writer.start()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        stored = sum(o.stored for o in pool.map(lambda evs: s.writer.append_blocking("bench", evs), requests))
+    elapsed = time.perf_counter() - started
+    s.close()
+    return stored / elapsed
 
 
 async def drive(url: str, key: str, bodies: list[bytes], clients: int) -> tuple[int, float, list[float]]:
@@ -233,14 +254,18 @@ def main() -> None:
     dbs = FreshDatabase(args.database)
     try:
         raw = raw_append_rate(dbs.new(), batches)
+        writer = writer_rate(dbs.new(), batches, args.clients)
         print(f"raw driver insert ({args.database}, 10k rows/txn): {raw:>10,.0f} rows/s", flush=True)
+        print(f"log writer alone (no HTTP, dedup on):  {writer:>10,.0f} events/s", flush=True)
         result = http_rate(dbs.new(), batches, args.clients, args.port, args.workers)
     finally:
         dbs.cleanup()
+    rate, rps = result["events_per_s"], result["requests_per_s"]
     print(
-        f"HTTP ingest ({args.clients} clients, dedup on): {result['events_per_s']:>10,.0f} events/s "
-        f"({result['requests_per_s']:,.0f} requests/s)"
+        f"HTTP ingest ({args.workers} workers, {args.clients} clients, dedup on): {rate:>10,.0f} events/s",
+        end="",
     )
+    print(f" ({rps:,.0f} requests/s)")
     print(f"request latency: p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms")
     print(f"CPU in use: server {result['server_cpu']:.2f} cores, ", end="")
     print(f"benchmark clients {result['client_cpu']:.2f} cores")
