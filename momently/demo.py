@@ -49,7 +49,7 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
             return 1
         time.sleep(0.05)
 
-    shop = Shop(people=people)
+    shop = Shop(people=people, seed=time.time_ns())  # new message ids on every run: nothing de-duplicated
     batch = [shop.identify(i) for i in range(people)] + list(shop.events(people * 20))
     with httpx.Client(base_url=base, auth=(write, ""), timeout=10) as client:
         sent = 0

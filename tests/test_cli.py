@@ -72,17 +72,28 @@ def test_errors_are_clear(tmp_path: Path) -> None:
     assert "unsupported database" in unsupported.output
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
     env = {**os.environ, "MOMENTLY_DATABASE_URL": f"sqlite:///{tmp_path}/demo.db"}
-    done = subprocess.run(
-        [sys.executable, "-m", "momently", "demo", "--exit", "--people", "10", "--port", str(free_port())],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "sent 210 synthetic events" in done.stdout
-    assert "profile of user-1" in done.stdout
-    assert "email user-1@example.com" in done.stdout
-    assert "curl -u 'wk_" in done.stdout
+    for _ in range(2):  # a second `make demo` on the same database sends new events, not duplicates
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "momently",
+                "demo",
+                "--exit",
+                "--people",
+                "10",
+                "--port",
+                str(free_port()),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "sent 210 synthetic events" in done.stdout
+        assert "profile of user-1" in done.stdout
+        assert "email user-1@example.com" in done.stdout
+        assert "curl -u 'wk_" in done.stdout
