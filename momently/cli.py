@@ -254,11 +254,14 @@ def events_tail(c: _Ctx, workspace_id: str, count: int, follow: bool) -> None:
     for ev in s.events.tail(workspace_id, limit=count):
         click.echo(json.dumps({"seq": ev.seq, **ev.body}, ensure_ascii=False))
         last = ev.seq
-    while follow:
-        time.sleep(1.0)
-        for ev in s.events.read(workspace_id, after_seq=last, limit=1000):
-            click.echo(json.dumps({"seq": ev.seq, **ev.body}, ensure_ascii=False))
-            last = ev.seq
+    try:
+        while follow:
+            time.sleep(1.0)
+            for ev in s.events.read(workspace_id, after_seq=last, limit=1000):
+                click.echo(json.dumps({"seq": ev.seq, **ev.body}, ensure_ascii=False))
+                last = ev.seq
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how --follow ends
 
 
 @main.command()

@@ -16,6 +16,7 @@ import uvicorn
 
 from momently.api import create_app
 from momently.domain.credentials import KeyKind
+from momently.engine.profile_projector import CONSUMER
 from momently.services import Services
 from momently.sim.customers import Shop
 
@@ -23,7 +24,7 @@ WORKSPACE = "demo"
 
 
 def _caught_up(s: Services) -> bool:
-    return all(cursor >= last for ws, cursor, last in s.profiles.backlog("profiles") if ws == WORKSPACE)
+    return all(cursor >= last for ws, cursor, last in s.profiles.backlog(CONSUMER) if ws == WORKSPACE)
 
 
 def run_demo(services: Services, *, people: int, exit_after: bool) -> int:

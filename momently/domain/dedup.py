@@ -2,15 +2,14 @@
 
 Why in memory and not a UNIQUE index: a B-tree over random message ids turns every
 append into random page writes (on SQLite it cuts the batched append rate from about
-300,000 to 20,000-35,000 rows/s). The log itself is the durable record: the single log
-writer rebuilds this window from the last N days of the log at start, so the guarantee
+300,000 to 20,000-35,000 rows/s). The log itself is the durable record: each log
+writer process rebuilds this window from the last N days of the log at start, so the guarantee
 holds across restarts and crashes. Ids are kept as 16-byte BLAKE2b digests in day buckets,
-so expiry drops a whole bucket and memory stays near 70 bytes per id.
+so expiry is cheap; memory is about 130 bytes per id (1,000,000 ids: about 130 MB, measured).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 from hashlib import blake2b
 
@@ -49,10 +48,6 @@ class DedupWindow:
             bucket = self._by_day[day] = []
         self._keys[key] = day
         bucket.append(key)
-
-    def add_all(self, keys: Iterable[bytes], seen_at: datetime) -> None:
-        for key in keys:
-            self.add(key, seen_at)
 
     def expire(self, now: datetime) -> None:
         """Forget ids older than the window; a day goes only once all of it is out."""

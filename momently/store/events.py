@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, Select, and_, func, select, update
 
 from momently.domain.event import Event
 from momently.domain.profile import LoggedEvent
@@ -103,15 +104,7 @@ class EventLog:
         self, conn: Connection, workspace_id: str, *, after_seq: int, limit: int
     ) -> list[LoggedEvent]:
         rows = conn.execute(
-            select(
-                events.c.seq,
-                events.c.type,
-                events.c.name,
-                events.c.user_id,
-                events.c.anonymous_id,
-                events.c.timestamp_ms,
-                events.c.body,
-            )
+            _select_logged()
             .where(events.c.workspace_id == workspace_id, events.c.seq > after_seq)
             .order_by(events.c.seq)
             .limit(limit)
@@ -123,15 +116,7 @@ class EventLog:
             return []
         with self.db.read() as conn:
             rows = conn.execute(
-                select(
-                    events.c.seq,
-                    events.c.type,
-                    events.c.name,
-                    events.c.user_id,
-                    events.c.anonymous_id,
-                    events.c.timestamp_ms,
-                    events.c.body,
-                )
+                _select_logged()
                 .where(and_(events.c.workspace_id == workspace_id, events.c.seq.in_(list(seqs))))
                 .order_by(events.c.seq.desc())
             ).all()
@@ -141,31 +126,14 @@ class EventLog:
         """The newest ``limit`` events, oldest first."""
         with self.db.read() as conn:
             rows = conn.execute(
-                select(
-                    events.c.seq,
-                    events.c.type,
-                    events.c.name,
-                    events.c.user_id,
-                    events.c.anonymous_id,
-                    events.c.timestamp_ms,
-                    events.c.body,
-                )
+                _select_logged()
                 .where(events.c.workspace_id == workspace_id)
                 .order_by(events.c.seq.desc())
                 .limit(limit)
             ).all()
         return [_logged(r) for r in reversed(rows)]
 
-    def last_seq(self, workspace_id: str) -> int:
-        with self.db.read() as conn:
-            value = conn.execute(
-                select(workspaces.c.last_seq).where(workspaces.c.id == workspace_id)
-            ).scalar()
-        return int(value or 0)
-
     def count(self, workspace_id: str) -> int:
-        from sqlalchemy import func
-
         with self.db.read() as conn:
             return int(
                 conn.execute(
@@ -195,6 +163,19 @@ class EventLog:
             (position,),
         ).all()
         return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+
+def _select_logged() -> Select[Any]:
+    """The columns ``_logged`` turns into a ``LoggedEvent``."""
+    return select(
+        events.c.seq,
+        events.c.type,
+        events.c.name,
+        events.c.user_id,
+        events.c.anonymous_id,
+        events.c.timestamp_ms,
+        events.c.body,
+    )
 
 
 def _logged(row: Sequence[object]) -> LoggedEvent:
