@@ -1,5 +1,5 @@
 """One typed ``Settings`` object, built from ``MOMENTLY_*`` environment variables and then
-overridden by command-line flags. Every option is documented in docs/configuration.md."""
+overridden by command-line flags. Every option is documented in README.md (Configuration)."""
 
 from __future__ import annotations
 
