@@ -102,3 +102,57 @@ def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) 
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_store_each_message_once(database_url: str, tmp_path: Path) -> None:
+    # Given `momently serve --workers 2` and clients whose retries land on either worker
+    services = Services.build(Settings(database_url=database_url))
+    ws = services.workspaces.create("multi", name=None, now=services.clock.now())
+    key = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="t", now=services.clock.now()).secret
+    services.close()
+    port = free_port()
+    env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
+    with (tmp_path / "server.log").open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "momently", "serve", "--workers", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+            time.sleep(0.1)
+
+        # When 6 clients each send the same 40 ids, in overlapping batches, on their own connections
+        def client(offset: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=(key, ""), timeout=10) as http:
+                for start in range(0, 40, 8):
+                    ids = [(start + offset + j) % 40 for j in range(8)]
+                    batch = [
+                        {"type": "track", "userId": "u", "event": "E", "messageId": f"m{i}"} for i in ids
+                    ]
+                    assert http.post("/v1/batch", json={"batch": batch}).status_code == 200
+
+        threads = [threading.Thread(target=client, args=(n * 3,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        # Then each message id is stored exactly once
+        check = Services.build(Settings(database_url=database_url), migrate=False)
+        stored = [e.body["messageId"] for e in check.events.read(ws.id, after_seq=0, limit=1000)]
+        check.close()
+        assert sorted(stored) == sorted(f"m{i}" for i in range(40))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
