@@ -160,7 +160,7 @@ class LogWriter:
             for i, request in enumerate(group)
             for ev in request.events
         ]
-        owners: list[tuple[_Request, bytes]] = []
+        owners: list[tuple[int, bytes]] = []  # (request index, key) of each event appended
         duplicates = dict.fromkeys(range(len(group)), 0)
         try:
             if self.db.is_sqlite:
@@ -176,7 +176,7 @@ class LogWriter:
                         continue
                     in_group.add(key)
                     batch.append((request.workspace_id, ev))
-                    owners.append((request, key))
+                    owners.append((i, key))
                 appended = self.log.append(conn, batch)
                 position = self.log.position(conn) if self.db.is_sqlite and batch else self._position
         except Exception as exc:
@@ -187,13 +187,12 @@ class LogWriter:
         self._position = position  # only once committed: a rolled-back insert must be re-read
         now = self.clock.now()
         stored = dict.fromkeys(range(len(group)), 0)
-        index = {id(r): i for i, r in enumerate(group)}
-        for (request, key), seq in zip(owners, appended.seqs, strict=True):
+        for (i, key), seq in zip(owners, appended.seqs, strict=True):
             self.window.add(key, now)
-            if seq is None:
-                duplicates[index[id(request)]] += 1
+            if seq is None:  # PostgreSQL's unique index found it stored by another node
+                duplicates[i] += 1
             else:
-                stored[index[id(request)]] += 1
+                stored[i] += 1
         self.window.expire(now)
         self.commits += 1
         self.events_committed += sum(stored.values())

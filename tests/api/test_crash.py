@@ -22,11 +22,24 @@ from momently.settings import Settings
 from tests.conftest import free_port
 
 
-def _start_server(database_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _workspace_with_key(database_url: str, workspace_id: str) -> str:
+    services = Services.build(Settings(database_url=database_url))
+    ws = services.workspaces.create(workspace_id, name=None, now=services.clock.now())
+    key = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="t", now=services.clock.now()).secret
+    services.close()
+    return key
+
+
+def _start_server(database_url: str, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`momently serve ARGS` in its own process group (so workers go down with it), once healthy."""
     env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "momently", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "momently", "serve", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -36,17 +49,19 @@ def _start_server(database_url: str, port: int, log: Path) -> subprocess.Popen[b
                 return proc
         except httpx.TransportError:
             time.sleep(0.05)
-    proc.kill()
+    _stop_server(proc, signal.SIGKILL)
     raise AssertionError("server did not become healthy")
+
+
+def _stop_server(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=30)
 
 
 @pytest.mark.slow
 def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) -> None:
     # Given a workspace and a running server
-    services = Services.build(Settings(database_url=database_url))
-    ws = services.workspaces.create("crash", name=None, now=services.clock.now())
-    key = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="t", now=services.clock.now()).secret
-    services.close()
+    key = _workspace_with_key(database_url, "crash")
     port = free_port()
     log = tmp_path / "server.log"
     proc = _start_server(database_url, port, log)
@@ -79,8 +94,7 @@ def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) 
     while len(acked) < 2000:
         assert all(t.is_alive() for t in threads) or len(acked) >= 2000, log.read_text()
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    _stop_server(proc, signal.SIGKILL)
     stop.set()
     for t in threads:
         t.join()
@@ -89,7 +103,7 @@ def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) 
     proc = _start_server(database_url, port, log)
     try:
         services = Services.build(Settings(database_url=database_url))
-        logged = {e.body["messageId"] for e in services.events.read(ws.id, after_seq=0, limit=10_000_000)}
+        logged = {e.body["messageId"] for e in services.events.read("crash", after_seq=0, limit=10_000_000)}
         services.close()
         missing = set(acked) - logged
         assert not missing, f"{len(missing)} acknowledged events lost of {len(acked)}"
@@ -100,38 +114,16 @@ def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) 
         assert retry.json()["duplicates"] == 50
         assert retry.json()["accepted"] == 0
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        _stop_server(proc)
 
 
 @pytest.mark.slow
 def test_two_worker_processes_store_each_message_once(database_url: str, tmp_path: Path) -> None:
     # Given `momently serve --workers 2` and clients whose retries land on either worker
-    services = Services.build(Settings(database_url=database_url))
-    ws = services.workspaces.create("multi", name=None, now=services.clock.now())
-    key = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="t", now=services.clock.now()).secret
-    services.close()
+    key = _workspace_with_key(database_url, "multi")
     port = free_port()
-    env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
-    with (tmp_path / "server.log").open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "momently", "serve", "--workers", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = _start_server(database_url, port, tmp_path / "server.log", "--workers", "2")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.1)
-
         # When 6 clients each send the same 40 ids, in overlapping batches, on their own connections
         def client(offset: int) -> None:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=(key, ""), timeout=10) as http:
@@ -150,9 +142,8 @@ def test_two_worker_processes_store_each_message_once(database_url: str, tmp_pat
 
         # Then each message id is stored exactly once
         check = Services.build(Settings(database_url=database_url), migrate=False)
-        stored = [e.body["messageId"] for e in check.events.read(ws.id, after_seq=0, limit=1000)]
+        stored = [e.body["messageId"] for e in check.events.read("multi", after_seq=0, limit=1000)]
         check.close()
         assert sorted(stored) == sorted(f"m{i}" for i in range(40))
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        _stop_server(proc)
