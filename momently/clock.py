@@ -1,9 +1,10 @@
 """The clock is injected wherever time matters, so tests can pin it and the flows engine can
-run virtual time."""
+run virtual time (weeks of timers in a second, in tests, the demo and backtests)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import threading
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -16,3 +17,30 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class ManualClock:
+    """Virtual time: stands still until advanced. Thread-safe, as the API and engine share it."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("ManualClock needs a timezone-aware start")
+        self._now = start.astimezone(UTC)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, delta: timedelta) -> datetime:
+        if delta < timedelta(0):
+            raise ValueError("time only moves forward")
+        with self._lock:
+            self._now += delta
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        with self._lock:
+            if when < self._now:
+                raise ValueError("time only moves forward")
+            self._now = when.astimezone(UTC)

@@ -1,0 +1,301 @@
+"""From YAML text to validated flow and segment documents, with errors a person can act on:
+file, line, what is wrong and, for a misspelt key or name, a suggestion
+(``unknown key 'withn' (did you mean 'within'?)``).
+
+Pure: callers read the files and pass their text, plus what the workspace already knows
+(event names seen in its log, stored segments) so references can be checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+import yaml
+
+from momently.domain.conditions import ConditionError, compile_condition
+from momently.domain.durations import HINT, InvalidDuration, parse_duration
+from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
+from momently.domain.flow_schema import SCHEMA, condition_keys
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    source: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.message}"
+
+
+@dataclass(slots=True)
+class Document:
+    """One YAML document, with the line of every key and value for error messages."""
+
+    source: str
+    line: int
+    data: Any
+    lines: dict[Path, int] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.data.get("kind", "flow")) if isinstance(self.data, dict) else "flow"
+
+    @property
+    def id(self) -> str:
+        return str(self.data.get("id", "")) if isinstance(self.data, dict) else ""
+
+    def line_of(self, path: Sequence[str | int]) -> int:
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return self.line
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loading, and YAML 1.2 booleans: ``on: enter`` must stay the key "on", not True."""
+
+
+for first, resolvers in list(_Loader.yaml_implicit_resolvers.items()):
+    _Loader.yaml_implicit_resolvers[first] = [
+        (tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"
+    ]
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    __import__("re").compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def load(text: str, source: str) -> tuple[list[Document], list[Problem]]:
+    """Every document in ``text`` (several per file, separated by ``---``)."""
+    docs: list[Document] = []
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        return [], [Problem(source, line, f"not valid YAML: {problem}")]
+    for node in nodes:
+        if node is None:
+            continue
+        lines: dict[Path, int] = {}
+        data = _construct(node, (), lines)
+        docs.append(Document(source, node.start_mark.line + 1, data, lines))
+    return docs, []
+
+
+def _construct(node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _construct(value_node, (*path, key), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(child, (*path, i), lines) for i, child in enumerate(node.value)]
+    loader = _Loader("")
+    return loader.construct_object(node, deep=True)
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+_validator = jsonschema.Draft202012Validator(SCHEMA)
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What references may point at, besides what the validated files define themselves."""
+
+    events: frozenset[str] = frozenset()
+    segments: frozenset[str] = frozenset()
+
+
+def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
+    """Schema, then meaning: one trigger kind, compilable conditions, durations, and
+    references to events and segments that exist. Returns every problem found."""
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], Document] = {}
+    catalog = set(known.events) | set(SYSTEM_EVENTS)
+    for doc in docs:
+        if doc.kind == "events" and isinstance(doc.data, dict):
+            catalog.update(str(n) for n in doc.data.get("names", []) if isinstance(n, str))
+    segments = set(known.segments) | {d.id for d in docs if d.kind == "segment"}
+    for doc in docs:
+        if not isinstance(doc.data, dict):
+            problems.append(Problem(doc.source, doc.line, "a flow document is a mapping with an 'id'"))
+            continue
+        schema_problems = _schema_problems(doc)
+        problems += schema_problems
+        if schema_problems:
+            continue
+        key = (doc.kind, doc.id)
+        if key in seen:
+            first = seen[key]
+            problems.append(
+                Problem(
+                    doc.source,
+                    doc.line,
+                    f"{doc.kind} '{doc.id}' is defined twice (also {first.source}:{first.line})",
+                )
+            )
+        seen[key] = doc
+        if doc.kind == "events":
+            continue
+        problems += _meaning(doc, catalog, segments)
+    return problems
+
+
+def _schema_problems(doc: Document) -> list[Problem]:
+    out: list[Problem] = []
+    errors = sorted(_validator.iter_errors(doc.data), key=lambda e: list(map(str, e.absolute_path)))
+    reported: set[str] = set()
+    for error in _leaves(errors):
+        path = tuple(error.absolute_path)
+        at, message = _explain(error, path)
+        if message in reported:
+            continue
+        reported.add(message)
+        out.append(Problem(doc.source, doc.line_of(at), message))
+    return out
+
+
+def _leaves(errors: Iterable[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
+    """The most specific errors: ``oneOf``/``allOf``/``$ref`` wrappers are replaced by their causes."""
+    out: list[jsonschema.ValidationError] = []
+    for error in errors:
+        if error.validator in ("allOf", "oneOf", "anyOf", "$ref", "if") and error.context:
+            best = jsonschema.exceptions.best_match(error.context)
+            out.append(best)
+        else:
+            out.append(error)
+    return out
+
+
+def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
+    """The message for one schema error, and the path whose line it should point at."""
+    where = ".".join(str(p) for p in path) or "document"
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        unknown = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
+        if unknown:
+            return (*path, unknown[0]), f"unknown key '{unknown[0]}' in {where}{suggest(unknown[0], allowed)}"
+    if error.validator == "pattern" and str(schema.get("pattern", "")).endswith("(?:ms|s|m|h|d|w))+$"):
+        return path, f"{where}: {error.instance!r} is not a duration; {HINT}"
+    if error.validator == "enum":
+        allowed = [str(v) for v in schema.get("enum", [])]
+        hint = suggest(str(error.instance), allowed)
+        return path, f"{where}: {error.instance!r} is not one of {', '.join(allowed)}{hint}"
+    return path, f"{where}: {error.message}"
+
+
+def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Problem]:
+    data = doc.data
+    problems: list[Problem] = []
+
+    def problem(path: Path, message: str) -> None:
+        problems.append(Problem(doc.source, doc.line_of(path), message))
+
+    def condition(spec: object, path: Path, *, in_segment: bool = False) -> None:
+        if spec is None:
+            return
+        try:
+            compile_condition(spec, path=path, in_segment=in_segment)
+        except ConditionError as exc:
+            message = str(exc)
+            if message.startswith("unknown key"):
+                bad = str(exc.path[-1])
+                message += suggest(bad, condition_keys())
+            problem(exc.path or path, message)
+            return
+        for ref_path, kind, name in _references(spec, path):
+            if kind == "event":
+                check_event(ref_path, name)
+            elif name not in segments:
+                problem(ref_path, f"unknown segment '{name}'{suggest(name, segments)}")
+
+    def check_event(path: Path, name: str) -> None:
+        if events - set(SYSTEM_EVENTS) and name not in events:
+            problem(path, f"unknown event '{name}'{suggest(name, events)}")
+
+    if doc.kind == "segment":
+        condition(data["rule"], ("rule",), in_segment=True)
+        return problems
+
+    trigger = data["trigger"]
+    kinds = [k for k in trigger if k in TRIGGER_KINDS]
+    if len(kinds) != 1:
+        problem(
+            ("trigger",),
+            f"a trigger has exactly one kind ({', '.join(TRIGGER_KINDS)}); found {kinds or 'none'}",
+        )
+        return problems
+    kind = kinds[0]
+    if "where" in trigger and kind != "event":
+        problem(("trigger", "where"), f"'where' belongs inside the {kind} trigger")
+    if kind == "event":
+        check_event(("trigger", "event"), trigger["event"])
+        condition(trigger.get("where"), ("trigger", "where"))
+    elif kind == "absence":
+        a = trigger["absence"]
+        for part in ("first", "then"):
+            check_event(("trigger", "absence", part, "event"), a[part]["event"])
+            condition(a[part].get("where"), ("trigger", "absence", part, "where"))
+        if a["first"]["event"] == a["then"]["event"] and "where" not in a["then"]:
+            problem(
+                ("trigger", "absence", "then"), "'then' is the same event as 'first': it would cancel itself"
+            )
+    elif kind == "inactivity" and "event" in trigger["inactivity"]:
+        check_event(("trigger", "inactivity", "event"), trigger["inactivity"]["event"])
+    elif kind == "segment":
+        name = trigger["segment"]["id"]
+        if name not in segments:
+            problem(("trigger", "segment", "id"), f"unknown segment '{name}'{suggest(name, segments)}")
+    elif kind == "date":
+        offset = str(trigger["date"].get("offset", "0s")).lstrip("-")
+        if offset not in ("0", "0s"):
+            try:
+                parse_duration(offset)
+            except InvalidDuration as exc:
+                problem(("trigger", "date", "offset"), str(exc))
+    elif kind == "cohort":
+        check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
+        condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))
+    condition(data.get("audience"), ("audience",))
+    if "goal" in data:
+        check_event(("goal", "event"), data["goal"]["event"])
+        condition(data["goal"].get("where"), ("goal", "where"))
+    return problems
+
+
+def _references(spec: object, path: Path) -> list[tuple[Path, str, str]]:
+    """(path, 'event' | 'segment', name) for every event and segment a condition names."""
+    out: list[tuple[Path, str, str]] = []
+    if isinstance(spec, Mapping):
+        for key in ("all", "any"):
+            if isinstance(spec.get(key), list):
+                for i, item in enumerate(spec[key]):
+                    out += _references(item, (*path, key, i))
+        if "not" in spec:
+            out += _references(spec["not"], (*path, "not"))
+        for subject in ("count", "last"):
+            if isinstance(spec.get(subject), str):
+                out.append(((*path, subject), "event", spec[subject]))
+        if isinstance(spec.get("segment"), str):
+            out.append(((*path, "segment"), "segment", spec["segment"]))
+    return out

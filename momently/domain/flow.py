@@ -1,0 +1,193 @@
+"""Flows and segments as the engine uses them: compiled, immutable, from validated documents.
+
+The YAML shape is in docs/flows.md and docs/flow.schema.json; ``domain.definitions`` turns
+files into the documents compiled here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from momently.domain.conditions import ALWAYS, Condition, compile_condition
+from momently.domain.durations import parse_duration
+
+Tier = Literal["A", "B", "C"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    name: str
+    where: Condition = ALWAYS
+    kind: Literal["event"] = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class AbsenceTrigger:
+    """``first`` not followed by ``then`` within ``within_ms``; with ``key`` (a path into the
+    event, e.g. ``properties.cart_id``) only a ``then`` with the same key value cancels."""
+
+    first: str
+    then: str
+    within_ms: int
+    first_where: Condition = ALWAYS
+    then_where: Condition = ALWAYS
+    key: str | None = None
+    kind: Literal["absence"] = "absence"
+
+
+@dataclass(frozen=True, slots=True)
+class InactivityTrigger:
+    """No event (or no ``event`` of this name) for ``for_ms``."""
+
+    for_ms: int
+    event: str | None = None
+    kind: Literal["inactivity"] = "inactivity"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentTrigger:
+    segment: str
+    on: Literal["enter", "leave"] = "enter"
+    kind: Literal["segment"] = "segment"
+
+
+@dataclass(frozen=True, slots=True)
+class DateTrigger:
+    """Fires ``offset_ms`` from the date in ``trait``, at ``at`` local time, every year or once."""
+
+    trait: str
+    offset_ms: int = 0
+    at: tuple[int, int] = (9, 0)
+    repeat: Literal["yearly", "none"] = "yearly"
+    kind: Literal["date"] = "date"
+
+
+@dataclass(frozen=True, slots=True)
+class CohortTrigger:
+    """At least ``min_people`` distinct people in one area doing ``event`` within ``within_ms``."""
+
+    event: str
+    min_people: int
+    within_ms: int
+    geohash: int | None = None
+    postal_code: str | None = None
+    where: Condition = ALWAYS
+    kind: Literal["cohort"] = "cohort"
+
+
+Trigger = EventTrigger | AbsenceTrigger | InactivityTrigger | SegmentTrigger | DateTrigger | CohortTrigger
+TRIGGER_KINDS = ("event", "absence", "inactivity", "segment", "date", "cohort")
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    event: str
+    within_ms: int
+    where: Condition = ALWAYS
+
+
+@dataclass(frozen=True, slots=True)
+class Reentry:
+    """``once`` ever, ``every_time``, or at most once per ``period_ms``."""
+
+    mode: Literal["once", "every_time", "once_per"] = "once_per"
+    period_ms: int = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    id: str
+    version: int
+    trigger: Trigger
+    tier: Tier = "B"
+    priority: int = 0
+    audience: Condition = ALWAYS
+    channels: tuple[str, ...] = ("console",)
+    goal: Goal | None = None
+    reentry: Reentry = Reentry()
+    message: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    document: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    id: str
+    version: int
+    rule: Condition
+    document: dict[str, Any] = field(default_factory=dict)
+
+
+# The names of the events the engine itself appends to the log.
+SEGMENT_ENTERED = "Segment Entered"
+SEGMENT_EXITED = "Segment Exited"
+SYSTEM_EVENTS = (SEGMENT_ENTERED, SEGMENT_EXITED)
+
+
+def compile_flow(doc: dict[str, Any], version: int) -> Flow:
+    """Compile a document that passed ``definitions.validate``; errors here are bugs there."""
+    path = ("trigger",)
+    t = doc["trigger"]
+    trigger: Trigger
+    if "event" in t:
+        trigger = EventTrigger(t["event"], compile_condition(t.get("where"), path=(*path, "where")))
+    elif "absence" in t:
+        a = t["absence"]
+        trigger = AbsenceTrigger(
+            first=a["first"]["event"],
+            then=a["then"]["event"],
+            within_ms=parse_duration(a["within"]),
+            first_where=compile_condition(a["first"].get("where")),
+            then_where=compile_condition(a["then"].get("where")),
+            key=a.get("key"),
+        )
+    elif "inactivity" in t:
+        i = t["inactivity"]
+        trigger = InactivityTrigger(for_ms=parse_duration(i["for"]), event=i.get("event"))
+    elif "segment" in t:
+        s = t["segment"]
+        trigger = SegmentTrigger(segment=s["id"], on=s.get("on", "enter"))
+    elif "date" in t:
+        d = t["date"]
+        offset = str(d.get("offset", "0s"))
+        sign = -1 if offset.startswith("-") else 1
+        offset_ms = 0 if offset.lstrip("-") in ("0s", "0") else sign * parse_duration(offset.lstrip("-"))
+        hh, mm = str(d.get("at", "09:00")).split(":")
+        trigger = DateTrigger(
+            trait=d["trait"], offset_ms=offset_ms, at=(int(hh), int(mm)), repeat=d.get("repeat", "yearly")
+        )
+    else:
+        c = t["cohort"]
+        trigger = CohortTrigger(
+            event=c["event"],
+            min_people=int(c["min_people"]),
+            within_ms=parse_duration(c["within"]),
+            geohash=c["area"].get("geohash"),
+            postal_code=c["area"].get("postal_code"),
+            where=compile_condition(c.get("where")),
+        )
+    goal = None
+    if "goal" in doc:
+        g = doc["goal"]
+        goal = Goal(g["event"], parse_duration(g["within"]), compile_condition(g.get("where")))
+    r = doc.get("reentry", {"once_per": "1d"})
+    reentry = Reentry("once_per", parse_duration(r["once_per"])) if isinstance(r, dict) else Reentry(r, 0)
+    return Flow(
+        id=doc["id"],
+        version=version,
+        trigger=trigger,
+        tier=doc.get("tier", "B"),
+        priority=int(doc.get("priority", 0)),
+        audience=compile_condition(doc.get("audience")),
+        channels=tuple(doc.get("channels", ("console",))),
+        goal=goal,
+        reentry=reentry,
+        message=dict(doc.get("message", {})),
+        tags=tuple(doc.get("tags", ())),
+        document=doc,
+    )
+
+
+def compile_segment(doc: dict[str, Any], version: int) -> Segment:
+    return Segment(doc["id"], version, compile_condition(doc["rule"], in_segment=True), doc)
