@@ -6,10 +6,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from momently.clock import Clock, SystemClock
+from momently.engine.flows import FlowStage
 from momently.engine.log_writer import LogWriter
 from momently.engine.profile_projector import ProfileProjector
 from momently.settings import Settings
 from momently.store.database import Database
+from momently.store.definitions import Definitions
+from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
 from momently.store.profiles import ProfileStore
 from momently.store.workspaces import Workspaces
@@ -25,6 +28,8 @@ class Services:
     profiles: ProfileStore
     writer: LogWriter
     projector: ProfileProjector
+    definitions: Definitions
+    engine_state: EngineState
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
@@ -34,7 +39,10 @@ class Services:
             db.migrate()
         events = EventLog(db)
         profiles = ProfileStore(db)
-        projector = ProfileProjector(db, events, profiles)
+        definitions = Definitions(db)
+        engine_state = EngineState(db, events)
+        flows = FlowStage(definitions, engine_state, default_timezone=settings.default_timezone)
+        projector = ProfileProjector(db, events, profiles, flows=flows, clock=clock)
         writer = LogWriter(
             db,
             events,
@@ -42,7 +50,18 @@ class Services:
             dedup_window=timedelta(days=settings.dedup_window_days),
             on_commit=projector.wake,
         )
-        return cls(settings, clock, db, events, Workspaces(db), profiles, writer, projector)
+        return cls(
+            settings,
+            clock,
+            db,
+            events,
+            Workspaces(db),
+            profiles,
+            writer,
+            projector,
+            definitions,
+            engine_state,
+        )
 
     def start(self) -> None:
         """Start the background parts a server needs: the log writer, and the engine if enabled."""

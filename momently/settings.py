@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,7 +27,23 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default=["*"], description="origins allowed to send events from a browser"
     )
-    run_engine: bool = Field(default=True, description="run the profile projector inside `serve`")
+    run_engine: bool = Field(
+        default=True, description="run the engine (profiles, segments, flows) inside `serve`"
+    )
+    default_timezone: str = Field(
+        default="UTC",
+        description="time zone for people whose profile has none (date triggers, local-time conditions)",
+    )
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from momently.domain.profile import valid_timezone
+
+        if valid_timezone(value) is None:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Amsterdam)")
+        return value
+
     log_level: str = Field(default="info")
 
     def with_overrides(self, **overrides: Any) -> Settings:

@@ -29,6 +29,7 @@ EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", 
 MAX_EVENT_BYTES: Final = 32 * 1024
 MAX_MESSAGE_ID_CHARS: Final = 256
 _OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
+DERIVED_LIBRARY: Final = "momently-engine"  # marks events the engine appends itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,11 @@ def normalize(
     integrations = raw.get("integrations") or {}
     if defaults.integrations:
         integrations = {**defaults.integrations, **integrations}
+    library = context.get("library")
+    if isinstance(library, dict) and library.get("name") == DERIVED_LIBRARY:
+        return reject(
+            "reserved_library", f"context.library.name '{DERIVED_LIBRARY}' is reserved for the engine"
+        )
     if msg_type == "identify":
         traits = context.get("traits")
         body["traits"] = (
@@ -201,5 +207,45 @@ def normalize(
         body=body,
         payload=payload,
         timestamp_ms=to_millis(timestamp),
+        received_ms=to_millis(received_at),
+    )
+
+
+def derived_event(
+    *,
+    message_id: str,
+    name: str,
+    user_id: str | None,
+    anonymous_id: str | None,
+    at: datetime,
+    received_at: datetime,
+    properties: dict[str, Any],
+) -> Event:
+    """A ``track`` event the engine appends itself (segment entered or exited)."""
+    body: dict[str, Any] = {
+        "type": "track",
+        "event": name,
+        "messageId": message_id,
+        "properties": properties,
+        "timestamp": format_timestamp(at),
+        "receivedAt": format_timestamp(received_at),
+        "context": {"library": {"name": DERIVED_LIBRARY}},
+        "integrations": {},
+    }
+    if user_id is not None:
+        body["userId"] = user_id
+    if anonymous_id is not None:
+        body["anonymousId"] = anonymous_id
+    return Event(
+        message_id=message_id,
+        type="track",
+        name=name,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        timestamp=at,
+        received_at=received_at,
+        body=body,
+        payload=orjson.dumps(body),
+        timestamp_ms=to_millis(at),
         received_ms=to_millis(received_at),
     )

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from momently.domain.event import DERIVED_LIBRARY
+
 ORDER_COMPLETED: Final = "Order Completed"
 PAGE_KEY: Final = "$page"
 SCREEN_KEY: Final = "$screen"
@@ -30,6 +32,20 @@ class LoggedEvent:
     anonymous_id: str | None
     timestamp_ms: int
     body: dict[str, Any]
+    received_ms: int = 0
+
+    @property
+    def time_ms(self) -> int:
+        """When the engine considers the event to have happened: its timestamp, but never
+        later than its arrival, so a client clock in the future cannot fire timers early."""
+        return min(self.timestamp_ms, self.received_ms) if self.received_ms else self.timestamp_ms
+
+    @property
+    def derived(self) -> bool:
+        """Appended by the engine itself (segment entered/exited), not by a person's action."""
+        context = self.body.get("context")
+        library = context.get("library") if isinstance(context, dict) else None
+        return isinstance(library, dict) and library.get("name") == DERIVED_LIBRARY
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +125,8 @@ def apply(profile: Profile, event: LoggedEvent) -> Profile:
     context = body.get("context") if isinstance(body.get("context"), dict) else {}
     assert isinstance(context, dict)
     changes: dict[str, Any] = {"last_seq": max(profile.last_seq, event.seq)}
+    if event.derived:  # the engine's own record (segment entered), not something the person did
+        return replace(profile, **changes)
 
     first = profile.first_seen_ms
     last = profile.last_seen_ms

@@ -1,4 +1,6 @@
-"""Keeps profiles up to date by folding the event log, in sequence order, per workspace.
+"""The engine's pipeline: folds the event log, in sequence order per workspace, into
+profiles, and hands each event to the flows stage (``engine.flows``: segments, triggers,
+timers, enrollments).
 
 Each batch is computed from a snapshot and written in one transaction together with the
 consumer cursor (compare-and-set), so a crash mid-batch or a second projector can never
@@ -13,9 +15,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from momently.clock import Clock, SystemClock
 from momently.domain.identity import Identity, resolve
 from momently.domain.profile import LoggedEvent, Profile, apply, merge
+from momently.domain.timestamps import to_millis
+from momently.engine.flows import FlowStage, Pass
 from momently.store.database import Database
+from momently.store.engine_state import TimerClaimed
 from momently.store.events import EventLog
 from momently.store.profiles import CursorMoved, ProfileStore
 
@@ -37,10 +43,21 @@ class _Batch:
 
 
 class ProfileProjector:
-    def __init__(self, db: Database, log_: EventLog, store: ProfileStore, *, batch_size: int = 2000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        log_: EventLog,
+        store: ProfileStore,
+        *,
+        flows: FlowStage | None = None,
+        clock: Clock | None = None,
+        batch_size: int = 2000,
+    ) -> None:
         self.db = db
         self.log = log_
         self.store = store
+        self.flows = flows
+        self.clock = clock or SystemClock()
         self.batch_size = batch_size
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -79,11 +96,17 @@ class ProfileProjector:
         self._thread = None
 
     def run_once(self) -> int:
-        """Process at most one batch per workspace that is behind; returns events processed."""
+        """Process at most one batch per workspace that is behind, or, for a workspace whose
+        log is drained, fire the timers that are due. Returns events and timers processed."""
         done = 0
+        now_ms = to_millis(self.clock.now())
         for workspace_id, cursor, last_seq in self.store.backlog(CONSUMER):
             if cursor < last_seq:
                 done += self.process_batch(workspace_id)
+            elif self.flows is not None:
+                due = self.flows.state.next_due(workspace_id)
+                if due is not None and due <= now_ms:
+                    done += self.process_timers(workspace_id, now_ms)
         return done
 
     def run_until_idle(self, progress: Callable[[str, int, int], None] | None = None) -> int:
@@ -98,27 +121,62 @@ class ProfileProjector:
             total += done
 
     def replay(self, workspace_id: str, progress: Callable[[str, int, int], None] | None = None) -> int:
-        """Rebuild the workspace's profiles from the first event."""
+        """Rebuild the workspace's profiles, segments and timers from the first event.
+        Enrollments are kept: their keys stop the replay from enrolling anyone twice."""
         self.store.reset(workspace_id, CONSUMER)
+        if self.flows is not None:
+            with self.db.write() as conn:
+                self.flows.state.reset(conn, workspace_id)
         return self.run_until_idle(progress)
 
     # one batch -------------------------------------------------------------------------
     def process_batch(self, workspace_id: str) -> int:
+        return self._process(workspace_id, timers_only_until=None)
+
+    def process_timers(self, workspace_id: str, now_ms: int) -> int:
+        """Fire the timers due by ``now_ms`` (the log being drained); the cursor stays put."""
+        return self._process(workspace_id, timers_only_until=now_ms)
+
+    def _process(self, workspace_id: str, *, timers_only_until: int | None) -> int:
+        flows: Pass | None = None
         with self.db.read() as conn:
             cursor = self.store.cursor(conn, CONSUMER, workspace_id)
-            events = self.log.read_in(conn, workspace_id, after_seq=cursor, limit=self.batch_size)
-            if not events:
-                return 0
+            if timers_only_until is None:
+                events = self.log.read_in(conn, workspace_id, after_seq=cursor, limit=self.batch_size)
+                if not events:
+                    return 0
+            else:
+                events = []
+            if self.flows is not None:
+                flows = self.flows.begin(
+                    conn, workspace_id, events, now_ms=timers_only_until or to_millis(self.clock.now())
+                )
+                events = flows.events
             wanted: set[Identity] = set()
             for ev in events:
                 wanted.update(_identities(ev))
             known = self.store.lookup_identities(conn, workspace_id, wanted)
-            batch = _Batch(known=known, profiles=self.store.load(conn, workspace_id, set(known.values())))
-        for ev in events:
-            self._apply(batch, ev)
+            persons = set(known.values()) | (flows.timer_persons if flows is not None else set())
+            batch = _Batch(known=known, profiles=self.store.load(conn, workspace_id, persons))
+            if flows is not None:
+                flows.load_people(persons)
+                flows.attach(batch.profiles, lambda ids: self.store.load(conn, workspace_id, ids))
+                for ev in events:
+                    flows.fire_until(ev.time_ms)
+                    pid, is_new, losers = self._apply(batch, ev)
+                    for loser in losers:
+                        flows.on_merge(loser, pid)
+                    flows.on_event(ev, pid, batch.profiles[pid], is_new=is_new, merged=bool(losers))
+                if timers_only_until is not None:
+                    flows.fire_until(timers_only_until)
+            else:
+                for ev in events:
+                    self._apply(batch, ev)
+        fired = 0
         try:
             with self.db.write() as conn:
-                self.store.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=events[-1].seq)
+                if events:
+                    self.store.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=events[-1].seq)
                 self.store.save(
                     conn,
                     workspace_id,
@@ -127,12 +185,22 @@ class ProfileProjector:
                     links=batch.links,
                     event_rows=batch.event_rows,
                 )
+                if flows is not None:
+                    changes = flows.finish(conn)
+                    fired = len(changes.fired)
+                    self.flows.state.save(conn, workspace_id, changes)  # type: ignore[union-attr]
         except CursorMoved:
             log.info("another projector advanced %s first; skipping this batch", workspace_id)
             return 0
-        return len(events)
+        except TimerClaimed:
+            log.info("another engine fired timers of %s first; recomputing", workspace_id)
+            return 0
+        if flows is not None and flows.changes.derived:
+            self.wake()  # the derived events it appended are new log entries to process
+        return len(events) + fired
 
-    def _apply(self, batch: _Batch, ev: LoggedEvent) -> None:
+    def _apply(self, batch: _Batch, ev: LoggedEvent) -> tuple[str, bool, list[str]]:
+        """Fold one event; returns the person, whether they are new, and who merged into them."""
         previous = ev.body.get("previousId")
         res = resolve(
             type=ev.type,
@@ -143,18 +211,22 @@ class ProfileProjector:
             user_of=lambda pid: batch.profiles[pid].user_id if pid in batch.profiles else None,
         )
         pid = res.person_id
-        profile = batch.profiles.get(pid) or Profile(person_id=pid)
+        existing = batch.profiles.get(pid)
+        profile = existing or Profile(person_id=pid)
+        losers: list[str] = []
         for loser_id in res.merges:
             loser = batch.profiles.pop(loser_id, None)
             if loser is not None:
                 profile = merge(profile, loser)
             self._repoint(batch, loser_id, pid)
+            losers.append(loser_id)
         for identity in res.links:
             batch.known[identity] = pid
             batch.links[identity] = pid
         batch.profiles[pid] = apply(profile, ev)
         batch.changed.add(pid)
         batch.event_rows.append((pid, ev.seq))
+        return pid, existing is None and not losers, losers
 
     @staticmethod
     def _repoint(batch: _Batch, loser: str, winner: str) -> None:

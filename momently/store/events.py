@@ -175,11 +175,12 @@ def _select_logged() -> Select[Any]:
         events.c.anonymous_id,
         events.c.timestamp_ms,
         events.c.body,
+        events.c.received_ms,
     )
 
 
 def _logged(row: Sequence[object]) -> LoggedEvent:
-    seq, type_, name, user_id, anonymous_id, ts, body = row
+    seq, type_, name, user_id, anonymous_id, ts, body, received = row
     return LoggedEvent(
         seq=int(seq),  # type: ignore[call-overload]
         type=str(type_),
@@ -188,4 +189,5 @@ def _logged(row: Sequence[object]) -> LoggedEvent:
         anonymous_id=anonymous_id if isinstance(anonymous_id, str) else None,
         timestamp_ms=int(ts),  # type: ignore[call-overload]
         body=orjson.loads(body),  # type: ignore[arg-type]
+        received_ms=int(received),  # type: ignore[call-overload]
     )

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -106,4 +107,116 @@ cursors = Table(
     Column("consumer", String(64), primary_key=True),
     Column("workspace_id", String(64), primary_key=True),
     Column("seq", BigInteger, nullable=False),
+)
+
+
+# --- flows engine -------------------------------------------------------------------------
+# Flow and segment documents, every version kept; enrollments record the version they ran.
+definitions = Table(
+    "definitions",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # flow | segment
+    Column("id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("body", Text, nullable=False),  # the validated document, JSON
+    Column("digest", String(64), nullable=False),
+    Column("source", Text, nullable=False, server_default=""),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+definition_heads = Table(
+    "definition_heads",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # active | paused | archived
+    Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Derived (rebuilt by replay): segment membership and the per-person event history that
+# windowed segment rules need.
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("segment_id", String(64), primary_key=True),
+    Column("since_ms", BigInteger, nullable=False),
+)
+Index("ix_segment_members_segment", segment_members.c.workspace_id, segment_members.c.segment_id)
+
+person_state = Table(
+    "person_state",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("data", Text, nullable=False),  # {"history": {event name: [ms, ...]}}
+)
+
+# Durable timers: one row per (person, kind, owner, key), so re-arming replaces.
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("due_ms", BigInteger, nullable=False),
+    Column("person_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),  # absence | inactivity | date | segment
+    Column("owner", String(64), nullable=False),  # flow or segment id
+    Column("key", Text, nullable=False, server_default=""),
+    Column("payload", Text, nullable=False, server_default="{}"),
+    UniqueConstraint("workspace_id", "person_id", "kind", "owner", "key", name="ux_timers_identity"),
+)
+Index("ix_timers_due", timers.c.workspace_id, timers.c.due_ms)
+
+cohort_members = Table(
+    "cohort_members",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("flow_id", String(64), primary_key=True),
+    Column("area", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("fired", Integer, nullable=False, server_default="0"),
+)
+
+event_names = Table(
+    "event_names",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("last_ms", BigInteger, nullable=False),
+)
+
+# Effects, kept across replays: the enrollment key makes processing idempotent, so a replay
+# or a crash mid-batch never enrolls (and later never sends) twice.
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("flow_id", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("occurrence", String(200), primary_key=True),
+    Column("flow_version", Integer, nullable=False),
+    Column("trigger_kind", String(16), nullable=False),
+    Column("trigger_seq", BigInteger, nullable=True),
+    Column("decided_ms", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),  # send | suppress
+    Column("reason", String(64), nullable=True),
+    Column("detail", Text, nullable=False, server_default="{}"),
+)
+Index("ix_enrollments_decided", enrollments.c.workspace_id, enrollments.c.decided_ms)
+
+# Message ids of the events the engine appended itself (segment entered/exited), so a
+# replay that derives them again does not append them twice.
+emitted = Table(
+    "emitted",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("message_id", String(256), primary_key=True),
 )

@@ -1,0 +1,56 @@
+"""When date triggers fire: a date trait (birthday, signup anniversary, renewal date) plus an
+offset, at a local time of day in the person's own time zone.
+
+Yearly dates on 29 February fire on 28 February in other years. Local times that do not
+exist (skipped by a daylight-saving change) move forward with the clock, as zoneinfo does.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from momently.domain.flow import DateTrigger
+
+
+def trait_date(value: object) -> date | None:
+    """``1990-05-17``, an ISO date-time (its calendar date as written), or None."""
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _on_year(d: date, year: int) -> date:
+    try:
+        return d.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return date(year, 2, 28)
+
+
+def next_fire(trigger: DateTrigger, value: object, tz: ZoneInfo, after_ms: int) -> tuple[int, str] | None:
+    """The first firing strictly after ``after_ms``: (epoch ms, the anniversary's local date
+    as the occurrence key), or None when the trait is not a date or a one-off date has passed."""
+    d = trait_date(value)
+    if d is None:
+        return None
+    hh, mm = trigger.at
+
+    def fire_at(day: date) -> int:
+        local = datetime.combine(day, time(hh, mm), tzinfo=tz) + timedelta(milliseconds=trigger.offset_ms)
+        return int(local.timestamp() * 1000)
+
+    if trigger.repeat == "none":
+        at = fire_at(d)
+        return (at, d.isoformat()) if at > after_ms else None
+    # From the year before "now" (an offset can move a date across New Year), but never
+    # before the date itself: a future renewal date first fires on that date.
+    year = max(datetime.fromtimestamp(after_ms / 1000, tz=tz).year - 1, d.year)
+    for y in range(year, year + 3):
+        day = _on_year(d, y)
+        at = fire_at(day)
+        if at > after_ms:
+            return at, day.isoformat()
+    return None  # pragma: no cover - three candidate years always include a future one

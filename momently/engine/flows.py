@@ -1,0 +1,589 @@
+"""The flows stage of the engine: after each event has updated the person's profile, keep
+segments current, match triggers through an index, arm and fire durable timers, and record
+enrollments with their decision.
+
+It runs inside the profile projector's batch (``engine.profile_projector``), so everything it
+writes commits in the same transaction as the consumer cursor: a crash mid-batch leaves no
+half-applied effects, and the enrollment key (workspace, flow, person, occurrence) makes a
+replay unable to enroll twice.
+
+Time. An event happens at ``LoggedEvent.time_ms`` (its timestamp, never later than its
+arrival). Timers that fall due before an event are fired before it, in time order, so the
+same log gives the same enrollments whether it is processed live, after an outage, or in a
+backtest. Once the log is drained, timers fire when the clock reaches them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+
+from momently.domain import geo
+from momently.domain.conditions import Facts
+from momently.domain.decision import decide
+from momently.domain.event import derived_event
+from momently.domain.flow import (
+    SEGMENT_ENTERED,
+    SEGMENT_EXITED,
+    AbsenceTrigger,
+    CohortTrigger,
+    DateTrigger,
+    EventTrigger,
+    Flow,
+    InactivityTrigger,
+    Segment,
+    SegmentTrigger,
+    compile_flow,
+    compile_segment,
+)
+from momently.domain.profile import LoggedEvent, Profile, valid_timezone
+from momently.domain.schedule import next_fire
+from momently.domain.timestamps import from_millis
+from momently.store.definitions import Definitions
+from momently.store.engine_state import Changes, EngineState, Enrollment, Timer, TimerKey
+
+MAX_HISTORY = 1000  # per person and event name: bounds state size for very active people
+
+
+@dataclass(slots=True)
+class Compiled:
+    """A workspace's flows and segments, compiled once per version, with the indexes that make
+    the cost of an event independent of the flows that cannot match its name."""
+
+    states: tuple[tuple[str, str, int, str], ...]
+    flows: dict[str, Flow] = field(default_factory=dict)
+    paused: set[str] = field(default_factory=set)
+    segments: list[Segment] = field(default_factory=list)
+    on_event: dict[str, list[Flow]] = field(default_factory=dict)
+    absence_first: dict[str, list[Flow]] = field(default_factory=dict)
+    absence_then: dict[str, list[Flow]] = field(default_factory=dict)
+    inactivity_named: dict[str, list[Flow]] = field(default_factory=dict)
+    inactivity_any: list[Flow] = field(default_factory=list)
+    cohort: dict[str, list[Flow]] = field(default_factory=dict)
+    on_segment: dict[tuple[str, str], list[Flow]] = field(default_factory=dict)
+    date_by_trait: dict[str, list[Flow]] = field(default_factory=dict)
+    seg_by_event: dict[str, list[Segment]] = field(default_factory=dict)
+    seg_traits: list[Segment] = field(default_factory=list)
+    seg_any: list[Segment] = field(default_factory=list)
+    history: dict[str, int] = field(default_factory=dict)  # event name -> window kept (ms)
+
+    def index(self) -> None:
+        for flow in self.flows.values():
+            t = flow.trigger
+            if isinstance(t, EventTrigger):
+                self.on_event.setdefault(t.name, []).append(flow)
+            elif isinstance(t, AbsenceTrigger):
+                self.absence_first.setdefault(t.first, []).append(flow)
+                self.absence_then.setdefault(t.then, []).append(flow)
+            elif isinstance(t, InactivityTrigger):
+                if t.event is None:
+                    self.inactivity_any.append(flow)
+                else:
+                    self.inactivity_named.setdefault(t.event, []).append(flow)
+            elif isinstance(t, CohortTrigger):
+                self.cohort.setdefault(t.event, []).append(flow)
+            elif isinstance(t, SegmentTrigger):
+                self.on_segment.setdefault((t.segment, t.on), []).append(flow)
+            else:
+                self.date_by_trait.setdefault(t.trait.split(".")[0], []).append(flow)
+            for name, window in flow.audience.deps.history.items():
+                self.history[name] = max(self.history.get(name, 0), window)
+        # segments that read other segments go last, so they see this event's changes
+        self.segments.sort(key=lambda s: (bool(s.rule.deps.segments), s.id))
+        for seg in self.segments:
+            deps = seg.rule.deps
+            for name in deps.events:
+                self.seg_by_event.setdefault(name, []).append(seg)
+            if deps.traits or deps.segments:
+                self.seg_traits.append(seg)
+            if deps.any_event:
+                self.seg_any.append(seg)
+            for name, window in deps.history.items():
+                self.history[name] = max(self.history.get(name, 0), window)
+
+
+@dataclass(slots=True)
+class _Candidate:
+    flow: Flow
+    person_id: str
+    occurrence: str
+    kind: str
+    seq: int | None
+    now_ms: int
+    audience_ok: bool
+    paused: bool
+
+
+class FlowStage:
+    def __init__(
+        self, definitions: Definitions, state: EngineState, *, default_timezone: str = "UTC"
+    ) -> None:
+        self.definitions = definitions
+        self.state = state
+        self.default_tz = ZoneInfo(default_timezone)
+        self._cache: dict[str, Compiled] = {}
+        self._zones: dict[str, ZoneInfo] = {}
+
+    def compiled(self, conn: Connection, workspace_id: str) -> Compiled:
+        states = tuple(sorted(self.definitions.states(conn, workspace_id)))
+        cached = self._cache.get(workspace_id)
+        if cached is not None and cached.states == states:
+            return cached
+        old_flows = {(f.id, f.version): f for f in cached.flows.values()} if cached else {}
+        old_segs = {(s.id, s.version): s for s in cached.segments} if cached else {}
+        c = Compiled(states=states)
+        for kind, id_, version, status in states:
+            if status == "archived":
+                continue
+            if kind == "flow":
+                flow = old_flows.get((id_, version)) or compile_flow(
+                    self.definitions.body(conn, workspace_id, kind, id_, version), version
+                )
+                c.flows[id_] = flow
+                if status == "paused":
+                    c.paused.add(id_)
+            elif kind == "segment":
+                c.segments.append(
+                    old_segs.get((id_, version))
+                    or compile_segment(self.definitions.body(conn, workspace_id, kind, id_, version), version)
+                )
+        c.index()
+        self._cache[workspace_id] = c
+        return c
+
+    def zone(self, profile: Profile | None) -> ZoneInfo:
+        name = profile.timezone if profile is not None else None
+        if not name:
+            return self.default_tz
+        tz = self._zones.get(name)
+        if tz is None:
+            tz = ZoneInfo(name) if valid_timezone(name) else self.default_tz
+            self._zones[name] = tz
+        return tz
+
+    def begin(
+        self,
+        conn: Connection,
+        workspace_id: str,
+        events: list[LoggedEvent],
+        *,
+        now_ms: int,
+        timer_limit: int = 5000,
+    ) -> Pass:
+        """Start a batch. With events, timers due up to the latest event time are loaded; with
+        none, those due by ``now_ms``. When more timers are due than ``timer_limit``, the events
+        after the last loaded timer wait for the next batch, so order is kept."""
+        compiled = self.compiled(conn, workspace_id)
+        horizon = max(ev.time_ms for ev in events) if events else now_ms
+        due = self.state.due_timers(conn, workspace_id, until_ms=horizon, limit=timer_limit)
+        if len(due) == timer_limit:
+            horizon = due[-1].due_ms
+            cut = next((i for i, ev in enumerate(events) if ev.time_ms > horizon), len(events))
+            events = events[:cut]
+        return Pass(self, conn, workspace_id, compiled, events, due, horizon)
+
+
+class Pass:
+    """One batch of the flows stage: working state over what the database knew."""
+
+    def __init__(
+        self,
+        stage: FlowStage,
+        conn: Connection,
+        workspace_id: str,
+        compiled: Compiled,
+        events: list[LoggedEvent],
+        due: list[Timer],
+        horizon: int,
+    ) -> None:
+        self.stage = stage
+        self.ws = workspace_id
+        self.c = compiled
+        self.events = events
+        self.horizon = horizon
+        self.changes = Changes()
+        self.members: dict[str, dict[str, int]] = {}
+        self.history: dict[str, dict[str, list[int]]] = {}
+        self.candidates: list[_Candidate] = []
+        self.merged: dict[str, str] = {}
+        self._heap: list[tuple[int, int, TimerKey]] = []
+        self._live: dict[TimerKey, Timer] = {}
+        self._order = itertools.count()
+        self._cohorts: dict[tuple[str, str], dict[str, tuple[int, int, int]]] = {}
+        self._conn = conn
+        self._profiles: dict[str, Profile] = {}
+        self._load: Callable[[set[str]], dict[str, Profile]] = lambda _: {}
+        for t in due:
+            self._schedule(t, loaded=True)
+        self.timer_persons = {t.person_id for t in due}
+
+    # loading -----------------------------------------------------------------------------
+    def attach(self, profiles: dict[str, Profile], load: Callable[[set[str]], dict[str, Profile]]) -> None:
+        """The batch's profiles, and how to load one the batch did not (a cohort neighbour)."""
+        self._profiles = profiles
+        self._load = load
+
+    def _profile(self, pid: str) -> Profile | None:
+        if pid not in self._profiles:
+            self._profiles.update(self._load({pid}))
+            self.load_people({pid})
+        return self._profiles.get(pid)
+
+    def load_people(self, persons: set[str]) -> None:
+        self.members.update(self.stage.state.members(self._conn, self.ws, persons))
+        for pid, data in self.stage.state.states(self._conn, self.ws, persons).items():
+            self.history[pid] = {k: list(v) for k, v in data.get("history", {}).items()}
+
+    # timers ------------------------------------------------------------------------------
+    def _schedule(self, timer: Timer, *, loaded: bool = False) -> None:
+        key = timer.identity
+        self._live[key] = timer
+        if not loaded:
+            self.changes.timers[key] = timer
+        if timer.due_ms <= self.horizon:
+            heapq.heappush(self._heap, (timer.due_ms, next(self._order), key))
+
+    def _cancel(self, key: TimerKey) -> None:
+        self._live.pop(key, None)
+        self.changes.timers[key] = None
+
+    def fire_until(self, until_ms: int) -> None:
+        while self._heap and self._heap[0][0] <= until_ms:
+            due, _, key = heapq.heappop(self._heap)
+            timer = self._live.get(key)
+            if timer is None or timer.due_ms != due:
+                continue  # cancelled or re-armed since it was queued
+            del self._live[key]
+            if timer.id is not None:
+                self.changes.fired.append(timer.id)
+            if self.changes.timers.get(key) is timer:
+                del self.changes.timers[key]  # armed and fired within this batch: never stored
+            pid = self._resolve(timer.person_id)
+            profile = self._profiles.get(pid)
+            if profile is None:
+                continue
+            self._fire(timer, pid, profile)
+
+    def _fire(self, timer: Timer, pid: str, profile: Profile) -> None:
+        now = timer.due_ms
+        if timer.kind == "segment":
+            segs = [s for s in self.c.segments if s.id == timer.owner]
+            self._evaluate_segments(pid, profile, now, segs, cause=f"t{now}")
+            return
+        flow = self.c.flows.get(timer.owner)
+        if flow is None:
+            return  # the flow was archived since the timer was armed
+        seq = timer.payload.get("seq")
+        if timer.kind == "absence" and isinstance(flow.trigger, AbsenceTrigger):
+            self._occur(flow, pid, profile, f"a{seq}", now, seq, timer.payload.get("event"))
+        elif timer.kind == "inactivity" and isinstance(flow.trigger, InactivityTrigger):
+            self._occur(flow, pid, profile, f"i{seq}", now, seq, None)
+        elif timer.kind == "date" and isinstance(flow.trigger, DateTrigger):
+            value = _lookup(profile.traits, flow.trigger.trait)
+            if value != timer.payload.get("value"):
+                self._arm_date(flow, flow.trigger, pid, profile, now)  # the trait changed: re-plan
+                return
+            self._occur(flow, pid, profile, f"d{timer.payload.get('date')}", now, None, None)
+            if flow.trigger.repeat == "yearly":
+                self._arm_date(flow, flow.trigger, pid, profile, now)
+
+    def _arm_date(self, flow: Flow, trigger: DateTrigger, pid: str, profile: Profile, after_ms: int) -> None:
+        value = _lookup(profile.traits, trigger.trait)
+        key = (pid, "date", flow.id, "")
+        planned = None if value is None else next_fire(trigger, value, self.stage.zone(profile), after_ms)
+        if planned is None:
+            if key in self._live or key not in self.changes.timers:
+                self._cancel(key)
+            return
+        due, day = planned
+        self._schedule(Timer(due, pid, "date", flow.id, "", {"value": value, "date": day}))
+
+    # events ------------------------------------------------------------------------------
+    def on_merge(self, loser: str, winner: str) -> None:
+        """Two people are one: move what this batch holds for ``loser`` to ``winner``."""
+        self.merged[loser] = winner
+        self.changes.merges.append((loser, winner))
+        for target, final in list(self.merged.items()):
+            if final == loser:
+                self.merged[target] = winner
+        mine = self.history.setdefault(winner, {})
+        for name, times in self.history.pop(loser, {}).items():
+            mine[name] = sorted(mine.get(name, []) + times)[-MAX_HISTORY:]
+        self.members.pop(loser, None)
+        self.changes.states.pop(loser, None)
+        for key in [k for k in self.changes.members if k[0] == loser]:
+            del self.changes.members[key]
+        # Timers loaded from the table keep their row (the save moves it to the winner); those
+        # armed or cancelled in this batch are re-keyed to the winner here.
+        for tkey in [k for k in self.changes.timers if k[0] == loser]:
+            timer = self.changes.timers.pop(tkey)
+            self._live.pop(tkey, None)
+            moved: TimerKey = (winner, tkey[1], tkey[2], tkey[3])
+            if timer is None:
+                self._cancel(moved)
+            elif moved not in self._live:
+                timer.person_id = winner
+                self._schedule(timer)
+        for ckey in [k for k in self.changes.cohorts if k[2] == loser]:
+            del self.changes.cohorts[ckey]
+
+    def _resolve(self, pid: str) -> str:
+        return self.merged.get(pid, pid)
+
+    def on_event(self, ev: LoggedEvent, pid: str, profile: Profile, *, is_new: bool, merged: bool) -> None:
+        c = self.c
+        t = ev.time_ms
+        name = ev.name
+        if ev.type == "track" and name is not None:
+            count, last = self.changes.names.get(name, (0, 0))
+            self.changes.names[name] = (count + 1, max(last, t))
+        if ev.derived:
+            if name in (SEGMENT_ENTERED, SEGMENT_EXITED):
+                props = ev.body.get("properties") or {}
+                on = "enter" if name == SEGMENT_ENTERED else "leave"
+                for flow in c.on_segment.get((str(props.get("segment_id")), on), ()):
+                    self._occur(flow, pid, profile, f"s{ev.seq}", t, ev.seq, ev.body)
+            return
+        if name is not None and name in c.history:
+            self._remember(pid, name, t, c.history[name])
+        # segments first, so audiences see this event's memberships
+        if is_new or merged:
+            segs: Sequence[Segment] = c.segments
+        else:
+            chosen: dict[str, Segment] = {}
+            if name is not None:
+                chosen.update((s.id, s) for s in c.seg_by_event.get(name, ()))
+            if ev.type == "identify":
+                chosen.update((s.id, s) for s in c.seg_traits)
+            chosen.update((s.id, s) for s in c.seg_any)
+            segs = [s for s in c.segments if s.id in chosen] if chosen else ()
+        if segs:
+            self._evaluate_segments(pid, profile, t, segs, cause=f"e{ev.seq}")
+        if ev.type == "identify" and c.date_by_trait:
+            traits = ev.body.get("traits") or {}
+            for trait, flows in c.date_by_trait.items():
+                if trait in traits or merged:
+                    for flow in flows:
+                        assert isinstance(flow.trigger, DateTrigger)
+                        self._arm_date(flow, flow.trigger, pid, profile, t)
+        if name is None:
+            name = ""
+        for flow in c.on_event.get(name, ()):
+            assert isinstance(flow.trigger, EventTrigger)
+            if flow.trigger.where(self._facts(pid, profile, t, ev.body)):
+                self._occur(flow, pid, profile, f"e{ev.seq}", t, ev.seq, ev.body)
+        for flow in c.absence_then.get(name, ()):
+            trig = flow.trigger
+            assert isinstance(trig, AbsenceTrigger)
+            if trig.then_where(self._facts(pid, profile, t, ev.body)):
+                self._cancel((pid, "absence", flow.id, _key_value(trig.key, ev.body)))
+        for flow in c.absence_first.get(name, ()):
+            trig = flow.trigger
+            assert isinstance(trig, AbsenceTrigger)
+            if trig.first_where(self._facts(pid, profile, t, ev.body)):
+                body = {k: v for k, v in ev.body.items() if k != "integrations"}
+                key = _key_value(trig.key, ev.body)
+                self._schedule(
+                    Timer(t + trig.within_ms, pid, "absence", flow.id, key, {"seq": ev.seq, "event": body})
+                )
+        for flow in (*c.inactivity_named.get(name, ()), *c.inactivity_any):
+            trig = flow.trigger
+            assert isinstance(trig, InactivityTrigger)
+            self._schedule(Timer(t + trig.for_ms, pid, "inactivity", flow.id, "", {"seq": ev.seq}))
+        for flow in c.cohort.get(name, ()):
+            trig = flow.trigger
+            assert isinstance(trig, CohortTrigger)
+            if trig.where(self._facts(pid, profile, t, ev.body)):
+                self._cohort(flow, trig, pid, profile, ev, t)
+
+    def _remember(self, pid: str, name: str, t: int, window: int) -> None:
+        per = self.history.setdefault(pid, {})
+        times = per.setdefault(name, [])
+        bisect.insort(times, t)
+        if window == 0:
+            del times[:-1]
+        else:
+            start = bisect.bisect_left(times, times[-1] - window)
+            del times[: max(start, len(times) - MAX_HISTORY)]
+        self.changes.states[pid] = {"history": per}
+
+    def _facts(
+        self, pid: str, profile: Profile, now_ms: int, event: Mapping[str, Any] | None = None
+    ) -> Facts:
+        return Facts(
+            profile=profile,
+            now_ms=now_ms,
+            tz=self.stage.zone(profile),
+            event=event,
+            segments=frozenset(self.members.get(pid, ())),
+            history=self.history.get(pid, {}),
+        )
+
+    # segments ----------------------------------------------------------------------------
+    def _evaluate_segments(
+        self, pid: str, profile: Profile, now: int, segs: Sequence[Segment], *, cause: str
+    ) -> None:
+        mine = self.members.setdefault(pid, {})
+        for seg in segs:
+            facts = self._facts(pid, profile, now)
+            inside = seg.rule(facts)
+            was = seg.id in mine
+            if inside != was:
+                if inside:
+                    mine[seg.id] = now
+                    self.changes.members[(pid, seg.id)] = now
+                else:
+                    del mine[seg.id]
+                    self.changes.members[(pid, seg.id)] = None
+                self._emit_segment(pid, profile, seg, entered=inside, now=now, cause=cause)
+            if seg.rule.deps.clock:
+                key = (pid, "segment", seg.id, "")
+                at = seg.rule.next_change(self._facts(pid, profile, now))
+                if at is not None and at > now:
+                    self._schedule(Timer(at, pid, "segment", seg.id))
+                elif key in self._live:
+                    self._cancel(key)
+
+    def _emit_segment(
+        self, pid: str, profile: Profile, seg: Segment, *, entered: bool, now: int, cause: str
+    ) -> None:
+        verb = "entered" if entered else "exited"
+        when = from_millis(now)
+        self.changes.derived.append(
+            derived_event(
+                message_id=f"momently:{seg.id}:{pid}:{cause}:{verb}",
+                name=SEGMENT_ENTERED if entered else SEGMENT_EXITED,
+                user_id=profile.user_id,
+                anonymous_id=None if profile.user_id else (profile.anonymous_ids or (None,))[0],
+                at=when,
+                received_at=when,
+                properties={"segment_id": seg.id, "segment_version": seg.version, "person_id": pid},
+            )
+        )
+
+    # cohorts -----------------------------------------------------------------------------
+    def _cohort(
+        self, flow: Flow, trig: CohortTrigger, pid: str, profile: Profile, ev: LoggedEvent, t: int
+    ) -> None:
+        area = _area(trig, profile, ev.body)
+        if area is None:
+            return
+        members = self._cohorts.get((flow.id, area))
+        if members is None:
+            members = self.stage.state.cohort(self._conn, self.ws, flow.id, area)
+            self._cohorts[(flow.id, area)] = members
+        for other, (ts, _, _) in list(members.items()):
+            if ts < t - trig.within_ms:
+                del members[other]
+                self.changes.cohorts[(flow.id, area, other)] = None
+        current = members.get(pid)
+        members[pid] = (t, ev.seq, 0) if current is None else (max(t, current[0]), current[1], current[2])
+        self.changes.cohorts[(flow.id, area, pid)] = members[pid]
+        if len(members) < trig.min_people:
+            return
+        for other, (ts, seq, fired) in sorted(members.items(), key=lambda kv: kv[1][1]):
+            if fired:
+                continue
+            members[other] = (ts, seq, 1)
+            self.changes.cohorts[(flow.id, area, other)] = members[other]
+            who = self._resolve(other)
+            self._occur(
+                flow, who, profile if who == pid else self._profile(who), f"c{area}:{seq}", t, seq, None
+            )
+
+    # enrollments -------------------------------------------------------------------------
+    def _occur(
+        self,
+        flow: Flow,
+        pid: str,
+        profile: Profile | None,
+        occurrence: str,
+        now: int,
+        seq: int | None,
+        event: Mapping[str, Any] | None,
+    ) -> None:
+        ok = profile is not None and flow.audience(self._facts(pid, profile, now, event))
+        self.candidates.append(
+            _Candidate(flow, pid, occurrence, flow.trigger.kind, seq, now, ok, flow.id in self.c.paused)
+        )
+
+    def finish(self, conn: Connection) -> Changes:
+        """Decide every candidate in order (reentry needs the person's earlier enrollments)."""
+        for c in self.candidates:
+            c.person_id = self._resolve(c.person_id)
+        pairs = {(c.flow.id, c.person_id) for c in self.candidates}
+        last = self.stage.state.last_sends(conn, self.ws, pairs) if pairs else {}
+        seen: set[tuple[str, str, str]] = set()
+        for c in self.candidates:
+            key = (c.flow.id, c.person_id, c.occurrence)
+            if key in seen:
+                continue
+            seen.add(key)
+            d = decide(
+                c.flow,
+                now_ms=c.now_ms,
+                audience_ok=c.audience_ok,
+                paused=c.paused,
+                last_sent_ms=last.get((c.flow.id, c.person_id)),
+            )
+            if d.outcome == "send":
+                last[(c.flow.id, c.person_id)] = c.now_ms
+            self.changes.enrollments.append(
+                Enrollment(
+                    flow_id=c.flow.id,
+                    person_id=c.person_id,
+                    occurrence=c.occurrence,
+                    flow_version=c.flow.version,
+                    trigger_kind=c.kind,
+                    trigger_seq=c.seq,
+                    decided_ms=c.now_ms,
+                    outcome=d.outcome,
+                    reason=d.reason,
+                    detail=d.detail(),
+                )
+            )
+        return self.changes
+
+
+def _key_value(path: str | None, body: Mapping[str, Any]) -> str:
+    if path is None:
+        return ""
+    value = _lookup(body, path)
+    return "" if value is None else str(value)[:200]
+
+
+def _lookup(body: Mapping[str, Any], path: str) -> Any:
+    value: Any = body
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _area(trig: CohortTrigger, profile: Profile, body: Mapping[str, Any]) -> str | None:
+    """The cohort area of one event: a geohash cell of the event's (or the person's) location,
+    or a postal code read from the event, then the person's traits."""
+    if trig.geohash is not None:
+        context = body.get("context") or {}
+        p = geo.point(context.get("location")) if isinstance(context, Mapping) else None
+        if p is None:
+            p = geo.point(profile.traits.get("location"))
+        return f"g:{geo.geohash(p, trig.geohash)}" if p is not None else None
+    path = trig.postal_code or "traits.address.postal_code"
+    value = _lookup(body, path)
+    if value is None and path.startswith("traits."):
+        value = _lookup(profile.traits, path.removeprefix("traits."))
+    if value is None or isinstance(value, dict | list) or str(value).strip() == "":
+        return None
+    return f"p:{str(value).strip().upper().replace(' ', '')}"
+
+
+ProgressFn = Callable[[str, int, int], None]

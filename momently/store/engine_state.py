@@ -1,0 +1,481 @@
+"""What the flows engine keeps between batches: segment membership, per-person event history,
+durable timers, cohort windows, event names, enrollments and the derived events it emitted.
+
+``reset`` drops the derived part for a replay; enrollments and emitted ids are effects and
+are kept, which is what makes a replay unable to enroll (and later send) twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from momently.domain.event import Event
+from momently.store.database import Database
+from momently.store.events import EventLog
+from momently.store.schema import (
+    cohort_members,
+    emitted,
+    enrollments,
+    event_names,
+    person_state,
+    segment_members,
+    timers,
+)
+
+_CHUNK = 500
+
+TimerKey = tuple[str, str, str, str]  # person, kind, owner, key
+
+
+@dataclass(slots=True)
+class Timer:
+    due_ms: int
+    person_id: str
+    kind: str
+    owner: str
+    key: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None  # set when loaded from the table
+
+    @property
+    def identity(self) -> TimerKey:
+        return (self.person_id, self.kind, self.owner, self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    flow_id: str
+    person_id: str
+    occurrence: str
+    flow_version: int
+    trigger_kind: str
+    trigger_seq: int | None
+    decided_ms: int
+    outcome: str
+    reason: str | None
+    detail: dict[str, Any]
+
+
+class TimerClaimed(RuntimeError):
+    """Another engine fired one of this batch's timers first; the batch is recomputed."""
+
+
+@dataclass(slots=True)
+class Changes:
+    """Everything one engine batch writes, in the transaction that moves its cursor."""
+
+    members: dict[tuple[str, str], int | None] = field(default_factory=dict)  # (person, seg) -> since | None
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fired: list[int] = field(default_factory=list)  # ids of loaded timers that fired
+    timers: dict[TimerKey, Timer | None] = field(default_factory=dict)
+    cohorts: dict[tuple[str, str, str], tuple[int, int, int] | None] = field(default_factory=dict)
+    names: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (count, last)
+    enrollments: list[Enrollment] = field(default_factory=list)
+    derived: list[Event] = field(default_factory=list)
+    merges: list[tuple[str, str]] = field(default_factory=list)  # (loser, winner), in order
+
+
+class EngineState:
+    def __init__(self, db: Database, log_: EventLog) -> None:
+        self.db = db
+        self.log = log_
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    # reads -------------------------------------------------------------------------------
+    def members(
+        self, conn: Connection, workspace_id: str, persons: Iterable[str]
+    ) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for chunk in _chunks(persons):
+            rows = conn.execute(
+                select(
+                    segment_members.c.person_id, segment_members.c.segment_id, segment_members.c.since_ms
+                ).where(
+                    segment_members.c.workspace_id == workspace_id, segment_members.c.person_id.in_(chunk)
+                )
+            ).all()
+            for pid, seg, since in rows:
+                out.setdefault(str(pid), {})[str(seg)] = int(since)
+        return out
+
+    def states(
+        self, conn: Connection, workspace_id: str, persons: Iterable[str]
+    ) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(persons):
+            rows = conn.execute(
+                select(person_state.c.person_id, person_state.c.data).where(
+                    person_state.c.workspace_id == workspace_id, person_state.c.person_id.in_(chunk)
+                )
+            ).all()
+            out.update({str(pid): orjson.loads(data) for pid, data in rows})
+        return out
+
+    def due_timers(self, conn: Connection, workspace_id: str, *, until_ms: int, limit: int) -> list[Timer]:
+        rows = conn.execute(
+            select(timers)
+            .where(timers.c.workspace_id == workspace_id, timers.c.due_ms <= until_ms)
+            .order_by(timers.c.due_ms, timers.c.id)
+            .limit(limit)
+        ).all()
+        return [_timer(dict(r._mapping)) for r in rows]
+
+    def next_due(self, workspace_id: str) -> int | None:
+        with self.db.read() as conn:
+            value = conn.execute(
+                select(func.min(timers.c.due_ms)).where(timers.c.workspace_id == workspace_id)
+            ).scalar()
+        return int(value) if value is not None else None
+
+    def pending_timers(self, workspace_id: str) -> int:
+        with self.db.read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(timers).where(timers.c.workspace_id == workspace_id)
+                ).scalar_one()
+            )
+
+    def cohort(
+        self, conn: Connection, workspace_id: str, flow_id: str, area: str
+    ) -> dict[str, tuple[int, int, int]]:
+        rows = conn.execute(
+            select(
+                cohort_members.c.person_id,
+                cohort_members.c.ts_ms,
+                cohort_members.c.seq,
+                cohort_members.c.fired,
+            ).where(
+                cohort_members.c.workspace_id == workspace_id,
+                cohort_members.c.flow_id == flow_id,
+                cohort_members.c.area == area,
+            )
+        ).all()
+        return {str(r[0]): (int(r[1]), int(r[2]), int(r[3])) for r in rows}
+
+    def last_sends(
+        self, conn: Connection, workspace_id: str, pairs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """(flow, person) -> when that person last got a send decision in that flow."""
+        out: dict[tuple[str, str], int] = {}
+        for chunk in _chunks(pairs):
+            rows = conn.execute(
+                select(enrollments.c.flow_id, enrollments.c.person_id, func.max(enrollments.c.decided_ms))
+                .where(
+                    enrollments.c.workspace_id == workspace_id,
+                    enrollments.c.outcome == "send",
+                    tuple_(enrollments.c.flow_id, enrollments.c.person_id).in_(chunk),
+                )
+                .group_by(enrollments.c.flow_id, enrollments.c.person_id)
+            ).all()
+            out.update({(str(f), str(p)): int(ms) for f, p, ms in rows})
+        return out
+
+    def known_event_names(self, workspace_id: str) -> dict[str, int]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(event_names.c.name, event_names.c.count).where(
+                    event_names.c.workspace_id == workspace_id
+                )
+            ).all()
+        return {str(n): int(c) for n, c in rows}
+
+    def segment_members(
+        self, workspace_id: str, segment_id: str, *, limit: int, after: str | None = None
+    ) -> list[tuple[str, int]]:
+        query = select(segment_members.c.person_id, segment_members.c.since_ms).where(
+            segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == segment_id
+        )
+        if after is not None:
+            query = query.where(segment_members.c.person_id > after)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(segment_members.c.person_id).limit(limit)).all()
+        return [(str(p), int(s)) for p, s in rows]
+
+    def segment_sizes(self, workspace_id: str) -> dict[str, int]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(segment_members.c.segment_id, func.count())
+                .where(segment_members.c.workspace_id == workspace_id)
+                .group_by(segment_members.c.segment_id)
+            ).all()
+        return {str(s): int(n) for s, n in rows}
+
+    def enrollments(
+        self,
+        workspace_id: str,
+        *,
+        flow_id: str | None = None,
+        person_id: str | None = None,
+        since_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Enrollment]:
+        query = select(enrollments).where(enrollments.c.workspace_id == workspace_id)
+        if flow_id is not None:
+            query = query.where(enrollments.c.flow_id == flow_id)
+        if person_id is not None:
+            query = query.where(enrollments.c.person_id == person_id)
+        if since_ms is not None:
+            query = query.where(enrollments.c.decided_ms >= since_ms)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                query.order_by(enrollments.c.decided_ms, enrollments.c.flow_id).limit(limit)
+            ).all()
+        return [_enrollment(dict(r._mapping)) for r in rows]
+
+    def decision_counts(
+        self, workspace_id: str, flow_id: str, *, since_ms: int | None = None
+    ) -> dict[str, int]:
+        query = select(enrollments.c.outcome, enrollments.c.reason, func.count()).where(
+            enrollments.c.workspace_id == workspace_id, enrollments.c.flow_id == flow_id
+        )
+        if since_ms is not None:
+            query = query.where(enrollments.c.decided_ms >= since_ms)
+        with self.db.read() as conn:
+            rows = conn.execute(query.group_by(enrollments.c.outcome, enrollments.c.reason)).all()
+        return {(str(r[1]) if r[1] else str(r[0])): int(r[2]) for r in rows}
+
+    # writes ------------------------------------------------------------------------------
+    def save(self, conn: Connection, workspace_id: str, ch: Changes) -> None:
+        ws = workspace_id
+        for chunk in _chunks(ch.fired):
+            claimed = conn.execute(delete(timers).where(timers.c.id.in_(chunk)).returning(timers.c.id)).all()
+            if len(claimed) != len(chunk):
+                raise TimerClaimed(f"{len(chunk) - len(claimed)} timers were fired by another engine")
+        for loser, winner in ch.merges:
+            self.repoint(conn, ws, loser, winner)
+        gone = [k for k, t in ch.timers.items() if t is None]
+        if gone:
+            conn.execute(
+                delete(timers).where(
+                    timers.c.workspace_id == ws,
+                    timers.c.person_id == bindparam("p"),
+                    timers.c.kind == bindparam("k"),
+                    timers.c.owner == bindparam("o"),
+                    timers.c.key == bindparam("y"),
+                ),
+                [{"p": p, "k": k, "o": o, "y": y} for p, k, o, y in gone],
+            )
+        armed = [t for t in ch.timers.values() if t is not None]
+        if armed:
+            stmt = self._insert(timers)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "person_id", "kind", "owner", "key"],
+                    set_={"due_ms": stmt.excluded.due_ms, "payload": stmt.excluded.payload},
+                ),
+                [
+                    {
+                        "workspace_id": ws,
+                        "due_ms": t.due_ms,
+                        "person_id": t.person_id,
+                        "kind": t.kind,
+                        "owner": t.owner,
+                        "key": t.key,
+                        "payload": orjson.dumps(t.payload).decode(),
+                    }
+                    for t in armed
+                ],
+            )
+        left = [(p, s) for (p, s), since in ch.members.items() if since is None]
+        if left:
+            conn.execute(
+                delete(segment_members).where(
+                    segment_members.c.workspace_id == ws,
+                    segment_members.c.person_id == bindparam("p"),
+                    segment_members.c.segment_id == bindparam("s"),
+                ),
+                [{"p": p, "s": s} for p, s in left],
+            )
+        joined = [(p, s, since) for (p, s), since in ch.members.items() if since is not None]
+        if joined:
+            stmt = self._insert(segment_members)
+            conn.execute(
+                stmt.on_conflict_do_nothing(),
+                [
+                    {"workspace_id": ws, "person_id": p, "segment_id": s, "since_ms": since}
+                    for p, s, since in joined
+                ],
+            )
+        if ch.states:
+            stmt = self._insert(person_state)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "person_id"], set_={"data": stmt.excluded.data}
+                ),
+                [
+                    {"workspace_id": ws, "person_id": p, "data": orjson.dumps(d).decode()}
+                    for p, d in ch.states.items()
+                ],
+            )
+        self._save_cohorts(conn, ws, ch.cohorts)
+        if ch.names:
+            stmt = self._insert(event_names)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "name"],
+                    set_={
+                        "count": event_names.c.count + stmt.excluded.count,
+                        "last_ms": func.max(event_names.c.last_ms, stmt.excluded.last_ms)
+                        if self.db.dialect == "sqlite"
+                        else func.greatest(event_names.c.last_ms, stmt.excluded.last_ms),
+                    },
+                ),
+                [
+                    {"workspace_id": ws, "name": n, "count": c, "last_ms": last}
+                    for n, (c, last) in ch.names.items()
+                ],
+            )
+        if ch.enrollments:
+            stmt = self._insert(enrollments)
+            conn.execute(
+                stmt.on_conflict_do_nothing(),
+                [
+                    {
+                        "workspace_id": ws,
+                        "flow_id": e.flow_id,
+                        "person_id": e.person_id,
+                        "occurrence": e.occurrence,
+                        "flow_version": e.flow_version,
+                        "trigger_kind": e.trigger_kind,
+                        "trigger_seq": e.trigger_seq,
+                        "decided_ms": e.decided_ms,
+                        "outcome": e.outcome,
+                        "reason": e.reason,
+                        "detail": orjson.dumps(e.detail).decode(),
+                    }
+                    for e in ch.enrollments
+                ],
+            )
+        if ch.derived:
+            stmt = self._insert(emitted)
+            fresh: list[Event] = []
+            for ev in ch.derived:  # one by one: RETURNING tells which ids are new
+                row = conn.execute(
+                    stmt.values(workspace_id=ws, message_id=ev.message_id)
+                    .on_conflict_do_nothing()
+                    .returning(emitted.c.message_id)
+                ).first()
+                if row is not None:
+                    fresh.append(ev)
+            if fresh:
+                self.log.append(conn, [(ws, ev) for ev in fresh])
+
+    def _save_cohorts(
+        self, conn: Connection, ws: str, cohorts: Mapping[tuple[str, str, str], tuple[int, int, int] | None]
+    ) -> None:
+        gone = [k for k, v in cohorts.items() if v is None]
+        if gone:
+            conn.execute(
+                delete(cohort_members).where(
+                    cohort_members.c.workspace_id == ws,
+                    cohort_members.c.flow_id == bindparam("f"),
+                    cohort_members.c.area == bindparam("a"),
+                    cohort_members.c.person_id == bindparam("p"),
+                ),
+                [{"f": f, "a": a, "p": p} for f, a, p in gone],
+            )
+        kept = [(k, v) for k, v in cohorts.items() if v is not None]
+        if kept:
+            stmt = self._insert(cohort_members)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "flow_id", "area", "person_id"],
+                    set_={
+                        "ts_ms": stmt.excluded.ts_ms,
+                        "seq": stmt.excluded.seq,
+                        "fired": stmt.excluded.fired,
+                    },
+                ),
+                [
+                    {
+                        "workspace_id": ws,
+                        "flow_id": f,
+                        "area": a,
+                        "person_id": p,
+                        "ts_ms": ts,
+                        "seq": seq,
+                        "fired": fired,
+                    }
+                    for (f, a, p), (ts, seq, fired) in kept
+                ],
+            )
+
+    def repoint(self, conn: Connection, workspace_id: str, loser: str, winner: str) -> None:
+        """Two people turned out to be one: the loser's timers and cohort places move to the
+        winner unless the winner already has the same one; its memberships and state go (the
+        engine re-evaluates the winner's segments after a merge)."""
+        ws = workspace_id
+        for table, cols in ((timers, ("kind", "owner", "key")), (cohort_members, ("flow_id", "area"))):
+            mine = select(*[table.c[c] for c in cols]).where(
+                table.c.workspace_id == ws, table.c.person_id == winner
+            )
+            conn.execute(
+                delete(table).where(
+                    table.c.workspace_id == ws,
+                    table.c.person_id == loser,
+                    tuple_(*[table.c[c] for c in cols]).in_(mine),
+                )
+            )
+            conn.execute(
+                update(table)
+                .where(table.c.workspace_id == ws, table.c.person_id == loser)
+                .values(person_id=winner)
+            )
+        for table in (segment_members, person_state):
+            conn.execute(delete(table).where(table.c.workspace_id == ws, table.c.person_id == loser))
+        conn.execute(
+            update(enrollments)
+            .where(
+                enrollments.c.workspace_id == ws,
+                enrollments.c.person_id == loser,
+                ~tuple_(enrollments.c.flow_id, enrollments.c.occurrence).in_(
+                    select(enrollments.c.flow_id, enrollments.c.occurrence).where(
+                        and_(enrollments.c.workspace_id == ws, enrollments.c.person_id == winner)
+                    )
+                ),
+            )
+            .values(person_id=winner)
+        )
+
+    def reset(self, conn: Connection, workspace_id: str) -> None:
+        for table in (segment_members, person_state, timers, cohort_members, event_names):
+            conn.execute(delete(table).where(table.c.workspace_id == workspace_id))
+
+
+def _chunks(items: Iterable[Any]) -> Iterable[list[Any]]:
+    values = list(items)
+    for i in range(0, len(values), _CHUNK):
+        yield values[i : i + _CHUNK]
+
+
+def _timer(m: Mapping[str, Any]) -> Timer:
+    return Timer(
+        due_ms=int(m["due_ms"]),
+        person_id=str(m["person_id"]),
+        kind=str(m["kind"]),
+        owner=str(m["owner"]),
+        key=str(m["key"]),
+        payload=orjson.loads(m["payload"]),
+        id=int(m["id"]),
+    )
+
+
+def _enrollment(m: Mapping[str, Any]) -> Enrollment:
+    return Enrollment(
+        flow_id=str(m["flow_id"]),
+        person_id=str(m["person_id"]),
+        occurrence=str(m["occurrence"]),
+        flow_version=int(m["flow_version"]),
+        trigger_kind=str(m["trigger_kind"]),
+        trigger_seq=int(m["trigger_seq"]) if m["trigger_seq"] is not None else None,
+        decided_ms=int(m["decided_ms"]),
+        outcome=str(m["outcome"]),
+        reason=m["reason"],
+        detail=orjson.loads(m["detail"]),
+    )
