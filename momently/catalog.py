@@ -1,0 +1,87 @@
+"""Flow and segment definitions as files: read a directory, validate it against what the
+workspace knows, apply it as new versions. One place for the CLI and the admin API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from momently.domain.definitions import Document, Known, Problem, load, validate
+from momently.domain.timestamps import to_millis
+from momently.services import Services
+from momently.store.definitions import Applied
+
+SUFFIXES = (".yaml", ".yml")
+
+
+class InvalidDefinitions(ValueError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    documents: list[Document]
+    problems: list[Problem]
+
+
+def read_path(path: Path) -> Loaded:
+    """Every YAML document in a file, or in a directory's ``*.yaml``/``*.yml`` files (recursively)."""
+    if not path.exists():
+        return Loaded([], [Problem(str(path), 0, "no such file or directory")])
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES)
+    if not files:
+        return Loaded([], [Problem(str(path), 0, "no .yaml or .yml files here")])
+    docs: list[Document] = []
+    problems: list[Problem] = []
+    for f in files:
+        found, bad = load(f.read_text(encoding="utf-8"), str(f))
+        docs += found
+        problems += bad
+    return Loaded(docs, problems)
+
+
+def known(services: Services, workspace_id: str) -> Known:
+    """What references may point at besides the files themselves: the event names the
+    workspace's log has seen, and the segments already stored."""
+    names = services.engine_state.known_event_names(workspace_id)
+    segments = {s.id for s in services.definitions.heads(workspace_id, "segment") if s.status != "archived"}
+    return Known(events=frozenset(names), segments=frozenset(segments))
+
+
+def check(services: Services, workspace_id: str, loaded: Loaded) -> list[Problem]:
+    return loaded.problems + validate(loaded.documents, known(services, workspace_id))
+
+
+def apply(services: Services, workspace_id: str, loaded: Loaded) -> list[Applied]:
+    """Validate everything first; store nothing unless all of it is valid."""
+    problems = check(services, workspace_id, loaded)
+    if problems:
+        raise InvalidDefinitions(problems)
+    now_ms = to_millis(services.clock.now())
+    out: list[Applied] = []
+    # segments first: a flow's segment trigger must find its segment
+    for doc in sorted(loaded.documents, key=lambda d: d.kind != "segment"):
+        if doc.kind == "events":
+            continue
+        body: dict[str, Any] = dict(doc.data)
+        body.pop("kind", None)
+        out.append(
+            services.definitions.apply(
+                workspace_id,
+                "segment" if doc.kind == "segment" else "flow",
+                doc.id,
+                body,
+                source=f"{doc.source}:{doc.line}",
+                now_ms=now_ms,
+            )
+        )
+    services.projector.wake()
+    return out
+
+
+def document(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A stored body back in its file form (segments carry ``kind: segment``)."""
+    return {"kind": "segment", **body} if kind == "segment" else body
