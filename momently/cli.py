@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ from momently.domain.timestamps import format_timestamp, from_millis
 from momently.services import Services
 from momently.settings import Settings
 from momently.store.database import DatabaseError
+from momently.store.definitions import Kind, Status
 from momently.store.workspaces import WorkspaceError
 
 
@@ -56,12 +58,13 @@ def _print_json(value: Any) -> None:
 @click.version_option(package_name="momently")
 @click.pass_context
 def main(ctx: click.Context, database_url: str | None) -> None:
-    """Momently: micro-moments engine. Ingests Segment-spec events, keeps profiles, and
-    (coming) runs flows that send guarded, measured messages.
+    """Momently: micro-moments engine. Ingests Segment-spec events, keeps profiles and
+    segments, and runs flows (YAML) that turn events into enrollments and decisions.
 
     \b
     Quick start:
       momently workspace create acme        # prints a write key and an admin token
+      momently flows apply flows/ --workspace acme
       momently serve                        # http://127.0.0.1:8000, docs at /docs
     """
     ctx.obj = _Ctx(Settings().with_overrides(database_url=database_url))
@@ -80,7 +83,10 @@ def main(ctx: click.Context, database_url: str | None) -> None:
     help="HTTP worker processes. More than one uses more cores for ingest; the engine still runs once.",
 )
 @click.option(
-    "--engine/--no-engine", "run_engine", default=None, help="Run the profile projector (default on)."
+    "--engine/--no-engine",
+    "run_engine",
+    default=None,
+    help="Run the engine in this process (default on; use `momently worker` to run it apart).",
 )
 @pass_ctx
 def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine: bool | None) -> None:
@@ -268,7 +274,8 @@ def events_tail(c: _Ctx, workspace_id: str, count: int, follow: bool) -> None:
 @click.option("--workspace", "workspace_id", default=None, help="Only this workspace (default: all).")
 @pass_ctx
 def replay(c: _Ctx, workspace_id: str | None) -> None:
-    """Rebuild every derived table (profiles, identities) from the event log."""
+    """Rebuild every derived table (profiles, identities, segments, timers) from the event
+    log. Enrollments are kept, so nobody is enrolled twice."""
     s = c.services
     targets = [workspace_id] if workspace_id else [w.id for w in s.workspaces.all()]
     started = time.monotonic()
@@ -284,6 +291,287 @@ def replay(c: _Ctx, workspace_id: str | None) -> None:
         total += s.projector.replay(ws, progress)
         click.echo("", err=True)
     click.echo(f"replayed {total} events in {time.monotonic() - started:.1f}s")
+
+
+# flows and segments --------------------------------------------------------------------
+def _require_workspace(s: Services, workspace_id: str) -> None:
+    if s.workspaces.get(workspace_id) is None:
+        raise click.ClickException(f"no workspace {workspace_id!r} (see `momently workspace list`)")
+
+
+def _print_problems(problems: list[Any]) -> None:
+    for p in problems:
+        click.echo(str(p), err=True)
+    raise click.ClickException(f"{len(problems)} problem(s); nothing was applied")
+
+
+@main.group()
+def flows() -> None:
+    """Validate, apply and operate flows (YAML files; see docs/flows.md)."""
+
+
+@flows.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--workspace",
+    "workspace_id",
+    default=None,
+    help="Check event and segment references against this workspace's log and segments.",
+)
+@pass_ctx
+def flows_validate(c: _Ctx, path: Path, workspace_id: str | None) -> None:
+    """Check every flow and segment document under PATH (a file or a directory)."""
+    from momently import catalog
+    from momently.domain.definitions import validate
+
+    loaded = catalog.read_path(path)
+    if workspace_id is not None:
+        _require_workspace(c.services, workspace_id)
+        problems = catalog.check(c.services, workspace_id, loaded)
+    else:
+        problems = loaded.problems + validate(loaded.documents)
+    if problems:
+        for p in problems:
+            click.echo(str(p), err=True)
+        raise click.ClickException(f"{len(problems)} problem(s) in {path}")
+    kinds = [d.kind for d in loaded.documents]
+    click.echo(f"ok: {kinds.count('flow')} flow(s), {kinds.count('segment')} segment(s) in {path}")
+
+
+@flows.command("apply")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def flows_apply(c: _Ctx, path: Path, workspace_id: str) -> None:
+    """Validate PATH, then store a new version of each changed flow and segment."""
+    from momently import catalog
+
+    _require_workspace(c.services, workspace_id)
+    try:
+        applied = catalog.apply(c.services, workspace_id, catalog.read_path(path))
+    except catalog.InvalidDefinitions as exc:
+        _print_problems(exc.problems)
+    for a in applied:
+        state = "new version" if a.changed else "unchanged"
+        click.echo(f"{a.kind:8} {a.id:32} v{a.version}  {state}")
+
+
+@flows.command("list")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def flows_list(c: _Ctx, workspace_id: str) -> None:
+    """Every flow with its version, status, tier and trigger."""
+    for f in c.services.definitions.heads(workspace_id, "flow"):
+        trigger = next((k for k in f.body.get("trigger", {}) if k != "where"), "?")
+        click.echo(f"{f.id:32} v{f.version:<4} {f.status:9} tier {f.body.get('tier', 'B')}  {trigger}")
+
+
+@flows.command("show")
+@click.argument("flow_id")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--version", type=int, default=None, help="An older version (default: current).")
+@pass_ctx
+def flows_show(c: _Ctx, flow_id: str, workspace_id: str, version: int | None) -> None:
+    """Print a flow as YAML, with its status and decision counts."""
+    import yaml
+
+    from momently.store.definitions import UnknownDefinition
+
+    s = c.services
+    try:
+        f = s.definitions.get(workspace_id, "flow", flow_id, version)
+    except UnknownDefinition as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"# {f.id} v{f.version} ({f.status}) from {f.source}")
+    click.echo(yaml.safe_dump(f.body, sort_keys=False, allow_unicode=True).rstrip())
+    counts = s.engine_state.decision_counts(workspace_id, flow_id)
+    if counts:
+        click.echo("# decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def _set_status(c: _Ctx, kind: Kind, ident: str, workspace_id: str, status: Status) -> None:
+    from momently.domain.timestamps import to_millis
+    from momently.store.definitions import UnknownDefinition
+
+    try:
+        c.services.definitions.set_status(
+            workspace_id,
+            kind,
+            ident,
+            status,
+            now_ms=to_millis(c.services.clock.now()),
+        )
+    except UnknownDefinition as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{kind} {ident}: {status}")
+
+
+@flows.command("pause")
+@click.argument("flow_id")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def flows_pause(c: _Ctx, flow_id: str, workspace_id: str) -> None:
+    """Stop enrolling: new trigger occurrences are recorded as suppressed (flow_paused)."""
+    _set_status(c, "flow", flow_id, workspace_id, "paused")
+
+
+@flows.command("resume")
+@click.argument("flow_id")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def flows_resume(c: _Ctx, flow_id: str, workspace_id: str) -> None:
+    """Resume a paused (or archived) flow."""
+    _set_status(c, "flow", flow_id, workspace_id, "active")
+
+
+@flows.command("archive")
+@click.argument("flow_id")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def flows_archive(c: _Ctx, flow_id: str, workspace_id: str) -> None:
+    """Retire a flow; its versions and enrollments are kept."""
+    _set_status(c, "flow", flow_id, workspace_id, "archived")
+
+
+@flows.command("backtest")
+@click.argument("flow_id")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option(
+    "--since", default="7d", show_default=True, help="Count decisions from this long ago (e.g. 7d, 12h)."
+)
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Take the flow from this YAML file or directory instead of the stored version.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+def flows_backtest(
+    c: _Ctx, flow_id: str, workspace_id: str, since: str, file_: Path | None, as_json: bool
+) -> None:
+    """Replay the workspace's history through one flow without sending: who it would have
+    enrolled, and every decision by reason."""
+    from momently import catalog
+    from momently.backtest import backtest
+    from momently.domain.durations import InvalidDuration, parse_duration
+    from momently.store.definitions import UnknownDefinition
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    try:
+        span = parse_duration(since)
+    except InvalidDuration as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    if file_ is not None:
+        loaded = catalog.read_path(file_)
+        problems = catalog.check(s, workspace_id, loaded)
+        if problems:
+            _print_problems(problems)
+        docs = [d for d in loaded.documents if d.kind == "flow" and d.id == flow_id]
+        if not docs:
+            raise click.ClickException(f"no flow {flow_id!r} in {file_}")
+        body = {k: v for k, v in docs[0].data.items() if k != "kind"}
+    else:
+        try:
+            body = s.definitions.get(workspace_id, "flow", flow_id).body
+        except UnknownDefinition as exc:
+            raise click.ClickException(str(exc)) from None
+    from datetime import timedelta
+
+    until = s.clock.now()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        click.echo(f"\r{stage}: {done}/{total}", nl=False, err=True)
+
+    report = backtest(
+        s, workspace_id, body, since=until - timedelta(milliseconds=span), until=until, progress=progress
+    )
+    click.echo("", err=True)
+    if as_json:
+        _print_json(report.as_json())
+        return
+    click.echo(f"flow {report.flow_id}: {report.events} events replayed, decisions since {since} ago:")
+    click.echo(f"  people enrolled (send): {report.people_enrolled}")
+    for reason, n in report.decisions.items():
+        click.echo(f"  {reason:24} {n}")
+    if not report.decisions:
+        click.echo("  (no trigger occurrences)")
+
+
+@main.group()
+def segments() -> None:
+    """Look at segments and their members (define them in flow files, kind: segment)."""
+
+
+@segments.command("list")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def segments_list(c: _Ctx, workspace_id: str) -> None:
+    """Every segment with its version, status and current size."""
+    s = c.services
+    sizes = s.engine_state.segment_sizes(workspace_id)
+    for seg in s.definitions.heads(workspace_id, "segment"):
+        click.echo(f"{seg.id:32} v{seg.version:<4} {seg.status:9} {sizes.get(seg.id, 0)} members")
+
+
+@segments.command("show")
+@click.argument("segment_id")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def segments_show(c: _Ctx, segment_id: str, workspace_id: str) -> None:
+    """Print a segment's rule as YAML, with its size."""
+    import yaml
+
+    from momently.store.definitions import UnknownDefinition
+
+    try:
+        seg = c.services.definitions.get(workspace_id, "segment", segment_id)
+    except UnknownDefinition as exc:
+        raise click.ClickException(str(exc)) from None
+    size = c.services.engine_state.segment_sizes(workspace_id).get(segment_id, 0)
+    click.echo(f"# {seg.id} v{seg.version} ({seg.status}), {size} members")
+    click.echo(yaml.safe_dump({"kind": "segment", **seg.body}, sort_keys=False, allow_unicode=True).rstrip())
+
+
+@segments.command("members")
+@click.argument("segment_id")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--limit", default=100, show_default=True)
+@pass_ctx
+def segments_members(c: _Ctx, segment_id: str, workspace_id: str, limit: int) -> None:
+    """Print the segment's members (person id, userId, member since), after catching up."""
+    s = c.services
+    s.projector.run_until_idle()
+    rows = s.engine_state.segment_members(workspace_id, segment_id, limit=limit)
+    with s.db.read() as conn:
+        people = s.profiles.load(conn, workspace_id, [p for p, _ in rows])
+    for pid, since in rows:
+        user = people[pid].user_id if pid in people else None
+        click.echo(f"{pid}  {user or '-':24} since {format_timestamp(from_millis(since))}")
+
+
+@main.command()
+@pass_ctx
+def worker(c: _Ctx) -> None:
+    """Run the engine alone (profiles, segments, flows, timers), next to `serve --no-engine`."""
+    import signal
+    import threading
+
+    s = c.services
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    s.projector.start()
+    click.echo(f"engine running on {s.db.safe_url}; Ctrl-C to stop", err=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        s.projector.stop()
+    click.echo("engine stopped", err=True)
 
 
 @main.command()

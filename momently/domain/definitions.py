@@ -157,7 +157,7 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
         if doc.kind == "events":
             continue
         problems += _meaning(doc, catalog, segments)
-    return problems
+    return sorted(problems, key=lambda p: (p.source, p.line))
 
 
 def _schema_problems(doc: Document) -> list[Problem]:

@@ -100,7 +100,8 @@ def env(database_url: str) -> Iterator[FlowEnv]:
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "test server did not start"
+        assert thread.is_alive(), "test server died while starting"
+        assert time.monotonic() < deadline, "test server did not start"
         time.sleep(0.01)
     try:
         yield FlowEnv(f"http://127.0.0.1:{port}", services, clock, ws.id, write.secret, admin.secret)

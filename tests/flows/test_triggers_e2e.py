@@ -3,6 +3,10 @@ trigger kind and per re-entry rule, on virtual time."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from momently.services import Services
+from momently.settings import Settings
 from tests.flows.conftest import FlowEnv
 
 
@@ -37,7 +41,8 @@ reentry: every_time
         (env.person("bob"), "suppress", "audience_false"),
     ]
     assert rows[0].detail["channel"] == "sms"
-    assert rows[0].trigger_kind == "event" and rows[0].flow_version == 1
+    assert rows[0].trigger_kind == "event"
+    assert rows[0].flow_version == 1
 
 
 def test_reentry_rules(env: FlowEnv) -> None:
@@ -94,14 +99,11 @@ def test_absence_timer_rearms_on_repeat_and_survives_restart(env: FlowEnv, datab
     env.advance(minutes=15)
     assert env.enrollments("cart-nudge") == []
     # a new engine on the same database (a restart) finds the durable timer and fires it
-    from momently.services import Services
-    from momently.settings import Settings
-
     other = Services.build(
         Settings(database_url=database_url, run_engine=False), clock=env.clock, migrate=False
     )
     try:
-        env.clock.advance(__import__("datetime").timedelta(minutes=16))
+        env.clock.advance(timedelta(minutes=16))
         other.projector.run_until_idle()
     finally:
         other.close()
@@ -143,7 +145,8 @@ def test_segment_trigger_enter_and_time_based_leave(env: FlowEnv) -> None:
     env.advance(hours=2)
     assert [e.outcome for e in env.enrollments("miss-you")] == ["send"]
     names = env.log_names()
-    assert names.count("Segment Entered") == 1 and names.count("Segment Exited") == 1
+    assert names.count("Segment Entered") == 1
+    assert names.count("Segment Exited") == 1
     assert names.index("Segment Entered") < names.index("Segment Exited")
 
 
