@@ -348,8 +348,11 @@ class Pass:
             if name in (SEGMENT_ENTERED, SEGMENT_EXITED):
                 props = ev.body.get("properties") or {}
                 on = "enter" if name == SEGMENT_ENTERED else "leave"
+                # keyed by what caused the change, not by where the event landed in the log,
+                # so the same history gives the same occurrence however it was batched
+                occurrence = f"s{on}:{props.get('cause', ev.seq)}"
                 for flow in c.on_segment.get((str(props.get("segment_id")), on), ()):
-                    self._occur(flow, pid, profile, f"s{ev.seq}", t, ev.seq, ev.body)
+                    self._occur(flow, pid, profile, occurrence, t, ev.seq, ev.body)
             return
         if name is not None and name in c.history:
             self._remember(pid, name, t, c.history[name])
@@ -464,7 +467,7 @@ class Pass:
                 anonymous_id=None if profile.user_id else (profile.anonymous_ids or (None,))[0],
                 at=when,
                 received_at=when,
-                properties={"segment_id": seg.id, "segment_version": seg.version, "person_id": pid},
+                properties={"segment_id": seg.id, "segment_version": seg.version, "person_id": pid, "cause": cause},
             )
         )
 
