@@ -338,6 +338,14 @@ def flows_validate(c: _Ctx, path: Path, workspace_id: str | None) -> None:
     click.echo(f"ok: {kinds.count('flow')} flow(s), {kinds.count('segment')} segment(s) in {path}")
 
 
+@flows.command("schema")
+def flows_schema() -> None:
+    """Print the JSON Schema of flow and segment documents (also docs/flow.schema.json)."""
+    from momently.domain.flow_schema import SCHEMA
+
+    _print_json(SCHEMA)
+
+
 @flows.command("apply")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--workspace", "workspace_id", required=True)

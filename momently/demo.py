@@ -1,19 +1,22 @@
 """``momently demo``: the main job end to end on one machine, for a first look.
 
-Starts the real server, sends synthetic shop traffic to it over HTTP with a fresh write key,
-waits for the engine to fold it into profiles, and prints one profile and the commands to
-try next. Everything goes through the public API a real SDK would use.
+Applies the example flows (momently/sim/flows/shop.yaml), starts the real server, sends
+synthetic shop traffic to it over HTTP with a fresh write key, waits for the engine to fold
+it into profiles, segments and enrollments, and prints a profile, what each flow decided and
+the commands to try next. Everything goes through the public API a real SDK would use.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import click
 import httpx
 import uvicorn
 
+from momently import catalog
 from momently.api import create_app
 from momently.domain.credentials import KeyKind
 from momently.engine.profile_projector import CONSUMER
@@ -21,6 +24,7 @@ from momently.services import Services
 from momently.sim.customers import Shop
 
 WORKSPACE = "demo"
+FLOWS = Path(__file__).parent / "sim" / "flows"
 
 
 def _caught_up(s: Services) -> bool:
@@ -34,6 +38,8 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
         s.workspaces.create(WORKSPACE, name="Demo shop", now=s.clock.now())
     write = s.workspaces.issue_key(WORKSPACE, KeyKind.WRITE, label="demo", now=s.clock.now()).secret
     admin = s.workspaces.issue_key(WORKSPACE, KeyKind.ADMIN, label="demo", now=s.clock.now()).secret
+    applied = catalog.apply(s, WORKSPACE, catalog.read_path(FLOWS))
+    click.echo(f"applied {len(applied)} flows and segments from {FLOWS}")
 
     server = uvicorn.Server(
         uvicorn.Config(
@@ -62,6 +68,7 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not _caught_up(s):
             time.sleep(0.1)
+        s.projector.run_until_idle()  # and the timers now due (abandoned carts)
         got = httpx.get(f"{base}/v1/profiles/user-1", headers={"Authorization": f"Bearer {admin}"})
         profile = got.json() if got.status_code == 200 else None
     if profile is not None:
@@ -71,6 +78,14 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
             f"{profile['computed']['ordersCompleted']} orders worth {profile['computed']['revenue']:.2f}, "
             f"events {profile['eventCounts']}"
         )
+    click.echo("what the flows decided (momently flows show FLOW --workspace demo):")
+    for flow in s.definitions.heads(WORKSPACE, "flow"):
+        counts = s.engine_state.decision_counts(WORKSPACE, flow.id)
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no trigger yet"
+        click.echo(f"  {flow.id:14} {summary}")
+    sizes = s.engine_state.segment_sizes(WORKSPACE)
+    segs = s.definitions.heads(WORKSPACE, "segment")
+    click.echo("segment sizes: " + ", ".join(f"{seg.id} {sizes.get(seg.id, 0)}" for seg in segs))
     click.echo(f"""
 Workspace '{WORKSPACE}' is ready at {base}
   write key:   {write}

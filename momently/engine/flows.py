@@ -467,7 +467,12 @@ class Pass:
                 anonymous_id=None if profile.user_id else (profile.anonymous_ids or (None,))[0],
                 at=when,
                 received_at=when,
-                properties={"segment_id": seg.id, "segment_version": seg.version, "person_id": pid, "cause": cause},
+                properties={
+                    "segment_id": seg.id,
+                    "segment_version": seg.version,
+                    "person_id": pid,
+                    "cause": cause,
+                },
             )
         )
 

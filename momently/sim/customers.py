@@ -94,6 +94,7 @@ class Shop:
             "event": "Order Completed",
             "properties": {
                 "order_id": f"o-{self.rng.getrandbits(40)}",
+                "cart_id": f"cart-{i}",
                 "revenue": round(price * qty, 2),
                 "currency": "EUR",
                 "products": [{"product_id": sku, "quantity": qty}],

@@ -17,7 +17,8 @@ def test_a_valid_file_with_several_documents() -> None:
     text = """
 id: cart
 trigger:
-  absence: {first: {event: Product Added}, then: {event: Order Completed}, within: 30m, key: properties.cart_id}
+  absence:
+    {first: {event: Product Added}, then: {event: Order Completed}, within: 30m, key: properties.cart_id}
 audience: {all: [{segment: vip}, {trait: plan, equals: pro}, {segment: loyal, is: false}]}
 goal: {event: Order Completed, within: 1d}
 reentry: {once_per: 7d}

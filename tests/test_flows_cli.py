@@ -1,0 +1,117 @@
+"""The flows and segments commands, against a real SQLite database in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from momently.cli import main
+from momently.domain.flow_schema import SCHEMA
+
+ROOT = Path(__file__).parents[1]
+
+
+def run(tmp_path: Path, *args: str, ok: bool = True) -> str:
+    result = CliRunner().invoke(
+        main, ["--database-url", f"sqlite:///{tmp_path}/m.db", *args], catch_exceptions=False
+    )
+    assert (result.exit_code == 0) is ok, result.output
+    return result.output
+
+
+def test_published_schema_is_the_one_enforced() -> None:
+    assert json.loads((ROOT / "docs" / "flow.schema.json").read_text()) == json.loads(json.dumps(SCHEMA))
+
+
+def test_validate_apply_list_show_pause_and_versions(tmp_path: Path) -> None:
+    run(tmp_path, "workspace", "create", "shop")
+    out = run(tmp_path, "flows", "validate", str(ROOT / "momently" / "sim" / "flows"), "--workspace", "shop")
+    assert "ok: 3 flow(s), 2 segment(s)" in out
+    out = run(tmp_path, "flows", "apply", str(ROOT / "momently" / "sim" / "flows"), "--workspace", "shop")
+    assert out.count("new version") == 5
+    assert (
+        run(
+            tmp_path, "flows", "apply", str(ROOT / "momently" / "sim" / "flows"), "--workspace", "shop"
+        ).count("unchanged")
+        == 5
+    )
+    changed = tmp_path / "flows"
+    changed.mkdir()
+    text = (
+        (ROOT / "momently" / "sim" / "flows" / "shop.yaml").read_text().replace("within: 30m", "within: 45m")
+    )
+    (changed / "shop.yaml").write_text(text)
+    out = run(tmp_path, "flows", "apply", str(changed), "--workspace", "shop")
+    assert "cart-nudge                       v2  new version" in out
+    assert "eta-confirm                      v1  unchanged" in out
+    listing = run(tmp_path, "flows", "list", "--workspace", "shop")
+    assert "cart-nudge" in listing
+    assert "absence" in listing
+    assert "within: 45m" in run(tmp_path, "flows", "show", "cart-nudge", "--workspace", "shop")
+    assert "within: 30m" in run(
+        tmp_path, "flows", "show", "cart-nudge", "--workspace", "shop", "--version", "1"
+    )
+    run(tmp_path, "flows", "pause", "cart-nudge", "--workspace", "shop")
+    assert "paused" in run(tmp_path, "flows", "list", "--workspace", "shop")
+    assert "loyal" in run(tmp_path, "segments", "list", "--workspace", "shop")
+    assert "in_last: 90d" in run(tmp_path, "segments", "show", "loyal", "--workspace", "shop")
+
+
+def test_invalid_files_are_reported_and_nothing_is_applied(tmp_path: Path) -> None:
+    run(tmp_path, "workspace", "create", "shop")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\ntrigger:\n  inactivity: {fro: 2d}\n")
+    out = run(tmp_path, "flows", "apply", str(bad), "--workspace", "shop", ok=False)
+    assert "bad.yaml:3: unknown key 'fro' in trigger.inactivity (did you mean 'for'?)" in out
+    assert "nothing was applied" in out
+    assert run(tmp_path, "flows", "list", "--workspace", "shop") == ""
+    assert "no such file" in run(tmp_path, "flows", "validate", str(tmp_path / "missing"), ok=False)
+
+
+def test_backtest_counts_decisions_without_touching_the_live_database(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from momently.domain.event import BatchDefaults, Event, normalize
+    from momently.services import Services
+    from momently.settings import Settings
+
+    run(tmp_path, "workspace", "create", "shop")
+    s = Services.build(Settings(database_url=f"sqlite:///{tmp_path}/m.db"))
+    try:
+        now = datetime.now(UTC)
+        events = []
+        for i, (user, name, ago) in enumerate(
+            [
+                ("ann", "Product Added", 3),
+                ("ann", "Order Completed", 2.99),  # 14 minutes later: cancelled
+                ("ben", "Product Added", 2),  # abandoned
+                ("cat", "Product Added", 20),  # abandoned, but before --since
+            ]
+        ):
+            raw = {
+                "type": "track",
+                "userId": user,
+                "event": name,
+                "timestamp": (now - timedelta(days=ago)).isoformat(),
+                "messageId": f"m{i}",
+            }
+            ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now)
+            assert isinstance(ev, Event)
+            events.append(("shop", ev))
+        with s.db.write() as conn:
+            s.events.append(conn, events)
+    finally:
+        s.close()
+    flow = tmp_path / "cart.yaml"
+    flow.write_text(
+        "id: cart\ntrigger:\n  absence:\n"
+        "    {first: {event: Product Added}, then: {event: Order Completed}, within: 30m}\n"
+    )
+    out = run(tmp_path, "flows", "backtest", "cart", "--workspace", "shop", "--file", str(flow), "--json")
+    report = json.loads(out[out.index("{") :])
+    assert report["eventsReplayed"] == 4
+    assert report["peopleEnrolled"] == 1
+    assert report["decisions"] == {"send": 1}
+    assert run(tmp_path, "flows", "list", "--workspace", "shop") == ""  # nothing applied
