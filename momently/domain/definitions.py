@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 
 from momently.domain.conditions import ConditionError, compile_condition
-from momently.domain.durations import HINT, InvalidDuration, parse_duration
+from momently.domain.durations import HINT, InvalidDuration, parse_offset
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
 
@@ -267,12 +267,10 @@ def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Proble
         if name not in segments:
             problem(("trigger", "segment", "id"), f"unknown segment '{name}'{suggest(name, segments)}")
     elif kind == "date":
-        offset = str(trigger["date"].get("offset", "0s")).lstrip("-")
-        if offset not in ("0", "0s"):
-            try:
-                parse_duration(offset)
-            except InvalidDuration as exc:
-                problem(("trigger", "date", "offset"), str(exc))
+        try:
+            parse_offset(trigger["date"].get("offset", "0s"))
+        except InvalidDuration as exc:
+            problem(("trigger", "date", "offset"), str(exc))
     elif kind == "cohort":
         check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
         condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))

@@ -31,6 +31,18 @@ def parse_duration(text: object) -> int:
     return total
 
 
+def parse_offset(text: object) -> int:
+    """A signed duration that may be zero (date trigger offsets: ``-1d``, ``0d``, ``12h``)."""
+    if not isinstance(text, str):
+        raise InvalidDuration(f"{text!r} is not an offset: {HINT}, optionally preceded by -")
+    body = text.strip()
+    sign = -1 if body.startswith("-") else 1
+    body = body.removeprefix("-")
+    if not _WHOLE.match(body):
+        raise InvalidDuration(f"{text!r} is not an offset: {HINT}, optionally preceded by -")
+    return sign * sum(int(n) * UNITS_MS[unit] for n, unit in _PART.findall(body))
+
+
 def format_duration(ms: int) -> str:
     """The shortest exact spelling, for reports and error messages."""
     if ms <= 0:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from momently.domain.conditions import ALWAYS, Condition, compile_condition
-from momently.domain.durations import parse_duration
+from momently.domain.durations import parse_duration, parse_offset
 
 Tier = Literal["A", "B", "C"]
 
@@ -150,9 +150,7 @@ def compile_flow(doc: dict[str, Any], version: int) -> Flow:
         trigger = SegmentTrigger(segment=s["id"], on=s.get("on", "enter"))
     elif "date" in t:
         d = t["date"]
-        offset = str(d.get("offset", "0s"))
-        sign = -1 if offset.startswith("-") else 1
-        offset_ms = 0 if offset.lstrip("-") in ("0s", "0") else sign * parse_duration(offset.lstrip("-"))
+        offset_ms = parse_offset(d.get("offset", "0s"))
         hh, mm = str(d.get("at", "09:00")).split(":")
         trigger = DateTrigger(
             trait=d["trait"], offset_ms=offset_ms, at=(int(hh), int(mm)), repeat=d.get("repeat", "yearly")

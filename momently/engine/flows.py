@@ -49,6 +49,7 @@ from momently.domain.timestamps import from_millis
 from momently.store.definitions import Definitions
 from momently.store.engine_state import Changes, EngineState, Enrollment, Timer, TimerKey
 
+ANY_ACTIVITY = "*"  # owner of the shared per-person timer of "inactivity of any kind" flows
 MAX_HISTORY = 1000  # per person and event name: bounds state size for very active people
 
 
@@ -95,6 +96,7 @@ class Compiled:
                 self.date_by_trait.setdefault(t.trait.split(".")[0], []).append(flow)
             for name, window in flow.audience.deps.history.items():
                 self.history[name] = max(self.history.get(name, 0), window)
+        self.inactivity_any.sort(key=lambda f: (getattr(f.trigger, "for_ms", 0), f.id))
         # segments that read other segments go last, so they see this event's changes
         self.segments.sort(key=lambda s: (bool(s.rule.deps.segments), s.id))
         for seg in self.segments:
@@ -277,6 +279,9 @@ class Pass:
             segs = [s for s in self.c.segments if s.id == timer.owner]
             self._evaluate_segments(pid, profile, now, segs, cause=f"t{now}")
             return
+        if timer.kind == "inactivity" and timer.owner == ANY_ACTIVITY:
+            self._fire_idle(timer, pid, profile)
+            return
         flow = self.c.flows.get(timer.owner)
         if flow is None:
             return  # the flow was archived since the timer was armed
@@ -293,6 +298,23 @@ class Pass:
             self._occur(flow, pid, profile, f"d{timer.payload.get('date')}", now, None, None)
             if flow.trigger.repeat == "yearly":
                 self._arm_date(flow, flow.trigger, pid, profile, now)
+
+    def _fire_idle(self, timer: Timer, pid: str, profile: Profile) -> None:
+        """One timer per person serves every flow triggered by inactivity of any kind: it fires
+        at the shortest silence, enrolls the flows whose duration ends now, and re-arms itself
+        for the next one. Ten such flows cost one timer row per person, not ten."""
+        now = timer.due_ms
+        seq, since = timer.payload.get("seq"), int(timer.payload.get("t", 0))
+        later: list[int] = []
+        for flow in self.c.inactivity_any:
+            assert isinstance(flow.trigger, InactivityTrigger)
+            end = since + flow.trigger.for_ms
+            if end == now:
+                self._occur(flow, pid, profile, f"i{seq}", now, seq, None)
+            elif end > now:
+                later.append(end)
+        if later:
+            self._schedule(Timer(min(later), pid, "inactivity", ANY_ACTIVITY, "", timer.payload))
 
     def _arm_date(self, flow: Flow, trigger: DateTrigger, pid: str, profile: Profile, after_ms: int) -> None:
         value = _lookup(profile.traits, trigger.trait)
@@ -396,10 +418,14 @@ class Pass:
                 self._schedule(
                     Timer(t + trig.within_ms, pid, "absence", flow.id, key, {"seq": ev.seq, "event": body})
                 )
-        for flow in (*c.inactivity_named.get(name, ()), *c.inactivity_any):
+        for flow in c.inactivity_named.get(name, ()):
             trig = flow.trigger
             assert isinstance(trig, InactivityTrigger)
             self._schedule(Timer(t + trig.for_ms, pid, "inactivity", flow.id, "", {"seq": ev.seq}))
+        if c.inactivity_any:
+            first = c.inactivity_any[0].trigger
+            assert isinstance(first, InactivityTrigger)
+            self._schedule(Timer(t + first.for_ms, pid, "inactivity", ANY_ACTIVITY, "", {"seq": ev.seq, "t": t}))
         for flow in c.cohort.get(name, ()):
             trig = flow.trigger
             assert isinstance(trig, CohortTrigger)
@@ -434,8 +460,8 @@ class Pass:
         self, pid: str, profile: Profile, now: int, segs: Sequence[Segment], *, cause: str
     ) -> None:
         mine = self.members.setdefault(pid, {})
+        facts = self._facts(pid, profile, now)
         for seg in segs:
-            facts = self._facts(pid, profile, now)
             inside = seg.rule(facts)
             was = seg.id in mine
             if inside != was:
@@ -446,11 +472,14 @@ class Pass:
                     del mine[seg.id]
                     self.changes.members[(pid, seg.id)] = None
                 self._emit_segment(pid, profile, seg, entered=inside, now=now, cause=cause)
+                facts = self._facts(pid, profile, now)  # later segments may read this one
             if seg.rule.deps.clock:
                 key = (pid, "segment", seg.id, "")
-                at = seg.rule.next_change(self._facts(pid, profile, now))
+                at = seg.rule.next_change(facts)
                 if at is not None and at > now:
-                    self._schedule(Timer(at, pid, "segment", seg.id))
+                    current = self._live.get(key)
+                    if current is None or current.due_ms != at:
+                        self._schedule(Timer(at, pid, "segment", seg.id))
                 elif key in self._live:
                     self._cancel(key)
 

@@ -353,17 +353,26 @@ class EngineState:
                 ],
             )
         if ch.derived:
-            stmt = self._insert(emitted)
+            ids = [ev.message_id for ev in ch.derived]
+            seen: set[str] = set()
+            for chunk in _chunks(ids):
+                seen.update(
+                    str(r[0])
+                    for r in conn.execute(
+                        select(emitted.c.message_id).where(
+                            emitted.c.workspace_id == ws, emitted.c.message_id.in_(chunk)
+                        )
+                    )
+                )
             fresh: list[Event] = []
-            for ev in ch.derived:  # one by one: RETURNING tells which ids are new
-                row = conn.execute(
-                    stmt.values(workspace_id=ws, message_id=ev.message_id)
-                    .on_conflict_do_nothing()
-                    .returning(emitted.c.message_id)
-                ).first()
-                if row is not None:
+            for ev in ch.derived:
+                if ev.message_id not in seen:
+                    seen.add(ev.message_id)
                     fresh.append(ev)
             if fresh:
+                conn.execute(
+                    emitted.insert(), [{"workspace_id": ws, "message_id": ev.message_id} for ev in fresh]
+                )
                 self.log.append(conn, [(ws, ev) for ev in fresh])
 
     def _save_cohorts(

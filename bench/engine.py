@@ -1,0 +1,311 @@
+"""Engine benchmark: events/s through profiles + 20 segments + 50 flows, against the raw rate
+of reading the same log; event-to-decision latency at a steady rate; 1M pending timers.
+
+    python bench/engine.py --database sqlite                 # 1M events, 100k people
+    python bench/engine.py --database postgresql --events 200000 --people 20000
+
+1. Load: ``--events`` events from ``--people`` people (an identify each, then tracks over 30
+   days with 30 event names) are appended to a fresh database, and 20 segments and 50 flows
+   (20 event, 10 absence, 10 inactivity, 5 segment, 3 date, 2 cohort triggers) are applied.
+2. Baseline: the same log read back in 2,000-event batches and decoded (what the engine must
+   do at least), in events/s.
+3. Engine: the whole log processed by the engine (``run_until_idle``) on virtual time at the
+   end of the 30 days: events/s, and the ratio to the baseline.
+4. Timers: every person now has 10 inactivity timers pending (1M with 100k people) plus the
+   others. The clock jumps 60 days and the engine fires them all: timers/s and peak memory.
+5. Latency: the engine thread running live while a writer appends at a steady ``--rate``
+   events/s for ``--seconds``; latency is commit of the event to commit of the engine batch
+   that decided it (the cursor moves in the same transaction), p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ingest import FreshDatabase
+from momently import catalog
+from momently.clock import ManualClock
+from momently.domain.definitions import load
+from momently.domain.event import BatchDefaults, Event, normalize
+from momently.domain.timestamps import format_timestamp
+from momently.engine.profile_projector import CONSUMER
+from momently.services import Services
+from momently.settings import Settings
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+DAYS = 30
+NAMES = [f"Event {i:02d}" for i in range(22)] + [
+    "Product Viewed",
+    "Product Added",
+    "Checkout Started",
+    "Order Completed",
+    "App Opened",
+    "Feature Used",
+    "Parcel At Hub",
+    "Milestone Reached",
+]
+WEIGHTS = [1.0 / (i + 1) for i in range(len(NAMES))]
+random.Random(0).shuffle(WEIGHTS)
+
+
+def definitions() -> str:
+    docs: list[str] = [f"kind: events\nid: catalog\nnames: [{', '.join(NAMES)}]"]
+    for i in range(20):
+        name = NAMES[i % len(NAMES)]
+        if i % 4 == 0:
+            rule = f"{{count: '{name}', in_last: 7d, gte: 3}}"
+        elif i % 4 == 1:
+            rule = f"{{last: '{name}', older_than: 10d}}"
+        elif i % 4 == 2:
+            rule = f"{{all: [{{trait: plan, equals: pro}}, {{count: '{name}', gte: 2}}]}}"
+        else:
+            rule = f"{{any: [{{computed: revenue, gte: {50 + i}}}, {{trait: city, in: [c1, c2]}}]}}"
+        docs.append(f"kind: segment\nid: seg-{i}\nrule: {rule}")
+    flows: list[str] = []
+    for i in range(20):
+        name = NAMES[(i * 7) % len(NAMES)]
+        flows.append(
+            f"id: ev-{i}\ntrigger: {{event: '{name}', where: {{event: properties.n, gte: {i % 5}}}}}\n"
+            f"audience: {{all: [{{trait: plan, in: [pro, free]}}, {{segment: seg-{i % 20}, is: false}}]}}\n"
+            "reentry: {once_per: 1d}"
+        )
+    for i in range(10):
+        flows.append(
+            f"id: abs-{i}\ntrigger:\n  absence: {{first: {{event: '{NAMES[(i * 3) % len(NAMES)]}'}}, "
+            f"then: {{event: '{NAMES[(i * 3 + 1) % len(NAMES)]}'}}, within: {30 + i}m, key: properties.cart}}"
+        )
+    for i in range(10):
+        flows.append(f"id: idle-{i}\ntrigger: {{inactivity: {{for: {40 + i}d}}}}\nreentry: every_time")
+    for i in range(5):
+        flows.append(
+            f"id: seg-flow-{i}\ntrigger: {{segment: {{id: seg-{i}, on: {'enter' if i % 2 else 'leave'}}}}}"
+        )
+    for i in range(3):
+        flows.append(f"id: date-{i}\ntrigger: {{date: {{trait: birthday, offset: -{i}d, at: '09:00'}}}}")
+    for i in range(2):
+        flows.append(
+            f"id: cohort-{i}\ntrigger: {{cohort: {{event: Milestone Reached, area: {{geohash: {4 + i}}}, "
+            "min_people: 5, within: 7d}}"
+        )
+    return "\n---\n".join(docs + flows) + "\n"
+
+
+def generate(n_events: int, people: int, seed: int = 1) -> list[Event]:
+    rng = random.Random(seed)
+    out: list[Event] = []
+    span_ms = DAYS * 86_400_000
+    step = span_ms / n_events
+    defaults = BatchDefaults()
+    for i in range(n_events):
+        at = START + timedelta(milliseconds=int(i * step))
+        if i < people:
+            u = i
+            raw: dict[str, object] = {
+                "type": "identify",
+                "userId": f"u{u}",
+                "traits": {
+                    "plan": rng.choice(["pro", "free", "trial"]),
+                    "city": f"c{rng.randrange(50)}",
+                    "birthday": f"19{rng.randrange(50, 99)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 28):02d}",  # noqa: E501
+                },
+                "context": {"timezone": rng.choice(["Europe/Amsterdam", "America/New_York", "Asia/Tokyo"])},
+            }
+        else:
+            u = rng.randrange(people)
+            name = rng.choices(NAMES, WEIGHTS)[0]
+            raw = {
+                "type": "track",
+                "userId": f"u{u}",
+                "event": name,
+                "properties": {"n": rng.randrange(10), "cart": f"k{u % 7}", "revenue": rng.randrange(100)},
+                "context": {"location": {"latitude": 52 + (u % 100) / 100, "longitude": 4 + (u % 37) / 100}},
+            }
+        raw["timestamp"] = format_timestamp(at)
+        raw["messageId"] = f"m{i}"
+        ev = normalize(raw, default_type=None, defaults=defaults, received_at=at)
+        assert isinstance(ev, Event), ev
+        out.append(ev)
+    return out
+
+
+def setup(url: str, evs: list[Event]) -> None:
+    s = Services.build(Settings(database_url=url, run_engine=False), clock=ManualClock(START))
+    try:
+        s.workspaces.create("w", name="bench", now=START)
+        docs, problems = load(definitions(), "bench.yaml")
+        assert not problems, problems
+        catalog.apply(s, "w", catalog.Loaded(docs, []))
+        for i in range(0, len(evs), 10_000):
+            with s.db.write() as conn:
+                s.events.append(conn, [("w", e) for e in evs[i : i + 10_000]])
+    finally:
+        s.close()
+
+
+def read_rate(url: str) -> float:
+    s = Services.build(Settings(database_url=url, run_engine=False), migrate=False)
+    try:
+        started = time.perf_counter()
+        after, n = 0, 0
+        while True:
+            batch = s.events.read("w", after_seq=after, limit=2000)
+            if not batch:
+                break
+            after, n = batch[-1].seq, n + len(batch)
+        return n / (time.perf_counter() - started)
+    finally:
+        s.close()
+
+
+def engine_rate(url: str, n_events: int) -> tuple[float, int]:
+    clock = ManualClock(START + timedelta(days=DAYS))
+    s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
+    try:
+        started = time.perf_counter()
+        last = [started]
+
+        def progress(ws: str, cursor: int, total: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 5:
+                last[0] = now
+                print(f"  engine {cursor}/{total} events, {cursor / (now - started):,.0f}/s", flush=True)
+
+        s.projector.run_until_idle(progress)
+        elapsed = time.perf_counter() - started
+        return n_events / elapsed, s.engine_state.pending_timers("w")
+    finally:
+        s.close()
+
+
+def fire_timers(url: str) -> tuple[int, float, float]:
+    clock = ManualClock(START + timedelta(days=DAYS + 60))
+    s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
+    try:
+        before = s.engine_state.pending_timers("w")
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        s.projector.run_until_idle()
+        elapsed = time.perf_counter() - started
+        fired = before - s.engine_state.pending_timers("w")
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return fired, elapsed, max(rss_after, rss_before) / 1024
+    finally:
+        s.close()
+
+
+def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
+    s = Services.build(Settings(database_url=url), migrate=False)  # system clock, live engine
+    try:
+        s.projector.run_until_idle()
+        s.writer.start()
+        s.projector.start(idle_poll_seconds=0.05)
+        seen: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                seen.append((time.perf_counter(), s.profiles.backlog(CONSUMER)[0][1]))
+                time.sleep(0.001)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        rng = random.Random(7)
+        committed: list[tuple[float, int]] = []
+        per_tick = max(1, rate // 100)
+        started = time.perf_counter()
+        i = 0
+        while time.perf_counter() - started < seconds:
+            tick = started + i * per_tick / rate
+            delay = tick - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            batch = []
+            for _ in range(per_tick):
+                raw = {
+                    "type": "track",
+                    "userId": f"u{rng.randrange(1000)}",
+                    "event": rng.choices(NAMES, WEIGHTS)[0],
+                    "properties": {"n": rng.randrange(10), "cart": "k1"},
+                }
+                ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=s.clock.now())
+                assert isinstance(ev, Event)
+                batch.append(ev)
+            s.writer.append_blocking("w", batch)
+            done = time.perf_counter()
+            ws = s.workspaces.get("w")  # the only writer: its last seq is this batch's
+            assert ws is not None
+            committed += [(done, ws.last_seq)] * len(batch)
+            i += 1
+        time.sleep(1.0)
+        stop.set()
+        watcher.join()
+        lat: list[float] = []
+        j = 0
+        for at, seq in committed:
+            while j < len(seen) and (seen[j][1] < seq or seen[j][0] < at):
+                j += 1
+            if j < len(seen):
+                lat.append((seen[j][0] - at) * 1000)
+        lat.sort()
+        return statistics.median(lat), lat[int(len(lat) * 0.99)], len(lat)
+    finally:
+        s.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--people", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1000, help="events/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    fresh = FreshDatabase(args.database)
+    try:
+        url = fresh.new()
+        t = time.perf_counter()
+        evs = generate(args.events, args.people)
+        print(
+            f"generated {len(evs):,} events from {args.people:,} people in {time.perf_counter() - t:.0f}s",
+            flush=True,
+        )
+        t = time.perf_counter()
+        setup(url, evs)
+        del evs
+        print(
+            f"appended them and applied 20 segments + 50 flows in {time.perf_counter() - t:.0f}s", flush=True
+        )
+        baseline = read_rate(url)
+        print(f"baseline: read and decode the log      {baseline:12,.0f} events/s", flush=True)
+        rate, pending = engine_rate(url, args.events)
+        print(f"engine: profiles + segments + flows    {rate:12,.0f} events/s  (ratio {rate / baseline:.2f})")
+        print(f"pending timers after the run           {pending:12,}", flush=True)
+        fired, secs, rss = fire_timers(url)
+        print(
+            f"timers fired after a 60-day jump       {fired:12,} in {secs:.1f}s = {fired / secs:,.0f}/s, "
+            f"peak RSS {rss:,.0f} MB",
+            flush=True,
+        )
+        p50, p99, n = latency(url, args.rate, args.seconds)
+        print(
+            f"latency at {args.rate}/s for {args.seconds:.0f}s ({n:,} events): "
+            f"event-to-decision p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        )
+    finally:
+        fresh.cleanup()
+
+
+if __name__ == "__main__":
+    main()
