@@ -25,7 +25,6 @@ import random
 import resource
 import statistics
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +37,6 @@ from momently.clock import ManualClock
 from momently.domain.definitions import load
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import format_timestamp
-from momently.engine.profile_projector import CONSUMER
 from momently.services import Services
 from momently.settings import Settings
 
@@ -210,15 +208,7 @@ def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
         s.writer.start()
         s.projector.start(idle_poll_seconds=0.05)
         seen: list[tuple[float, int]] = []
-        stop = threading.Event()
-
-        def watch() -> None:
-            while not stop.is_set():
-                seen.append((time.perf_counter(), s.profiles.backlog(CONSUMER)[0][1]))
-                time.sleep(0.001)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
+        s.projector.on_batch = lambda ws, cursor: seen.append((time.perf_counter(), cursor))
         rng = random.Random(7)
         committed: list[tuple[float, int]] = []
         per_tick = max(1, rate // 100)
@@ -247,8 +237,6 @@ def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
             committed += [(done, ws.last_seq)] * len(batch)
             i += 1
         time.sleep(1.0)
-        stop.set()
-        watcher.join()
         lat: list[float] = []
         j = 0
         for at, seq in committed:

@@ -425,7 +425,9 @@ class Pass:
         if c.inactivity_any:
             first = c.inactivity_any[0].trigger
             assert isinstance(first, InactivityTrigger)
-            self._schedule(Timer(t + first.for_ms, pid, "inactivity", ANY_ACTIVITY, "", {"seq": ev.seq, "t": t}))
+            self._schedule(
+                Timer(t + first.for_ms, pid, "inactivity", ANY_ACTIVITY, "", {"seq": ev.seq, "t": t})
+            )
         for flow in c.cohort.get(name, ()):
             trig = flow.trigger
             assert isinstance(trig, CohortTrigger)
@@ -555,7 +557,7 @@ class Pass:
         """Decide every candidate in order (reentry needs the person's earlier enrollments)."""
         for c in self.candidates:
             c.person_id = self._resolve(c.person_id)
-        pairs = {(c.flow.id, c.person_id) for c in self.candidates}
+        pairs = {(c.flow.id, c.person_id) for c in self.candidates if c.flow.reentry.mode != "every_time"}
         last = self.stage.state.last_sends(conn, self.ws, pairs) if pairs else {}
         seen: set[tuple[str, str, str]] = set()
         for c in self.candidates:

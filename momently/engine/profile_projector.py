@@ -51,7 +51,7 @@ class ProfileProjector:
         *,
         flows: FlowStage | None = None,
         clock: Clock | None = None,
-        batch_size: int = 2000,
+        batch_size: int = 5000,
     ) -> None:
         self.db = db
         self.log = log_
@@ -59,6 +59,8 @@ class ProfileProjector:
         self.flows = flows
         self.clock = clock or SystemClock()
         self.batch_size = batch_size
+        # called after each committed batch with (workspace, cursor): for metrics and benchmarks
+        self.on_batch: Callable[[str, int], None] | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -195,6 +197,8 @@ class ProfileProjector:
         except TimerClaimed:
             log.info("another engine fired timers of %s first; recomputing", workspace_id)
             return 0
+        if self.on_batch is not None and events:
+            self.on_batch(workspace_id, events[-1].seq)
         if flows is not None and flows.changes.derived:
             self.wake()  # the derived events it appended are new log entries to process
         return len(events) + fired

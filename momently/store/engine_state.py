@@ -162,18 +162,22 @@ class EngineState:
         self, conn: Connection, workspace_id: str, pairs: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
         """(flow, person) -> when that person last got a send decision in that flow."""
+        wanted = set(pairs)
+        persons = {p for _, p in wanted}
         out: dict[tuple[str, str], int] = {}
-        for chunk in _chunks(pairs):
+        for chunk in _chunks(persons):  # by person: ix_enrollments_person answers it
             rows = conn.execute(
                 select(enrollments.c.flow_id, enrollments.c.person_id, func.max(enrollments.c.decided_ms))
                 .where(
                     enrollments.c.workspace_id == workspace_id,
+                    enrollments.c.person_id.in_(chunk),
                     enrollments.c.outcome == "send",
-                    tuple_(enrollments.c.flow_id, enrollments.c.person_id).in_(chunk),
                 )
-                .group_by(enrollments.c.flow_id, enrollments.c.person_id)
+                .group_by(enrollments.c.person_id, enrollments.c.flow_id)
             ).all()
-            out.update({(str(f), str(p)): int(ms) for f, p, ms in rows})
+            for f, p, ms in rows:
+                if (f, p) in wanted:
+                    out[(str(f), str(p))] = int(ms)
         return out
 
     def known_event_names(self, workspace_id: str) -> dict[str, int]:

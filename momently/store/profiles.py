@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain.identity import Identity
@@ -86,17 +86,20 @@ class ProfileStore:
     def lookup_identities(
         self, conn: Connection, workspace_id: str, wanted: Iterable[Identity]
     ) -> dict[Identity, str]:
-        wanted = list(set(wanted))
+        by_kind: dict[str, list[str]] = {}
+        for kind, value in set(wanted):
+            by_kind.setdefault(kind, []).append(value)
         found: dict[Identity, str] = {}
-        for i in range(0, len(wanted), _CHUNK):
-            chunk = wanted[i : i + _CHUNK]
-            rows = conn.execute(
-                select(identities.c.kind, identities.c.value, identities.c.person_id).where(
-                    identities.c.workspace_id == workspace_id,
-                    tuple_(identities.c.kind, identities.c.value).in_(chunk),
-                )
-            ).all()
-            found.update({(str(r[0]), str(r[1])): str(r[2]) for r in rows})
+        for kind, values in by_kind.items():  # one kind at a time: a plain IN the primary key answers
+            for i in range(0, len(values), _CHUNK):
+                rows = conn.execute(
+                    select(identities.c.value, identities.c.person_id).where(
+                        identities.c.workspace_id == workspace_id,
+                        identities.c.kind == kind,
+                        identities.c.value.in_(values[i : i + _CHUNK]),
+                    )
+                ).all()
+                found.update({(kind, str(r[0])): str(r[1]) for r in rows})
         return found
 
     def person_for(self, workspace_id: str, identity: Identity) -> str | None:

@@ -211,6 +211,15 @@ enrollments = Table(
     Column("detail", Text, nullable=False, server_default="{}"),
 )
 Index("ix_enrollments_decided", enrollments.c.workspace_id, enrollments.c.decided_ms)
+# Re-entry rules ask "when was this person last sent this flow" for every person in a batch.
+Index(
+    "ix_enrollments_person",
+    enrollments.c.workspace_id,
+    enrollments.c.person_id,
+    enrollments.c.outcome,
+    enrollments.c.flow_id,
+    enrollments.c.decided_ms,
+)
 
 # Message ids of the events the engine appended itself (segment entered/exited), so a
 # replay that derives them again does not append them twice.

@@ -94,6 +94,11 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text, nullable=False, server_default="{}"),
     )
     op.create_index("ix_enrollments_decided", "enrollments", ["workspace_id", "decided_ms"])
+    op.create_index(
+        "ix_enrollments_person",
+        "enrollments",
+        ["workspace_id", "person_id", "outcome", "flow_id", "decided_ms"],
+    )
     op.create_table(
         "emitted",
         sa.Column("workspace_id", sa.String(64), primary_key=True),
