@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from momently.domain.definitions import Document, Known, Problem, load, validate
+from momently.domain.flow import compile_flow
 from momently.domain.timestamps import to_millis
 from momently.services import Services
 from momently.store.definitions import Applied
+from momently.store.engine_state import Changes
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -78,8 +80,31 @@ def apply(services: Services, workspace_id: str, loaded: Loaded) -> list[Applied
                 now_ms=now_ms,
             )
         )
+    for a in out:
+        if a.kind == "flow" and a.changed:
+            _plan_dates(services, workspace_id, a.id, a.version, now_ms)
     services.projector.wake()
     return out
+
+
+def _plan_dates(services: Services, workspace_id: str, flow_id: str, version: int, now_ms: int) -> None:
+    """A new or changed date flow: plan its timers for everyone who already has the trait."""
+    body = services.definitions.get(workspace_id, "flow", flow_id, version).body
+    if "date" not in body.get("trigger", {}):
+        return
+    flow = compile_flow(body, version)
+    stage = services.projector.flows
+    if stage is None:
+        return
+    after = ""
+    while page := services.profiles.page(workspace_id, after=after, limit=1000):
+        after = page[-1].person_id
+        timers = stage.plan_dates(flow, page, now_ms=now_ms)
+        if timers:
+            with services.db.write() as conn:
+                services.engine_state.save(
+                    conn, workspace_id, Changes(timers={t.identity: t for t in timers})
+                )
 
 
 def document(kind: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -170,6 +170,22 @@ class FlowStage:
             self._zones[name] = tz
         return tz
 
+    def plan_dates(self, flow: Flow, profiles: Sequence[Profile], *, now_ms: int) -> list[Timer]:
+        """Timers for a date flow applied after people already had the trait: the engine
+        otherwise plans them only when an identify sets the trait."""
+        trig = flow.trigger
+        if not isinstance(trig, DateTrigger):
+            return []
+        out = []
+        for p in profiles:
+            value = _lookup(p.traits, trig.trait)
+            planned = None if value is None else next_fire(trig, value, self.zone(p), now_ms)
+            if planned is not None:
+                out.append(
+                    Timer(planned[0], p.person_id, "date", flow.id, "", {"value": value, "date": planned[1]})
+                )
+        return out
+
     def begin(
         self,
         conn: Connection,

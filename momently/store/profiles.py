@@ -121,6 +121,17 @@ class ProfileStore:
                 out[p.person_id] = p
         return out
 
+    def page(self, workspace_id: str, *, after: str = "", limit: int = 1000) -> list[Profile]:
+        """Profiles in person-id order, for the rare whole-workspace pass (a new date flow)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(profiles)
+                .where(profiles.c.workspace_id == workspace_id, profiles.c.person_id > after)
+                .order_by(profiles.c.person_id)
+                .limit(limit)
+            ).all()
+        return [_profile(dict(r._mapping)) for r in rows]
+
     def get(self, workspace_id: str, person_id: str) -> Profile | None:
         with self.db.read() as conn:
             return self.load(conn, workspace_id, [person_id]).get(person_id)

@@ -33,6 +33,11 @@ def norm(
         ({"userId": "u", "event": "e", "timestamp": "soon"}, "track", "invalid_timestamp"),
         ({"userId": "u", "event": "e", "messageId": "m" * 300}, "track", "invalid_message_id"),
         (
+            {"userId": "u", "event": "Segment Entered", "context": {"library": {"name": "momently-engine"}}},
+            "track",
+            "reserved_library",
+        ),
+        (
             {"userId": "u", "event": "e", "properties": {"x": "y" * MAX_EVENT_BYTES}},
             "track",
             "event_too_large",

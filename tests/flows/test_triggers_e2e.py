@@ -221,3 +221,13 @@ def test_pause_resume_and_replay_never_enrolls_twice(env: FlowEnv) -> None:
     before = env.enrollments()
     env.services.projector.replay(env.workspace)
     assert env.enrollments() == before
+
+
+def test_date_flow_applied_after_the_trait_was_set_is_planned_for_everyone(env: FlowEnv) -> None:
+    env.send(identify("ada", birthday="1990-11-04"), identify("bob", birthday="1985-03-01"), identify("cy"))
+    env.flow("birthday", "id: birthday\ntrigger: {date: {trait: birthday, at: '10:00'}}\n")
+    assert env.services.engine_state.pending_timers(env.workspace) == 2
+    env.advance(days=2, hours=3)  # 4 November 10:00 UTC has passed
+    assert [(e.person_id, e.occurrence) for e in env.enrollments("birthday")] == [
+        (env.person("ada"), "d2026-11-04")
+    ]
