@@ -11,8 +11,9 @@ of reading the same log; event-to-decision latency at a steady rate; 1M pending 
    do at least), in events/s.
 3. Engine: the whole log processed by the engine (``run_until_idle``) on virtual time at the
    end of the 30 days: events/s, and the ratio to the baseline.
-4. Timers: every person now has 10 inactivity timers pending (1M with 100k people) plus the
-   others. The clock jumps 60 days and the engine fires them all: timers/s and peak memory.
+4. Timers: 10 yearly date flows are applied, which plans one timer per person each (1M with
+   100k people) on top of those already pending; then the clock jumps a year and the engine
+   fires them all (each date timer enrolls and re-plans the next year): timers/s, peak memory.
 5. Latency: the engine thread running live while a writer appends at a steady ``--rate``
    events/s for ``--seconds``; latency is commit of the event to commit of the engine batch
    that decided it (the cursor moves in the same transaction), p50/p99.
@@ -21,13 +22,16 @@ of reading the same log; event-to-decision latency at a steady rate; 1M pending 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
-import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -39,7 +43,9 @@ from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import format_timestamp
 from momently.services import Services
 from momently.settings import Settings
+from momently.store.engine_state import Changes
 
+T = TypeVar("T")
 START = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS = 30
 NAMES = [f"Event {i:02d}" for i in range(22)] + [
@@ -185,18 +191,48 @@ def engine_rate(url: str, n_events: int) -> tuple[float, int]:
         s.close()
 
 
-def fire_timers(url: str) -> tuple[int, float, float]:
-    clock = ManualClock(START + timedelta(days=DAYS + 60))
+def plan_million(url: str, flows: int) -> tuple[int, float, float]:
+    """Apply ``flows`` yearly date flows: each plans a timer for every person with a birthday,
+    through the real apply path. Returns (timers pending, seconds, peak RSS MB)."""
+    clock = ManualClock(START + timedelta(days=DAYS))
     s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
     try:
-        before = s.engine_state.pending_timers("w")
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        text = "\n---\n".join(
+            f"id: bday-{i}\ntrigger: {{date: {{trait: birthday, offset: {i}d, at: '10:00'}}}}\n"
+            "reentry: every_time"
+            for i in range(flows)
+        )
+        docs, problems = load(text, "dates.yaml")
+        assert not problems, problems
         started = time.perf_counter()
-        s.projector.run_until_idle()
+        with PeakMemory() as mem:
+            catalog.apply(s, "w", catalog.Loaded(docs, []))
         elapsed = time.perf_counter() - started
-        fired = before - s.engine_state.pending_timers("w")
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return fired, elapsed, max(rss_after, rss_before) / 1024
+        return s.engine_state.pending_timers("w"), elapsed, mem.mb
+    finally:
+        s.close()
+
+
+def fire_timers(url: str, days: int) -> tuple[int, int, float, float]:
+    """Jump the clock and fire everything due: (fired, enrollments made, seconds, peak heap MB)."""
+    clock = ManualClock(START + timedelta(days=DAYS + days))
+    s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
+    try:
+        enrolled_before = len(s.engine_state.enrollments("w", limit=10_000_000))
+        fired = {"n": 0}
+        original = s.engine_state.save
+
+        def counting_save(conn: object, ws: str, changes: Changes) -> None:
+            fired["n"] += len(changes.fired)
+            original(conn, ws, changes)  # type: ignore[arg-type]
+
+        s.engine_state.save = counting_save  # type: ignore[method-assign]
+        started = time.perf_counter()
+        with PeakMemory() as mem:
+            s.projector.run_until_idle()
+        elapsed = time.perf_counter() - started
+        enrolled = len(s.engine_state.enrollments("w", limit=10_000_000)) - enrolled_before
+        return fired["n"], enrolled, elapsed, mem.mb
     finally:
         s.close()
 
@@ -250,6 +286,50 @@ def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
         s.close()
 
 
+class PeakMemory:
+    """Peak anonymous resident memory of this process (the heap, not the memory-mapped or
+    cached database file), sampled every 20 ms while a phase runs."""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        self._stop = False
+        import threading
+
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now_kb() -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.peak_kb = max(self.peak_kb, self.now_kb())
+            time.sleep(0.02)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._thread.join()
+        self.peak_kb = max(self.peak_kb, self.now_kb())
+
+    @property
+    def mb(self) -> float:
+        return self.peak_kb / 1024
+
+
+def isolated(fn: Callable[..., T], *args: object) -> T:
+    """Run one phase in a fresh process, so its peak memory is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -259,6 +339,9 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=100_000)
     parser.add_argument("--rate", type=int, default=1000, help="events/s for the latency run")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--date-flows", type=int, default=10, help="yearly date flows: one timer each per person"
+    )
     args = parser.parse_args()
     fresh = FreshDatabase(args.database)
     try:
@@ -275,18 +358,24 @@ def main() -> None:
         print(
             f"appended them and applied 20 segments + 50 flows in {time.perf_counter() - t:.0f}s", flush=True
         )
-        baseline = read_rate(url)
+        baseline = isolated(read_rate, url)
         print(f"baseline: read and decode the log      {baseline:12,.0f} events/s", flush=True)
-        rate, pending = engine_rate(url, args.events)
+        rate, pending = isolated(engine_rate, url, args.events)
         print(f"engine: profiles + segments + flows    {rate:12,.0f} events/s  (ratio {rate / baseline:.2f})")
         print(f"pending timers after the run           {pending:12,}", flush=True)
-        fired, secs, rss = fire_timers(url)
+        pending, secs, rss = isolated(plan_million, url, args.date_flows)
         print(
-            f"timers fired after a 60-day jump       {fired:12,} in {secs:.1f}s = {fired / secs:,.0f}/s, "
-            f"peak RSS {rss:,.0f} MB",
+            f"{args.date_flows} date flows applied: timers pending      {pending:12,} "
+            f"(planned in {secs:.0f}s, peak heap {rss:,.0f} MB)",
             flush=True,
         )
-        p50, p99, n = latency(url, args.rate, args.seconds)
+        fired, enrolled, secs, rss = isolated(fire_timers, url, 370)
+        print(
+            f"clock +1 year: timers fired           {fired:12,} in {secs:.0f}s = {fired / secs:,.0f}/s, "
+            f"{enrolled:,} enrollments, peak heap {rss:,.0f} MB",
+            flush=True,
+        )
+        p50, p99, n = isolated(latency, url, args.rate, args.seconds)
         print(
             f"latency at {args.rate}/s for {args.seconds:.0f}s ({n:,} events): "
             f"event-to-decision p50 {p50:.1f} ms, p99 {p99:.1f} ms"

@@ -262,6 +262,9 @@ class Pass:
     # timers ------------------------------------------------------------------------------
     def _schedule(self, timer: Timer, *, loaded: bool = False) -> None:
         key = timer.identity
+        previous = self._live.get(key)
+        if not loaded and previous is not None and previous.id is not None:
+            timer.id = previous.id  # re-arming a stored timer: if this one fires, its row is claimed
         self._live[key] = timer
         if not loaded:
             self.changes.timers[key] = timer

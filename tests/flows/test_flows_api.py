@@ -1,0 +1,66 @@
+"""The flows and segments admin API: errors, versions, statuses, on both databases."""
+
+from __future__ import annotations
+
+from tests.flows.conftest import FlowEnv
+
+FLOW = "id: tip\ntrigger: {event: Feature Used}\nreentry: every_time\n"
+
+
+def test_put_validates_with_lines_and_suggestions(env: FlowEnv) -> None:
+    r = env.put("flow", "tip", "id: tip\ntrigger:\n  event: Feature Used\nreentri: once\n")
+    assert r.status_code == 400
+    body = r.json()
+    assert body["code"] == "invalid_definition"
+    assert body["problems"] == [
+        {"line": 4, "message": "unknown key 'reentri' in document (did you mean 'reentry'?)"}
+    ]
+    assert env.put("flow", "other", FLOW).json()["code"] == "invalid_definition"  # id mismatch
+    assert env.put("segment", "tip", FLOW).status_code == 400  # a flow sent as a segment
+    assert env.put("flow", "tip", "id: tip\ntrigger: [").json()["message"].startswith("1 problem")
+    with env.admin() as c:
+        assert c.get("/v1/flows/tip").status_code == 404
+        assert c.get("/v1/flows/tip").json()["code"] == "flow_not_found"
+        assert c.post("/v1/flows/tip/pause").status_code == 404
+        assert c.get("/v1/flows", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+def test_versions_status_and_enrollments(env: FlowEnv) -> None:
+    assert env.put("flow", "tip", FLOW).json() == {"id": "tip", "kind": "flow", "version": 1, "changed": True}
+    assert env.put("flow", "tip", FLOW).json()["changed"] is False
+    json_body = '{"id": "tip", "trigger": {"event": "Feature Used"}, "reentry": "once"}'
+    assert env.put("flow", "tip", json_body).json()["version"] == 2
+    env.send({"type": "track", "userId": "ada", "event": "Feature Used"})
+    with env.admin() as c:
+        listed = c.get("/v1/flows").json()["flows"]
+        assert [(f["id"], f["version"], f["status"], f["trigger"]) for f in listed] == [
+            ("tip", 2, "active", "event")
+        ]
+        versions = c.get("/v1/flows/tip/versions").json()["versions"]
+        assert [v["definition"].get("reentry") for v in versions] == ["every_time", "once"]
+        assert c.get("/v1/flows/tip/versions/1").json()["definition"]["reentry"] == "every_time"
+        rows = c.get("/v1/flows/tip/enrollments").json()["enrollments"]
+        assert [(e["flowVersion"], e["outcome"], e["trigger"]) for e in rows] == [(2, "send", "event")]
+        assert c.delete("/v1/flows/tip").json()["status"] == "archived"
+    env.send({"type": "track", "userId": "ada", "event": "Feature Used"})
+    assert len(env.enrollments("tip")) == 1  # archived: no longer enrolls
+    assert env.put("flow", "tip", json_body).json()["version"] == 3  # applying again revives it
+    with env.admin() as c:
+        assert c.get("/v1/flows/tip").json()["status"] == "active"
+
+
+def test_segments_list_with_sizes(env: FlowEnv) -> None:
+    env.segment("pro", "kind: segment\nid: pro\nrule: {trait: plan, equals: pro}\n")
+    env.send(
+        {"type": "identify", "userId": "ada", "traits": {"plan": "pro"}},
+        {"type": "identify", "userId": "bob", "traits": {"plan": "free"}},
+    )
+    with env.admin() as c:
+        assert [(s["id"], s["members"]) for s in c.get("/v1/segments").json()["segments"]] == [("pro", 1)]
+        assert c.get("/v1/segments/pro").json()["definition"]["kind"] == "segment"
+        page = c.get("/v1/segments/pro/members", params={"limit": 1}).json()
+        assert [m["userId"] for m in page["members"]] == ["ada"]
+        assert page["next"] is not None
+    env.send({"type": "identify", "userId": "ada", "traits": {"plan": "free"}})
+    with env.admin() as c:
+        assert c.get("/v1/segments").json()["segments"][0]["members"] == 0

@@ -1,0 +1,56 @@
+"""`momently worker` runs the engine alone, beside an API that does not: events sent to one
+process are turned into enrollments by the other, and SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from momently import catalog
+from momently.domain.definitions import load
+from momently.domain.event import BatchDefaults, Event, normalize
+from momently.services import Services
+from momently.settings import Settings
+
+
+@pytest.mark.slow
+def test_worker_processes_the_log_and_stops_on_sigterm(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    s = Services.build(Settings(database_url=url, run_engine=False))
+    try:
+        s.workspaces.create("w", name="w", now=s.clock.now())
+        docs, _ = load("id: hi\ntrigger: {event: Signed Up}\n", "f.yaml")
+        catalog.apply(s, "w", catalog.Loaded(docs, []))
+        ev = normalize(
+            {"type": "track", "userId": "ada", "event": "Signed Up"},
+            default_type=None,
+            defaults=BatchDefaults(),
+            received_at=s.clock.now(),
+        )
+        assert isinstance(ev, Event)
+        with s.db.write() as conn:
+            s.events.append(conn, [("w", ev)])
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "momently", "--database-url", url, "worker"],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not s.engine_state.enrollments("w") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert [e.outcome for e in s.engine_state.enrollments("w")] == ["send"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "engine stopped" in err
+    finally:
+        s.close()
