@@ -107,6 +107,7 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
     os.environ["MOMENTLY_DATABASE_URL"] = st.database_url
     if st.run_engine:
         c.services.projector.start()
+        c.services.dispatcher.start()
     uvicorn.run(
         "momently.api.app:app_from_env",
         factory=True,
@@ -560,6 +561,44 @@ def segments_members(c: _Ctx, segment_id: str, workspace_id: str, limit: int) ->
         click.echo(f"{pid}  {user or '-':24} since {format_timestamp(from_millis(since))}")
 
 
+@main.group()
+def deliveries() -> None:
+    """The outbox: what was sent, what is waiting, what failed."""
+
+
+@deliveries.command("list")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--failed", is_flag=True, help="Only dead deliveries (every channel of the plan failed).")
+@click.option("--status", "statuses", multiple=True, help="pending, sending, sent, dead or suppressed.")
+@click.option("--limit", default=50, show_default=True)
+@pass_ctx
+def deliveries_list(c: _Ctx, workspace_id: str, failed: bool, statuses: tuple[str, ...], limit: int) -> None:
+    """Newest first: id, status, channel, attempts, flow, person, last error."""
+    wanted = ["dead"] if failed else list(statuses) or None
+    rows = c.services.outbox.list(workspace_id, statuses=wanted, limit=limit)
+    for d in rows:
+        when = format_timestamp(from_millis(d.updated_ms))
+        click.echo(
+            f"{d.id:>8}  {d.status:10} {d.channel or '-':8} attempts {d.attempts}  {d.flow_id:24} "
+            f"{d.person_id}  {when}  {d.last_error or ''}".rstrip()
+        )
+    if not rows:
+        click.echo("no deliveries" + (" have failed" if failed else ""), err=True)
+
+
+@deliveries.command("retry")
+@click.argument("delivery_id", type=int)
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def deliveries_retry(c: _Ctx, delivery_id: int, workspace_id: str) -> None:
+    """Send a dead delivery again, from the first channel of its plan."""
+    from momently.domain.timestamps import to_millis
+
+    if not c.services.outbox.retry(workspace_id, delivery_id, now_ms=to_millis(c.services.clock.now())):
+        raise click.ClickException(f"no dead delivery {delivery_id} in {workspace_id}")
+    click.echo(f"delivery {delivery_id}: pending again; a running engine sends it within a second")
+
+
 @main.command()
 @pass_ctx
 def worker(c: _Ctx) -> None:
@@ -571,6 +610,7 @@ def worker(c: _Ctx) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     s.projector.start()
+    s.dispatcher.start()
     click.echo(f"engine running on {s.db.safe_url}; Ctrl-C to stop", err=True)
     try:
         while not stop.wait(0.5):
@@ -578,6 +618,7 @@ def worker(c: _Ctx) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        s.dispatcher.stop()
         s.projector.stop()
     click.echo("engine stopped", err=True)
 
@@ -591,5 +632,7 @@ def demo(c: _Ctx, port: int | None, people: int, exit_after: bool) -> None:
     """Serve a ready 'demo' workspace, send it synthetic shop traffic, show a profile."""
     from momently.demo import run_demo
 
-    c.settings = c.settings.with_overrides(port=port)
+    c.settings = c.settings.with_overrides(
+        port=port, console_path=c.settings.console_path or "momently-messages.jsonl"
+    )
     sys.exit(run_demo(c.services, people=people, exit_after=exit_after))

@@ -69,6 +69,7 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
         while time.monotonic() < deadline and not _caught_up(s):
             time.sleep(0.1)
         s.projector.run_until_idle()  # and the timers now due (abandoned carts)
+        s.dispatcher.run_until_idle()  # and the messages decided
         got = httpx.get(f"{base}/v1/profiles/user-1", headers={"Authorization": f"Bearer {admin}"})
         profile = got.json() if got.status_code == 200 else None
     if profile is not None:
@@ -86,6 +87,15 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
     sizes = s.engine_state.segment_sizes(WORKSPACE)
     segs = s.definitions.heads(WORKSPACE, "segment")
     click.echo("segment sizes: " + ", ".join(f"{seg.id} {sizes.get(seg.id, 0)}" for seg in segs))
+    statuses: dict[str, int] = {}
+    for d in s.outbox.list(WORKSPACE, limit=1_000_000):
+        statuses[d.status] = statuses.get(d.status, 0) + 1
+    where = settings.console_path or "standard output"
+    click.echo(
+        "deliveries: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) or "none")
+        + f"; console messages in {where} (momently deliveries list --workspace demo)"
+    )
     click.echo(f"""
 Workspace '{WORKSPACE}' is ready at {base}
   write key:   {write}

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+from momently.channels.base import Channel
+from momently.channels.console import ConsoleChannel
+from momently.channels.webhook import WebhookChannel
 from momently.clock import Clock, SystemClock
+from momently.engine.dispatcher import Dispatcher, RetryPolicy
 from momently.engine.flows import FlowStage
 from momently.engine.log_writer import LogWriter
 from momently.engine.profile_projector import ProfileProjector
@@ -14,6 +19,7 @@ from momently.store.database import Database
 from momently.store.definitions import Definitions
 from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
+from momently.store.outbox import Outbox
 from momently.store.profiles import ProfileStore
 from momently.store.workspaces import Workspaces
 
@@ -30,6 +36,9 @@ class Services:
     projector: ProfileProjector
     definitions: Definitions
     engine_state: EngineState
+    outbox: Outbox
+    dispatcher: Dispatcher
+    webhook: WebhookChannel
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
@@ -50,6 +59,32 @@ class Services:
             dedup_window=timedelta(days=settings.dedup_window_days),
             on_commit=projector.wake,
         )
+        outbox = Outbox(db)
+        webhook = WebhookChannel(
+            settings.webhook_url,
+            settings.webhook_secret,
+            timeout=settings.webhook_timeout_seconds,
+            allow_private=settings.allow_private_webhooks,
+        )
+        channels: dict[str, Channel] = {
+            "console": ConsoleChannel(Path(settings.console_path) if settings.console_path else None)
+        }
+        if settings.webhook_url:
+            channels["webhook"] = webhook
+        dispatcher = Dispatcher(
+            db,
+            outbox,
+            events,
+            profiles,
+            definitions,
+            channels,
+            clock,
+            retry=RetryPolicy(
+                max_attempts=settings.dispatch_max_attempts,
+                base_ms=int(settings.dispatch_backoff_seconds * 1000),
+            ),
+        )
+        projector.on_batch = lambda _ws, _cursor: dispatcher.wake()
         return cls(
             settings,
             clock,
@@ -61,6 +96,9 @@ class Services:
             projector,
             definitions,
             engine_state,
+            outbox,
+            dispatcher,
+            webhook,
         )
 
     def start(self) -> None:
@@ -68,8 +106,11 @@ class Services:
         self.writer.start()
         if self.settings.run_engine:
             self.projector.start()
+            self.dispatcher.start()
 
     def close(self) -> None:
+        self.dispatcher.stop()
         self.projector.stop()
         self.writer.stop()
+        self.webhook.close()
         self.db.dispose()

@@ -45,6 +45,24 @@ class Settings(BaseSettings):
         return value
 
     log_level: str = Field(default="info")
+    webhook_url: str | None = Field(default=None, description="where the webhook channel POSTs messages")
+    webhook_secret: str | None = Field(
+        default=None,
+        description="Standard Webhooks signing secret, whsec_<base64>; required for the webhook channel",
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    allow_private_webhooks: bool = Field(
+        default=False, description="allow webhook URLs on private, loopback or link-local addresses"
+    )
+    console_path: str | None = Field(
+        default=None, description="file the console channel appends JSON lines to (default: standard output)"
+    )
+    dispatch_max_attempts: int = Field(
+        default=5, ge=1, description="attempts per channel before falling back"
+    )
+    dispatch_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="first retry delay (doubles, jittered)"
+    )
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply CLI flags; a flag left at None keeps the environment's value."""

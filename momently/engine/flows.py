@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy import Connection
 
 from momently.domain import geo
@@ -593,6 +594,24 @@ class Pass:
             )
             if d.outcome == "send":
                 last[(c.flow.id, c.person_id)] = c.now_ms
+                self.changes.deliveries.append(
+                    {
+                        "key": f"{c.flow.id}:{c.person_id}:{c.occurrence}",
+                        "flow_id": c.flow.id,
+                        "flow_version": c.flow.version,
+                        "person_id": c.person_id,
+                        "occurrence": c.occurrence,
+                        "trigger_seq": c.seq,
+                        "variant": d.variant,
+                        "channels": orjson.dumps(list(c.flow.channels)).decode(),
+                        "channel_index": 0,
+                        "status": "pending",
+                        "attempts": 0,
+                        "next_attempt_ms": d.at_ms if d.at_ms is not None else c.now_ms,
+                        "created_ms": c.now_ms,
+                        "updated_ms": c.now_ms,
+                    }
+                )
             self.changes.enrollments.append(
                 Enrollment(
                     flow_id=c.flow.id,

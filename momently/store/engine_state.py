@@ -20,6 +20,7 @@ from momently.store.database import Database
 from momently.store.events import EventLog
 from momently.store.schema import (
     cohort_members,
+    deliveries,
     emitted,
     enrollments,
     event_names,
@@ -79,6 +80,7 @@ class Changes:
     enrollments: list[Enrollment] = field(default_factory=list)
     derived: list[Event] = field(default_factory=list)
     merges: list[tuple[str, str]] = field(default_factory=list)  # (loser, winner), in order
+    deliveries: list[dict[str, Any]] = field(default_factory=list)  # outbox rows for send decisions
 
 
 class EngineState:
@@ -355,6 +357,11 @@ class EngineState:
                     }
                     for e in ch.enrollments
                 ],
+            )
+        if ch.deliveries:
+            conn.execute(
+                self._insert(deliveries).on_conflict_do_nothing(index_elements=["workspace_id", "key"]),
+                [{"workspace_id": ws, **row} for row in ch.deliveries],
             )
         if ch.derived:
             ids = [ev.message_id for ev in ch.derived]

@@ -229,3 +229,33 @@ emitted = Table(
     Column("workspace_id", String(64), primary_key=True),
     Column("message_id", String(256), primary_key=True),
 )
+
+
+# --- messages -----------------------------------------------------------------------------
+# The outbox: one row per send decision, written in the engine's transaction; the dispatcher
+# claims rows (a lease), hands them to channels and records every outcome.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("key", String(300), nullable=False),  # flow:person:occurrence, the idempotency key
+    Column("flow_id", String(64), nullable=False),
+    Column("flow_version", Integer, nullable=False),
+    Column("person_id", String(32), nullable=False),
+    Column("occurrence", String(200), nullable=False),
+    Column("trigger_seq", BigInteger, nullable=True),
+    Column("variant", String(64), nullable=True),
+    Column("channels", Text, nullable=False),  # JSON list: the plan, in fallback order
+    Column("channel_index", Integer, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),  # pending | sending | sent | dead | suppressed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_until_ms", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("provider_id", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_ms)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,12 +84,11 @@ class FlowEnv:
         return [e.name for e in self.services.events.read(self.workspace, after_seq=0, limit=100000)]
 
 
-@pytest.fixture
-def env(database_url: str) -> Iterator[FlowEnv]:
+@contextmanager
+def make_env(database_url: str, **overrides: Any) -> Iterator[FlowEnv]:
     clock = ManualClock(START)
-    services = Services.build(
-        Settings(database_url=database_url, auth_cache_seconds=0.0, run_engine=False), clock=clock
-    )
+    settings = Settings(database_url=database_url, auth_cache_seconds=0.0, run_engine=False, **overrides)
+    services = Services.build(settings, clock=clock)
     ws = services.workspaces.create("acme", name="Acme", now=clock.now())
     write = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=clock.now())
     admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=clock.now())
@@ -109,3 +109,9 @@ def env(database_url: str) -> Iterator[FlowEnv]:
         server.should_exit = True
         thread.join(timeout=15)
         services.close()
+
+
+@pytest.fixture
+def env(database_url: str) -> Iterator[FlowEnv]:
+    with make_env(database_url) as e:
+        yield e

@@ -1,0 +1,1 @@
+"""One adapter per channel, behind the ``Channel`` protocol in ``channels.base``."""

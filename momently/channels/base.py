@@ -1,0 +1,53 @@
+"""The one interface every channel implements, and what a send can come back with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from momently.domain.message import Rendered
+from momently.domain.profile import Profile
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One delivery attempt, as a channel sees it. ``key`` is stable across retries: channels
+    hand it to the provider as the idempotency key, so a retry after a crash is not a second
+    message."""
+
+    key: str
+    delivery_id: int
+    workspace_id: str
+    flow_id: str
+    flow_version: int
+    occurrence: str
+    profile: Profile
+    message: Rendered
+    trigger: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """``retryable``: try the same channel again later (timeouts, 5xx, 429); otherwise move on
+    to the next channel of the plan."""
+
+    reason: str
+    retryable: bool
+
+
+Result = Sent | Failed
+
+
+class Channel(Protocol):
+    name: str
+
+    def address(self, profile: Profile) -> str | None:
+        """Where this person is reached on this channel, or None when they cannot be."""
+        ...
+
+    def send(self, outgoing: Outgoing, address: str) -> Result: ...

@@ -1,0 +1,95 @@
+"""The webhook channel: a JSON POST signed per the Standard Webhooks spec (``webhook-id``,
+``webhook-timestamp``, ``webhook-signature``), so receivers verify it with any Standard
+Webhooks library. ``webhook-id`` is the delivery key: the same across retries, so a receiver
+that de-duplicates on it never acts twice on one delivery.
+
+Private, loopback and link-local addresses are refused unless allowed in settings, so a flow
+cannot be pointed at the inside of the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from standardwebhooks import Webhook
+
+from momently.channels.base import Failed, Outgoing, Result, Sent
+from momently.domain.profile import Profile
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class WebhookChannel:
+    name = "webhook"
+
+    def __init__(
+        self, url: str | None, secret: str | None, *, timeout: float = 5.0, allow_private: bool = False
+    ) -> None:
+        self.url = url
+        self.signer = Webhook(secret) if secret else None
+        self.allow_private = allow_private
+        self.client = httpx.Client(timeout=timeout, follow_redirects=False)
+
+    def address(self, profile: Profile) -> str | None:
+        return self.url
+
+    def close(self) -> None:
+        self.client.close()
+
+    def send(self, outgoing: Outgoing, address: str) -> Result:
+        if self.signer is None:
+            return Failed("webhook_secret_not_set", retryable=False)
+        refused = self._refused(address)
+        if refused is not None:
+            return Failed(refused, retryable=False)
+        p = outgoing.profile
+        body = orjson.dumps(
+            {
+                "type": "message",
+                "deliveryKey": outgoing.key,
+                "workspace": outgoing.workspace_id,
+                "flow": outgoing.flow_id,
+                "flowVersion": outgoing.flow_version,
+                "occurrence": outgoing.occurrence,
+                "person": {"personId": p.person_id, "userId": p.user_id, "email": p.email, "phone": p.phone},
+                "message": outgoing.message.as_json(),
+                "trigger": outgoing.trigger,
+            }
+        ).decode()
+        now = datetime.now(UTC)
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": outgoing.key,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self.signer.sign(outgoing.key, now, body),
+        }
+        try:
+            reply = self.client.post(address, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return Failed("timeout", retryable=True)
+        except httpx.HTTPError as exc:
+            return Failed(f"connection_error: {type(exc).__name__}", retryable=True)
+        if 200 <= reply.status_code < 300:
+            return Sent(provider_id=reply.headers.get("x-request-id"))
+        return Failed(f"http_{reply.status_code}", retryable=reply.status_code in RETRYABLE_STATUS)
+
+    def _refused(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return "invalid_webhook_url"
+        if self.allow_private:
+            return None
+        try:
+            infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return "webhook_host_not_found"
+        for info in infos:
+            ip = ipaddress.ip_address(info[4][0])
+            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast:
+                return "address_not_allowed"
+        return None

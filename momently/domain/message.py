@@ -1,0 +1,136 @@
+"""Message content: the variant a decision chose, rendered for one channel with Liquid (the
+template language Braze, Customer.io and Shopify users already write).
+
+Templates see only the data given to them (traits, computed attributes, the trigger event);
+Liquid cannot reach Python objects or files. A missing value never renders as "Hi ,": null
+and empty values count as missing, a template must give a ``default``, or the send is
+suppressed with reason ``render_missing_value``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from liquid import Environment, StrictDefaultUndefined
+from liquid.exceptions import LiquidError
+
+from momently.domain.profile import Profile
+from momently.domain.timestamps import format_timestamp, from_millis
+
+RENDER_MISSING_VALUE = "render_missing_value"
+RENDER_ERROR = "render_error"
+NO_CONTENT = "no_content"
+FIELDS = ("title", "subject", "body")
+
+_env = Environment(undefined=StrictDefaultUndefined)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    variant: str
+    title: str | None
+    body: str
+    action_label: str | None = None
+    action_url: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"variant": self.variant, "title": self.title, "body": self.body}
+        if self.action_label or self.action_url:
+            out["action"] = {"label": self.action_label, "url": self.action_url}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class NotRendered:
+    reason: str
+    detail: str
+
+
+def _present(value: Any) -> Any:
+    """Drop nulls and empty strings, recursively, so templates see them as missing."""
+    if isinstance(value, Mapping):
+        return {str(k): _present(v) for k, v in value.items() if v is not None and v != ""}
+    if isinstance(value, list):
+        return [_present(v) for v in value if v is not None and v != ""]
+    return value
+
+
+def template_data(profile: Profile, event: Mapping[str, Any] | None) -> dict[str, Any]:
+    def iso(ms: int | None) -> str | None:
+        return format_timestamp(from_millis(ms)) if ms is not None else None
+
+    data: dict[str, Any] = _present(
+        {
+            "traits": profile.traits,
+            "profile": {
+                "user_id": profile.user_id,
+                "email": profile.email,
+                "phone": profile.phone,
+                "timezone": profile.timezone,
+            },
+            "computed": {
+                "orders_count": profile.orders_count,
+                "revenue": profile.revenue,
+                "last_order": iso(profile.last_order_ms),
+                "first_seen": iso(profile.first_seen_ms),
+                "last_seen": iso(profile.last_seen_ms),
+            },
+            "event": dict(event or {}),
+        }
+    )
+    return data
+
+
+def variant_of(message: Mapping[str, Any], variant_id: str | None) -> dict[str, Any] | None:
+    variants = message.get("variants")
+    if isinstance(variants, list) and variants:
+        for v in variants:
+            if isinstance(v, dict) and v.get("id", "default") == (variant_id or "default"):
+                return v
+        first = variants[0]
+        return first if isinstance(first, dict) else None
+    return dict(message) if message else None
+
+
+def render(
+    message: Mapping[str, Any], variant_id: str | None, channel: str, data: Mapping[str, Any]
+) -> Rendered | NotRendered:
+    """The variant's fields, with its ``channel`` block overriding the common ones."""
+    variant = variant_of(message, variant_id)
+    if variant is None:
+        return NotRendered(NO_CONTENT, "the flow has no message")
+    spec: dict[str, Any] = {k: v for k, v in variant.items() if k in (*FIELDS, "action")}
+    override = variant.get(channel)
+    if isinstance(override, dict):
+        spec.update(override)
+    if not isinstance(spec.get("body"), str):
+        return NotRendered(NO_CONTENT, f"variant '{variant.get('id', 'default')}' has no body for {channel}")
+    out: dict[str, str | None] = {}
+    raw_action = spec.get("action")
+    action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
+    sources = {
+        "title": spec.get("title", spec.get("subject")),
+        "body": spec["body"],
+        "action_label": action.get("label"),
+        "action_url": action.get("url"),
+    }
+    for name, source in sources.items():
+        if source is None:
+            out[name] = None
+            continue
+        try:
+            text = _env.from_string(str(source)).render(**data)
+        except LiquidError as exc:
+            first = str(exc).splitlines()[0]
+            reason = RENDER_MISSING_VALUE if "undefined" in first else RENDER_ERROR
+            return NotRendered(reason, f"{name}: {first}")
+        out[name] = text.strip()
+    return Rendered(
+        variant=str(variant.get("id", "default")),
+        title=out["title"],
+        body=out["body"] or "",
+        action_label=out["action_label"],
+        action_url=out["action_url"],
+    )

@@ -1,0 +1,286 @@
+"""The dispatcher: drains the deliveries outbox into channels.
+
+For each claimed delivery it loads the person and the flow version that decided it, renders
+the variant for the current channel of the plan and hands it over. Then, in one transaction,
+it records the outcome on the row and appends what happened to the event log (``Message
+Sent``, ``Message Failed``, ``Message Suppressed``), so funnels are queries over the log.
+
+- Retryable failures (timeouts, 5xx, 429) are retried on the same channel with exponential
+  backoff and full jitter, up to ``max_attempts``.
+- A channel that cannot be used (not configured, no address for this person, a permanent
+  failure, or retries exhausted) hands over to the next channel of the plan; when none is
+  left the delivery is dead, with its reason (``momently deliveries list --failed``).
+- A dispatcher that dies mid-send leaves its lease to expire; the delivery is tried again
+  with the same delivery key, which channels give providers as the idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
+from momently.clock import Clock
+from momently.domain.event import derived_event
+from momently.domain.message import NotRendered, render, template_data
+from momently.domain.profile import Profile
+from momently.domain.timestamps import to_millis
+from momently.store.database import Database
+from momently.store.definitions import Definitions, UnknownDefinition
+from momently.store.events import EventLog
+from momently.store.outbox import Delivery, Outbox
+from momently.store.profiles import ProfileStore
+
+log = logging.getLogger(__name__)
+
+MESSAGE_SENT = "Message Sent"
+MESSAGE_FAILED = "Message Failed"
+MESSAGE_SUPPRESSED = "Message Suppressed"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_ms: int = 2_000
+    cap_ms: int = 600_000
+
+    def delay_ms(self, attempts: int, rng: random.Random) -> int:
+        """Full jitter: uniform in [0, min(cap, base * 2^(attempts-1))], at least 1 s."""
+        ceiling = min(self.cap_ms, self.base_ms * 2 ** max(0, attempts - 1))
+        return max(1000, int(rng.uniform(0, ceiling)))
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        events: EventLog,
+        profiles: ProfileStore,
+        definitions: Definitions,
+        channels: Mapping[str, Channel],
+        clock: Clock,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        lease_ms: int = 60_000,
+        batch: int = 100,
+        seed: int | None = None,
+    ) -> None:
+        self.db = db
+        self.outbox = outbox
+        self.events = events
+        self.profiles = profiles
+        self.definitions = definitions
+        self.channels = dict(channels)
+        self.clock = clock
+        self.retry = retry
+        self.lease_ms = lease_ms
+        self.batch = batch
+        self._rng = random.Random(seed)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # driving -----------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self, *, idle_poll_seconds: float = 0.5) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    busy = self.run_once()
+                except Exception:  # keep going; leases bring unfinished rows back
+                    log.exception("dispatch round failed; retrying")
+                    busy = 0
+                    self._stop.wait(1.0)
+                if not busy:
+                    self._wake.wait(idle_poll_seconds)
+                    self._wake.clear()
+
+        self._thread = threading.Thread(target=loop, name="momently-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+        self._thread = None
+
+    def run_once(self) -> int:
+        now = to_millis(self.clock.now())
+        claimed = self.outbox.claim(now_ms=now, lease_ms=self.lease_ms, limit=self.batch)
+        for delivery in claimed:
+            self._deliver(delivery)
+        return len(claimed)
+
+    def run_until_idle(self) -> int:
+        total = 0
+        while done := self.run_once():
+            total += done
+        return total
+
+    # one delivery ------------------------------------------------------------------------
+    def _deliver(self, d: Delivery) -> None:
+        profile = self.profiles.get(d.workspace_id, d.person_id)
+        if profile is None:
+            self._dead(d, None, "person_not_found", channel=d.channel)
+            return
+        try:
+            flow = self.definitions.get(d.workspace_id, "flow", d.flow_id, d.flow_version).body
+        except UnknownDefinition:
+            self._dead(d, profile, "flow_not_found", channel=d.channel)
+            return
+        trigger = None
+        if d.trigger_seq is not None:
+            found = self.events.by_seqs(d.workspace_id, [d.trigger_seq])
+            trigger = found[0].body if found else None
+        name = d.channel
+        channel = self.channels.get(name) if name is not None else None
+        if channel is None:
+            self._next_channel(d, profile, "channel_not_configured")
+            return
+        address = channel.address(profile)
+        if address is None:
+            self._next_channel(d, profile, "no_address")
+            return
+        raw_message = flow.get("message")
+        message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
+        rendered = render(message, d.variant, channel.name, template_data(profile, trigger))
+        if isinstance(rendered, NotRendered):
+            self._suppress(d, profile, rendered.reason, rendered.detail)
+            return
+        outgoing = Outgoing(
+            key=f"{d.workspace_id}:{d.key}",
+            delivery_id=d.id,
+            workspace_id=d.workspace_id,
+            flow_id=d.flow_id,
+            flow_version=d.flow_version,
+            occurrence=d.occurrence,
+            profile=profile,
+            message=rendered,
+            trigger=trigger,
+        )
+        try:
+            result: Result = channel.send(outgoing, address)
+        except Exception as exc:  # a channel bug must not lose the delivery
+            log.exception("channel %s raised", channel.name)
+            result = Failed(f"channel_error: {type(exc).__name__}", retryable=True)
+        if isinstance(result, Sent):
+            self._record(
+                d,
+                profile,
+                {
+                    "status": "sent",
+                    "provider_id": result.provider_id,
+                    "last_error": None,
+                    "lease_until_ms": None,
+                },
+                MESSAGE_SENT,
+                {"channel": channel.name, "provider_id": result.provider_id, "variant": rendered.variant},
+            )
+        elif result.retryable and d.attempts < self.retry.max_attempts:
+            now = to_millis(self.clock.now())
+            retry_at = now + self.retry.delay_ms(d.attempts, self._rng)
+            self._record(
+                d,
+                profile,
+                {
+                    "status": "pending",
+                    "next_attempt_ms": retry_at,
+                    "last_error": result.reason,
+                    "lease_until_ms": None,
+                },
+                MESSAGE_FAILED,
+                {"channel": channel.name, "reason": result.reason, "retry_at": retry_at, "final": False},
+            )
+        else:
+            self._next_channel(d, profile, result.reason)
+
+    def _next_channel(self, d: Delivery, profile: Profile, reason: str) -> None:
+        """Fall back to the next channel of the plan, or give up."""
+        if d.channel_index + 1 < len(d.channels):
+            self._record(
+                d,
+                profile,
+                {
+                    "status": "pending",
+                    "channel_index": d.channel_index + 1,
+                    "attempts": 0,
+                    "next_attempt_ms": to_millis(self.clock.now()),
+                    "last_error": reason,
+                    "lease_until_ms": None,
+                },
+                MESSAGE_FAILED,
+                {
+                    "channel": d.channel,
+                    "reason": reason,
+                    "fallback": d.channels[d.channel_index + 1],
+                    "final": False,
+                },
+            )
+        else:
+            self._dead(d, profile, reason, channel=d.channel)
+
+    def _dead(self, d: Delivery, profile: Profile | None, reason: str, *, channel: str | None) -> None:
+        self._record(
+            d,
+            profile,
+            {"status": "dead", "last_error": reason, "lease_until_ms": None},
+            MESSAGE_FAILED,
+            {"channel": channel, "reason": reason, "final": True},
+        )
+
+    def _suppress(self, d: Delivery, profile: Profile, reason: str, detail: str) -> None:
+        self._record(
+            d,
+            profile,
+            {"status": "suppressed", "last_error": f"{reason}: {detail}", "lease_until_ms": None},
+            MESSAGE_SUPPRESSED,
+            {"channel": d.channel, "reason": reason, "detail": detail},
+        )
+
+    def _record(
+        self,
+        d: Delivery,
+        profile: Profile | None,
+        values: dict[str, Any],
+        event: str,
+        properties: dict[str, Any],
+    ) -> None:
+        now = self.clock.now()
+        values["updated_ms"] = to_millis(now)
+        props = {
+            "delivery_id": d.id,
+            "delivery_key": d.key,
+            "flow_id": d.flow_id,
+            "flow_version": d.flow_version,
+            "occurrence": d.occurrence,
+            "attempt": d.attempts,
+            **{k: v for k, v in properties.items() if v is not None},
+        }
+        ev = derived_event(
+            message_id=f"momently:delivery:{d.id}:{d.channel_index}:{d.attempts}:{values['status']}",
+            name=event,
+            user_id=profile.user_id if profile is not None else None,
+            anonymous_id=(profile.anonymous_ids or (None,))[0]
+            if profile is not None and not profile.user_id
+            else None,
+            at=now,
+            received_at=now,
+            properties=props,
+        )
+        with self.db.write() as conn:
+            self.outbox.finish(conn, d.id, **values)
+            if ev.user_id is not None or ev.anonymous_id is not None:
+                self.events.append(conn, [(d.workspace_id, ev)])

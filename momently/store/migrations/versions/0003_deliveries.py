@@ -1,0 +1,44 @@
+"""Messages: the deliveries outbox.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "deliveries",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("workspace_id", sa.String(64), nullable=False),
+        sa.Column("key", sa.String(300), nullable=False),
+        sa.Column("flow_id", sa.String(64), nullable=False),
+        sa.Column("flow_version", sa.Integer, nullable=False),
+        sa.Column("person_id", sa.String(32), nullable=False),
+        sa.Column("occurrence", sa.String(200), nullable=False),
+        sa.Column("trigger_seq", sa.BigInteger, nullable=True),
+        sa.Column("variant", sa.String(64), nullable=True),
+        sa.Column("channels", sa.Text, nullable=False),
+        sa.Column("channel_index", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("next_attempt_ms", sa.BigInteger, nullable=False),
+        sa.Column("lease_until_ms", sa.BigInteger, nullable=True),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("provider_id", sa.Text, nullable=True),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.Column("updated_ms", sa.BigInteger, nullable=False),
+        sa.UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
+    )
+    op.create_index("ix_deliveries_due", "deliveries", ["status", "next_attempt_ms"])
+
+
+def downgrade() -> None:
+    op.drop_table("deliveries")

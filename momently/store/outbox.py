@@ -1,0 +1,131 @@
+"""The deliveries outbox: written with the engine's decisions, drained by the dispatcher.
+
+A row is claimed with a lease (``status = sending``, ``lease_until_ms``); a dispatcher that
+dies mid-send leaves the lease to expire and the row is tried again, with the same delivery
+key, which channels pass to providers as the idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from momently.store.database import Database
+from momently.store.schema import deliveries
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    workspace_id: str
+    key: str
+    flow_id: str
+    flow_version: int
+    person_id: str
+    occurrence: str
+    trigger_seq: int | None
+    variant: str | None
+    channels: list[str]
+    channel_index: int
+    status: str
+    attempts: int
+    next_attempt_ms: int
+    last_error: str | None
+    provider_id: str | None
+    created_ms: int
+    updated_ms: int
+
+    @property
+    def channel(self) -> str | None:
+        return self.channels[self.channel_index] if self.channel_index < len(self.channels) else None
+
+
+class Outbox:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    def add(self, conn: Connection, workspace_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new deliveries; one already there for the same key is left alone (replays)."""
+        if rows:
+            conn.execute(
+                self._insert(deliveries).on_conflict_do_nothing(index_elements=["workspace_id", "key"]),
+                [{"workspace_id": workspace_id, **r} for r in rows],
+            )
+
+    def claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+        due = or_(
+            and_(deliveries.c.status == "pending", deliveries.c.next_attempt_ms <= now_ms),
+            and_(deliveries.c.status == "sending", deliveries.c.lease_until_ms <= now_ms),
+        )
+        pick = select(deliveries.c.id).where(due).order_by(deliveries.c.next_attempt_ms).limit(limit)
+        if self.db.dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        with self.db.write() as conn:
+            rows = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(pick.scalar_subquery()), due)
+                .values(
+                    status="sending", lease_until_ms=now_ms + lease_ms, attempts=deliveries.c.attempts + 1
+                )
+                .returning(*deliveries.c)
+            ).all()
+        return sorted((_delivery(dict(r._mapping)) for r in rows), key=lambda d: d.next_attempt_ms)
+
+    def finish(self, conn: Connection, delivery_id: int, **values: Any) -> None:
+        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+    def list(
+        self, workspace_id: str, *, statuses: Sequence[str] | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        query = select(deliveries).where(deliveries.c.workspace_id == workspace_id)
+        if statuses:
+            query = query.where(deliveries.c.status.in_(list(statuses)))
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit)).all()
+        return [_delivery(dict(r._mapping)) for r in rows]
+
+    def retry(self, workspace_id: str, delivery_id: int, *, now_ms: int) -> bool:
+        """A dead delivery back to pending, from the first channel of its plan."""
+        with self.db.write() as conn:
+            done = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.workspace_id == workspace_id,
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.status == "dead",
+                )
+                .values(
+                    status="pending", attempts=0, channel_index=0, next_attempt_ms=now_ms, updated_ms=now_ms
+                )
+                .returning(deliveries.c.id)
+            ).first()
+        return done is not None
+
+
+def _delivery(m: dict[str, Any]) -> Delivery:
+    return Delivery(
+        id=int(m["id"]),
+        workspace_id=str(m["workspace_id"]),
+        key=str(m["key"]),
+        flow_id=str(m["flow_id"]),
+        flow_version=int(m["flow_version"]),
+        person_id=str(m["person_id"]),
+        occurrence=str(m["occurrence"]),
+        trigger_seq=int(m["trigger_seq"]) if m["trigger_seq"] is not None else None,
+        variant=m["variant"],
+        channels=list(orjson.loads(m["channels"])),
+        channel_index=int(m["channel_index"]),
+        status=str(m["status"]),
+        attempts=int(m["attempts"]),
+        next_attempt_ms=int(m["next_attempt_ms"]),
+        last_error=m["last_error"],
+        provider_id=m["provider_id"],
+        created_ms=int(m["created_ms"]),
+        updated_ms=int(m["updated_ms"]),
+    )

@@ -1,0 +1,239 @@
+"""Decisions become messages: the outbox and dispatcher against a real webhook receiver
+(Standard Webhooks signatures verified with the ``standardwebhooks`` library) and the console
+channel, on SQLite and PostgreSQL, on virtual time."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from tests.flows.conftest import FlowEnv, make_env
+
+SECRET = "whsec_" + base64.b64encode(b"momently-test-secret-0123456789ab").decode()
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that verifies every request's signature and answers
+    with the next status of ``script`` (then 200)."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.received: list[dict[str, Any]] = []
+        self.ids: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                payload = Webhook(SECRET).verify(body, headers)  # raises on a bad signature
+                receiver.received.append(payload)
+                receiver.ids.append(headers["webhook-id"])
+                status = receiver.script.pop(0) if receiver.script else 200
+                self.send_response(status)
+                self.send_header("x-request-id", f"req-{len(receiver.received)}")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def env(database_url: str, receiver: Receiver, tmp_path: Path) -> Iterator[FlowEnv]:
+    with make_env(
+        database_url,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        allow_private_webhooks=True,
+        console_path=str(tmp_path / "console.jsonl"),
+        dispatch_max_attempts=3,
+        dispatch_backoff_seconds=10,
+    ) as e:
+        yield e
+
+
+TIP = """
+id: tip
+trigger: {event: Feature Used}
+reentry: every_time
+channels: %s
+message:
+  variants:
+    - id: short
+      title: "Nice, {{ traits.name | default: 'there' }}!"
+      body: "You used {{ event.properties.feature }}. Try the shortcut next time."
+      action: {label: Show me, url: "https://app.example/tips/{{ event.properties.feature }}"}
+"""
+
+
+def used(env: FlowEnv, user: str = "ada", feature: str = "export", **traits: Any) -> None:
+    env.send(
+        {"type": "identify", "userId": user, "traits": traits},
+        {"type": "track", "userId": user, "event": "Feature Used", "properties": {"feature": feature}},
+    )
+
+
+def dispatch(env: FlowEnv) -> None:
+    env.services.dispatcher.run_until_idle()
+
+
+def log_of(env: FlowEnv, name: str) -> list[dict[str, Any]]:
+    events = env.services.events.read(env.workspace, after_seq=0, limit=10_000)
+    return [e.body["properties"] for e in events if e.name == name]
+
+
+def test_webhook_receives_a_signed_rendered_message(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("tip", TIP % "[webhook]")
+    used(env, name="Ada")
+    dispatch(env)
+    assert len(receiver.received) == 1
+    got = receiver.received[0]
+    assert got["message"] == {
+        "variant": "short",
+        "title": "Nice, Ada!",
+        "body": "You used export. Try the shortcut next time.",
+        "action": {"label": "Show me", "url": "https://app.example/tips/export"},
+    }
+    assert got["flow"] == "tip"
+    assert got["person"]["userId"] == "ada"
+    assert got["trigger"]["event"] == "Feature Used"
+    [sent] = log_of(env, "Message Sent")
+    assert sent["channel"] == "webhook"
+    assert sent["provider_id"] == "req-1"
+    assert [d.status for d in env.services.outbox.list(env.workspace)] == ["sent"]
+
+
+def test_retryable_failures_back_off_then_succeed_with_one_delivery_key(
+    env: FlowEnv, receiver: Receiver
+) -> None:
+    env.flow("tip", TIP % "[webhook]")
+    receiver.script = [500, 503]
+    used(env)
+    dispatch(env)
+    assert [d.status for d in env.services.outbox.list(env.workspace)] == ["pending"]
+    for _ in range(2):
+        env.clock.advance(timedelta(seconds=41))  # past the longest jittered delay (10 s, then 20 s)
+        dispatch(env)
+    assert [d.status for d in env.services.outbox.list(env.workspace)] == ["sent"]
+    assert len(set(receiver.ids)) == 1  # three requests, one webhook-id: the receiver can de-duplicate
+    assert len(receiver.ids) == 3
+    failed = log_of(env, "Message Failed")
+    assert [(f["reason"], f["final"]) for f in failed] == [("http_500", False), ("http_503", False)]
+    assert len(log_of(env, "Message Sent")) == 1
+
+
+def test_exhausted_channel_falls_back_then_dead_letters(
+    env: FlowEnv, receiver: Receiver, tmp_path: Path
+) -> None:
+    env.flow("tip", TIP % "[webhook, console]")
+    env.flow("tip-only-hook", (TIP % "[webhook]").replace("id: tip", "id: tip-only-hook"))
+    receiver.script = [500] * 6
+    used(env)
+    dispatch(env)
+    for _ in range(3):
+        env.clock.advance(timedelta(minutes=5))
+        dispatch(env)
+    by_flow = {d.flow_id: d for d in env.services.outbox.list(env.workspace)}
+    assert by_flow["tip"].status == "sent"
+    assert by_flow["tip"].channel == "console"
+    line = json.loads((tmp_path / "console.jsonl").read_text().splitlines()[0])
+    assert line["title"] == "Nice, there!"
+    assert by_flow["tip-only-hook"].status == "dead"
+    assert by_flow["tip-only-hook"].last_error == "http_500"
+    dead = [f for f in log_of(env, "Message Failed") if f["final"]]
+    assert [f["flow_id"] for f in dead] == ["tip-only-hook"]
+    # the operator fixes the receiver and retries the dead delivery
+    receiver.script = []
+    assert env.services.outbox.retry(env.workspace, by_flow["tip-only-hook"].id, now_ms=_now(env))
+    dispatch(env)
+    assert {d.flow_id: d.status for d in env.services.outbox.list(env.workspace)} == {
+        "tip": "sent",
+        "tip-only-hook": "sent",
+    }
+
+
+def test_missing_value_suppresses_instead_of_rendering_blank(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("tip", (TIP % "[webhook]").replace("traits.name | default: 'there'", "traits.name"))
+    used(env, name="")  # an empty trait is missing too
+    dispatch(env)
+    assert receiver.received == []
+    [d] = env.services.outbox.list(env.workspace)
+    assert d.status == "suppressed"
+    [s] = log_of(env, "Message Suppressed")
+    assert s["reason"] == "render_missing_value"
+
+
+def test_a_crash_after_sending_resends_with_the_same_key(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("tip", TIP % "[webhook]")
+    used(env)
+    dispatcher = env.services.dispatcher
+    original = dispatcher._record
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed after the provider accepted, before the outcome was stored")
+
+    dispatcher._record = crash  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        dispatcher.run_once()
+    dispatcher._record = original  # type: ignore[method-assign]
+    dispatch(env)
+    assert len(receiver.ids) == 1  # the lease has not expired: nobody sends it again yet
+    env.clock.advance(timedelta(seconds=61))
+    dispatch(env)
+    assert len(receiver.ids) == 2
+    assert receiver.ids[0] == receiver.ids[1]
+    assert [d.status for d in env.services.outbox.list(env.workspace)] == ["sent"]
+
+
+def test_private_addresses_are_refused_unless_allowed(database_url: str, receiver: Receiver) -> None:
+    with make_env(database_url, webhook_url=receiver.url, webhook_secret=SECRET) as e:
+        e.flow("tip", TIP % "[webhook]")
+        used(e)
+        dispatch(e)
+        [d] = e.services.outbox.list(e.workspace)
+        assert (d.status, d.last_error) == ("dead", "address_not_allowed")
+        assert receiver.received == []
+
+
+def _now(env: FlowEnv) -> int:
+    return int(env.clock.now().timestamp() * 1000)
+
+
+def test_deliveries_api_lists_and_retries(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("tip", TIP % "[webhook]")
+    receiver.script = [400]  # permanent: no retry, no fallback left
+    used(env)
+    dispatch(env)
+    with env.admin() as c:
+        [dead] = c.get("/v1/deliveries", params={"status": "dead"}).json()["deliveries"]
+        assert (dead["flow"], dead["lastError"], dead["channel"]) == ("tip", "http_400", "webhook")
+        assert c.post(f"/v1/deliveries/{dead['id']}/retry").json()["status"] == "pending"
+        assert c.post(f"/v1/deliveries/{dead['id']}/retry").status_code == 404  # no longer dead
+    dispatch(env)
+    with env.admin() as c:
+        assert [d["status"] for d in c.get("/v1/deliveries").json()["deliveries"]] == ["sent"]
