@@ -10,7 +10,7 @@ from momently.channels.base import Channel
 from momently.channels.console import ConsoleChannel
 from momently.channels.webhook import WebhookChannel
 from momently.clock import Clock, SystemClock
-from momently.engine.dispatcher import Dispatcher, RetryPolicy
+from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
 from momently.engine.flows import FlowStage
 from momently.engine.log_writer import LogWriter
 from momently.engine.profile_projector import ProfileProjector
@@ -71,6 +71,8 @@ class Services:
         }
         if settings.webhook_url:
             channels["webhook"] = webhook
+        workspaces = Workspaces(db)
+        base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
         dispatcher = Dispatcher(
             db,
             outbox,
@@ -79,6 +81,7 @@ class Services:
             definitions,
             channels,
             clock,
+            links=ActionLinks(base_url, workspaces),
             retry=RetryPolicy(
                 max_attempts=settings.dispatch_max_attempts,
                 base_ms=int(settings.dispatch_backoff_seconds * 1000),
@@ -90,7 +93,7 @@ class Services:
             clock,
             db,
             events,
-            Workspaces(db),
+            workspaces,
             profiles,
             writer,
             projector,

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         return value
 
     log_level: str = Field(default="info")
+    public_url: str | None = Field(
+        default=None,
+        description="base URL people reach this server at, for one-tap links (default http://HOST:PORT)",
+    )
     webhook_url: str | None = Field(default=None, description="where the webhook channel POSTs messages")
     webhook_secret: str | None = Field(
         default=None,

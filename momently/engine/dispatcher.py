@@ -20,13 +20,15 @@ import logging
 import random
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.clock import Clock
+from momently.domain.actions import ACTION_TAKEN, DEFAULT_TTL_SECONDS, Action, sign
+from momently.domain.durations import parse_duration
 from momently.domain.event import derived_event
-from momently.domain.message import NotRendered, render, template_data
+from momently.domain.message import NotRendered, Rendered, render, template_data
 from momently.domain.profile import Profile
 from momently.domain.timestamps import to_millis
 from momently.store.database import Database
@@ -34,12 +36,21 @@ from momently.store.definitions import Definitions, UnknownDefinition
 from momently.store.events import EventLog
 from momently.store.outbox import Delivery, Outbox
 from momently.store.profiles import ProfileStore
+from momently.store.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
 MESSAGE_SENT = "Message Sent"
 MESSAGE_FAILED = "Message Failed"
 MESSAGE_SUPPRESSED = "Message Suppressed"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionLinks:
+    """Where one-tap links point (the public URL of this server) and the workspaces' keys."""
+
+    base_url: str
+    workspaces: Workspaces
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,7 @@ class Dispatcher:
         clock: Clock,
         *,
         retry: RetryPolicy = RetryPolicy(),
+        links: ActionLinks | None = None,
         lease_ms: int = 60_000,
         batch: int = 100,
         seed: int | None = None,
@@ -78,6 +90,7 @@ class Dispatcher:
         self.channels = dict(channels)
         self.clock = clock
         self.retry = retry
+        self.links = links
         self.lease_ms = lease_ms
         self.batch = batch
         self._rng = random.Random(seed)
@@ -160,6 +173,7 @@ class Dispatcher:
         if isinstance(rendered, NotRendered):
             self._suppress(d, profile, rendered.reason, rendered.detail)
             return
+        rendered = self._with_action_link(d, flow, profile, rendered)
         outgoing = Outgoing(
             key=f"{d.workspace_id}:{d.key}",
             delivery_id=d.id,
@@ -206,6 +220,30 @@ class Dispatcher:
             )
         else:
             self._next_channel(d, profile, result.reason)
+
+    def _with_action_link(
+        self, d: Delivery, flow: dict[str, Any], profile: Profile, rendered: Rendered
+    ) -> Rendered:
+        """The call to action becomes a one-tap link that records the flow's goal event (or
+        ``Action Taken``) for this person, then redirects to the action's own URL."""
+        if self.links is None or not (rendered.action_url or rendered.action_label):
+            return rendered
+        goal = flow.get("goal") if isinstance(flow.get("goal"), dict) else None
+        ttl = parse_duration(goal["within"]) // 1000 if goal and "within" in goal else DEFAULT_TTL_SECONDS
+        action = Action(
+            delivery_key=d.key,
+            flow_id=d.flow_id,
+            person_id=d.person_id,
+            user_id=profile.user_id,
+            anonymous_id=None if profile.user_id else (profile.anonymous_ids or (None,))[0],
+            event=str(goal["event"]) if goal and "event" in goal else ACTION_TAKEN,
+            label=rendered.action_label,
+            redirect=rendered.action_url,
+            ttl_seconds=max(int(ttl), 3600),
+        )
+        secret = self.links.workspaces.signing_key(d.workspace_id, now=self.clock.now())
+        token = sign(secret, action, self.clock.now)
+        return replace(rendered, action_url=f"{self.links.base_url}/a/{d.workspace_id}/{token}")
 
     def _next_channel(self, d: Delivery, profile: Profile, reason: str) -> None:
         """Fall back to the next channel of the plan, or give up."""

@@ -259,3 +259,12 @@ deliveries = Table(
     UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_ms)
+
+# Per-workspace secrets for signed links (one-tap actions), created on first use.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from momently.domain.credentials import KeyKind, display_prefix, hash_secret, new_secret
 from momently.domain.timestamps import to_millis
 from momently.store.database import Database
-from momently.store.schema import api_keys, workspaces
+from momently.store.schema import api_keys, signing_keys, workspaces
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -54,6 +56,32 @@ class IssuedKey:
 class Workspaces:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._keys: dict[str, str] = {}
+
+    def signing_key(self, workspace_id: str, *, now: datetime) -> str:
+        """The workspace's secret for signed links, created on first use and kept."""
+        cached = self._keys.get(workspace_id)
+        if cached is not None:
+            return cached
+        with self.db.read() as conn:
+            found = conn.execute(
+                select(signing_keys.c.secret).where(signing_keys.c.workspace_id == workspace_id)
+            ).scalar()
+        if found is None:
+            insert_ = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+            with self.db.write() as conn:
+                conn.execute(
+                    insert_(signing_keys)
+                    .values(
+                        workspace_id=workspace_id, secret=secrets.token_urlsafe(48), created_ms=to_millis(now)
+                    )
+                    .on_conflict_do_nothing()
+                )
+                found = conn.execute(
+                    select(signing_keys.c.secret).where(signing_keys.c.workspace_id == workspace_id)
+                ).scalar()
+        self._keys[workspace_id] = str(found)
+        return str(found)
 
     def create(
         self, workspace_id: str, *, name: str | None, now: datetime, rate_limit: float | None = None

@@ -87,12 +87,13 @@ class FlowEnv:
 @contextmanager
 def make_env(database_url: str, **overrides: Any) -> Iterator[FlowEnv]:
     clock = ManualClock(START)
+    port = free_port()
+    overrides.setdefault("public_url", f"http://127.0.0.1:{port}")
     settings = Settings(database_url=database_url, auth_cache_seconds=0.0, run_engine=False, **overrides)
     services = Services.build(settings, clock=clock)
     ws = services.workspaces.create("acme", name="Acme", now=clock.now())
     write = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=clock.now())
     admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=clock.now())
-    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

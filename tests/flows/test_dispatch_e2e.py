@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from standardwebhooks import Webhook
 
@@ -113,12 +114,15 @@ def test_webhook_receives_a_signed_rendered_message(env: FlowEnv, receiver: Rece
     dispatch(env)
     assert len(receiver.received) == 1
     got = receiver.received[0]
+    link = got["message"]["action"].pop("url")
     assert got["message"] == {
         "variant": "short",
         "title": "Nice, Ada!",
         "body": "You used export. Try the shortcut next time.",
-        "action": {"label": "Show me", "url": "https://app.example/tips/export"},
+        "action": {"label": "Show me"},
     }
+    assert link.startswith(f"{env.url}/a/acme/")  # a one-tap link to the rendered URL
+    assert httpx.get(link).headers["location"] == "https://app.example/tips/export"
     assert got["flow"] == "tip"
     assert got["person"]["userId"] == "ada"
     assert got["trigger"]["event"] == "Feature Used"
@@ -237,3 +241,62 @@ def test_deliveries_api_lists_and_retries(env: FlowEnv, receiver: Receiver) -> N
     dispatch(env)
     with env.admin() as c:
         assert [d["status"] for d in c.get("/v1/deliveries").json()["deliveries"]] == ["sent"]
+
+
+GOAL = """
+id: eta
+trigger: {event: Parcel At Hub}
+channels: [webhook]
+goal: {event: Delivery Confirmed, within: 6h}
+message:
+  body: "Your parcel is at the hub. Keep the {{ event.properties.slot }} slot?"
+  action: {label: Keep, url: "https://shop.example/kept"}
+"""
+
+
+def test_one_tap_action_records_the_goal_once_and_redirects(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("eta", GOAL)
+    env.send({"type": "track", "userId": "ada", "event": "Parcel At Hub", "properties": {"slot": "14:00"}})
+    dispatch(env)
+    link = receiver.received[0]["message"]["action"]["url"]
+    assert link.startswith(f"{env.url}/a/acme/")
+    with httpx.Client() as c:
+        first = c.get(link)
+        again = c.get(link)
+    assert first.status_code == 303
+    assert first.headers["location"] == "https://shop.example/kept"
+    assert again.status_code == 303
+    confirmed = [
+        e
+        for e in env.services.events.read(env.workspace, after_seq=0, limit=1000)
+        if e.name == "Delivery Confirmed"
+    ]
+    assert len(confirmed) == 1  # two taps, one goal event
+    assert confirmed[0].user_id == "ada"
+    assert confirmed[0].body["properties"]["via"] == "one_tap"
+
+
+def test_forged_altered_and_expired_links_are_refused(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("eta", GOAL)
+    for user in ("ada", "bob"):
+        env.send({"type": "track", "userId": user, "event": "Parcel At Hub", "properties": {"slot": "9:00"}})
+    dispatch(env)
+    ada_link, bob_link = (r["message"]["action"]["url"] for r in receiver.received)
+
+    def parts(link: str) -> tuple[str, str]:
+        token = link.rsplit("/", 1)[1]
+        payload, _, signature = token.rpartition(".")  # payload (may start with "."), timestamp.signature
+        head, _, stamp = payload.rpartition(".")
+        return head, f"{stamp}.{signature}"
+
+    bob_payload, _ = parts(bob_link)
+    ada_payload, ada_signature = parts(ada_link)
+    swapped = ada_link.replace(f"{ada_payload}.{ada_signature}", f"{bob_payload}.{ada_signature}")
+    with httpx.Client() as c:
+        assert c.get(swapped).status_code == 400  # bob's payload under ada's signature
+        assert c.get(ada_link[:-3] + "abc").status_code == 400  # forged signature
+        assert c.get(ada_link.replace("/a/acme/", "/a/other/")).status_code == 404
+        env.clock.advance(timedelta(hours=7))  # the goal window was 6h
+        assert c.get(ada_link).status_code == 410
+    names = [e.name for e in env.services.events.read(env.workspace, after_seq=0, limit=1000)]
+    assert "Delivery Confirmed" not in names

@@ -1,4 +1,4 @@
-"""Messages: the deliveries outbox.
+"""Messages: the deliveries outbox and per-workspace signing keys for action links.
 
 Revision ID: 0003
 Revises: 0002
@@ -38,7 +38,14 @@ def upgrade() -> None:
         sa.UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
     )
     op.create_index("ix_deliveries_due", "deliveries", ["status", "next_attempt_ms"])
+    op.create_table(
+        "signing_keys",
+        sa.Column("workspace_id", sa.String(64), primary_key=True),
+        sa.Column("secret", sa.String(128), nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("signing_keys")
     op.drop_table("deliveries")

@@ -1,0 +1,72 @@
+"""One-tap actions: ``GET /a/{workspace}/{token}`` records the action as an event for the
+person the link was sent to (the flow's goal event, so it counts as the micro-conversion),
+durably, then redirects to the action's URL or shows a small confirmation page."""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from momently.domain.actions import ExpiredAction, InvalidAction, read
+from momently.domain.event import BatchDefaults, Event, normalize
+from momently.engine.log_writer import WriterStopped
+from momently.services import Services
+
+PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><title>{title}</title>
+<body style="font:16px system-ui,sans-serif;display:grid;place-items:center;min-height:90vh;margin:0">
+<main style="text-align:center;max-width:24rem;padding:1rem"><h1 style="font-size:1.4rem">{title}</h1>
+<p>{text}</p></main></body></html>"""
+
+
+def page(status: int, title: str, text: str) -> HTMLResponse:
+    return HTMLResponse(PAGE.format(title=html.escape(title), text=html.escape(text)), status_code=status)
+
+
+def router(services: Services) -> APIRouter:
+    r = APIRouter(tags=["actions"])
+
+    @r.get("/a/{workspace_id}/{token}", summary="A one-tap action link", include_in_schema=True)
+    async def take_action(workspace_id: str, token: str) -> Response:
+        if await run_in_threadpool(services.workspaces.get, workspace_id) is None:
+            return page(404, "Link not found", "This link does not lead anywhere.")
+        secret = await run_in_threadpool(
+            services.workspaces.signing_key, workspace_id, now=services.clock.now()
+        )
+        try:
+            action = read(secret, token, now=services.clock.now)
+        except ExpiredAction:
+            return page(
+                410, "This link has expired", "It was only valid for a while. Open the app to carry on."
+            )
+        except InvalidAction:
+            return page(400, "This link is not valid", "It may have been cut short when it was copied.")
+        raw = {
+            "type": "track",
+            "event": action.event,
+            "userId": action.user_id,
+            "anonymousId": action.anonymous_id,
+            "messageId": f"action:{action.delivery_key}",  # a second tap is a duplicate
+            "properties": {
+                "flow_id": action.flow_id,
+                "delivery_key": action.delivery_key,
+                "action": action.label,
+                "via": "one_tap",
+            },
+        }
+        ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=services.clock.now())
+        if not isinstance(ev, Event):
+            return page(400, "This link is not valid", ev.message)
+        try:
+            await services.writer.append(workspace_id, [ev])
+        except WriterStopped:
+            return page(503, "Please try again", "We could not record that just now.")
+        if action.redirect and urlsplit(action.redirect).scheme in ("http", "https"):
+            return RedirectResponse(action.redirect, status_code=303)
+        return page(200, "Done", f"{action.label or 'Your answer'}: recorded. You can close this page.")
+
+    return r
