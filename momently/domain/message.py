@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from liquid import Environment, StrictDefaultUndefined
+from liquid import BoundTemplate, Environment, StrictDefaultUndefined
 from liquid.exceptions import LiquidError
 
 from momently.domain.profile import Profile
@@ -25,6 +26,12 @@ NO_CONTENT = "no_content"
 FIELDS = ("title", "subject", "body")
 
 _env = Environment(undefined=StrictDefaultUndefined)
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str) -> BoundTemplate:
+    """Parsed once per distinct template text: flows send the same few templates many times."""
+    return _env.from_string(source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +128,7 @@ def render(
             out[name] = None
             continue
         try:
-            text = _env.from_string(str(source)).render(**data)
+            text = _template(str(source)).render(**data)
         except LiquidError as exc:
             first = str(exc).splitlines()[0]
             reason = RENDER_MISSING_VALUE if "undefined" in first else RENDER_ERROR

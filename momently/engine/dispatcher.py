@@ -20,6 +20,7 @@ import logging
 import random
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,7 +28,7 @@ from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.clock import Clock
 from momently.domain.actions import ACTION_TAKEN, DEFAULT_TTL_SECONDS, Action, sign
 from momently.domain.durations import parse_duration
-from momently.domain.event import derived_event
+from momently.domain.event import Event, derived_event
 from momently.domain.message import NotRendered, Rendered, render, template_data
 from momently.domain.profile import Profile
 from momently.domain.timestamps import to_millis
@@ -80,6 +81,7 @@ class Dispatcher:
         links: ActionLinks | None = None,
         lease_ms: int = 60_000,
         batch: int = 100,
+        concurrency: int = 8,
         seed: int | None = None,
     ) -> None:
         self.db = db
@@ -93,6 +95,9 @@ class Dispatcher:
         self.links = links
         self.lease_ms = lease_ms
         self.batch = batch
+        self.concurrency = concurrency
+        self._executor: ThreadPoolExecutor | None = None
+        self._flows: dict[tuple[str, str, int], dict[str, Any]] = {}  # versions never change
         self._rng = random.Random(seed)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -123,19 +128,49 @@ class Dispatcher:
         self._thread.start()
 
     def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-        self._thread = None
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
     def run_once(self) -> int:
+        """Claim a batch, send its messages concurrently, then record every outcome (and its
+        ``Message …`` event) in one transaction: one commit per batch, not per message."""
         now = to_millis(self.clock.now())
         claimed = self.outbox.claim(now_ms=now, lease_ms=self.lease_ms, limit=self.batch)
-        for delivery in claimed:
-            self._deliver(delivery)
+        if not claimed:
+            return 0
+        outcomes: list[_Outcome] = []
+        if len(claimed) == 1 or self.concurrency == 1:
+            outcomes = [self._deliver(d) for d in claimed]
+        else:
+            outcomes = list(self._pool().map(self._deliver, claimed))
+        self._commit(outcomes)
         return len(claimed)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="momently-send"
+            )
+        return self._executor
+
+    def _commit(self, outcomes: list[_Outcome]) -> None:
+        with self.db.write() as conn:
+            for o in outcomes:
+                self.outbox.finish(conn, o.delivery.id, **o.values)
+            by_workspace: dict[str, list[tuple[str, Event]]] = {}
+            for o in outcomes:
+                if o.event is not None:
+                    by_workspace.setdefault(o.delivery.workspace_id, []).append(
+                        (o.delivery.workspace_id, o.event)
+                    )
+            for batch in by_workspace.values():
+                self.events.append(conn, batch)
 
     def run_until_idle(self) -> int:
         total = 0
@@ -144,16 +179,22 @@ class Dispatcher:
         return total
 
     # one delivery ------------------------------------------------------------------------
-    def _deliver(self, d: Delivery) -> None:
+    def _flow(self, d: Delivery) -> dict[str, Any]:
+        key = (d.workspace_id, d.flow_id, d.flow_version)
+        body = self._flows.get(key)
+        if body is None:
+            body = self.definitions.get(d.workspace_id, "flow", d.flow_id, d.flow_version).body
+            self._flows[key] = body
+        return body
+
+    def _deliver(self, d: Delivery) -> _Outcome:
         profile = self.profiles.get(d.workspace_id, d.person_id)
         if profile is None:
-            self._dead(d, None, "person_not_found", channel=d.channel)
-            return
+            return self._dead(d, None, "person_not_found", channel=d.channel)
         try:
-            flow = self.definitions.get(d.workspace_id, "flow", d.flow_id, d.flow_version).body
+            flow = self._flow(d)
         except UnknownDefinition:
-            self._dead(d, profile, "flow_not_found", channel=d.channel)
-            return
+            return self._dead(d, profile, "flow_not_found", channel=d.channel)
         trigger = None
         if d.trigger_seq is not None:
             found = self.events.by_seqs(d.workspace_id, [d.trigger_seq])
@@ -161,18 +202,15 @@ class Dispatcher:
         name = d.channel
         channel = self.channels.get(name) if name is not None else None
         if channel is None:
-            self._next_channel(d, profile, "channel_not_configured")
-            return
+            return self._next_channel(d, profile, "channel_not_configured")
         address = channel.address(profile)
         if address is None:
-            self._next_channel(d, profile, "no_address")
-            return
+            return self._next_channel(d, profile, "no_address")
         raw_message = flow.get("message")
         message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
         rendered = render(message, d.variant, channel.name, template_data(profile, trigger))
         if isinstance(rendered, NotRendered):
-            self._suppress(d, profile, rendered.reason, rendered.detail)
-            return
+            return self._suppress(d, profile, rendered.reason, rendered.detail)
         rendered = self._with_action_link(d, flow, profile, rendered)
         outgoing = Outgoing(
             key=f"{d.workspace_id}:{d.key}",
@@ -191,7 +229,7 @@ class Dispatcher:
             log.exception("channel %s raised", channel.name)
             result = Failed(f"channel_error: {type(exc).__name__}", retryable=True)
         if isinstance(result, Sent):
-            self._record(
+            return self._record(
                 d,
                 profile,
                 {
@@ -206,7 +244,7 @@ class Dispatcher:
         elif result.retryable and d.attempts < self.retry.max_attempts:
             now = to_millis(self.clock.now())
             retry_at = now + self.retry.delay_ms(d.attempts, self._rng)
-            self._record(
+            return self._record(
                 d,
                 profile,
                 {
@@ -218,8 +256,7 @@ class Dispatcher:
                 MESSAGE_FAILED,
                 {"channel": channel.name, "reason": result.reason, "retry_at": retry_at, "final": False},
             )
-        else:
-            self._next_channel(d, profile, result.reason)
+        return self._next_channel(d, profile, result.reason)
 
     def _with_action_link(
         self, d: Delivery, flow: dict[str, Any], profile: Profile, rendered: Rendered
@@ -245,10 +282,10 @@ class Dispatcher:
         token = sign(secret, action, self.clock.now)
         return replace(rendered, action_url=f"{self.links.base_url}/a/{d.workspace_id}/{token}")
 
-    def _next_channel(self, d: Delivery, profile: Profile, reason: str) -> None:
+    def _next_channel(self, d: Delivery, profile: Profile, reason: str) -> _Outcome:
         """Fall back to the next channel of the plan, or give up."""
         if d.channel_index + 1 < len(d.channels):
-            self._record(
+            return self._record(
                 d,
                 profile,
                 {
@@ -267,11 +304,10 @@ class Dispatcher:
                     "final": False,
                 },
             )
-        else:
-            self._dead(d, profile, reason, channel=d.channel)
+        return self._dead(d, profile, reason, channel=d.channel)
 
-    def _dead(self, d: Delivery, profile: Profile | None, reason: str, *, channel: str | None) -> None:
-        self._record(
+    def _dead(self, d: Delivery, profile: Profile | None, reason: str, *, channel: str | None) -> _Outcome:
+        return self._record(
             d,
             profile,
             {"status": "dead", "last_error": reason, "lease_until_ms": None},
@@ -279,8 +315,8 @@ class Dispatcher:
             {"channel": channel, "reason": reason, "final": True},
         )
 
-    def _suppress(self, d: Delivery, profile: Profile, reason: str, detail: str) -> None:
-        self._record(
+    def _suppress(self, d: Delivery, profile: Profile, reason: str, detail: str) -> _Outcome:
+        return self._record(
             d,
             profile,
             {"status": "suppressed", "last_error": f"{reason}: {detail}", "lease_until_ms": None},
@@ -295,7 +331,7 @@ class Dispatcher:
         values: dict[str, Any],
         event: str,
         properties: dict[str, Any],
-    ) -> None:
+    ) -> _Outcome:
         now = self.clock.now()
         values["updated_ms"] = to_millis(now)
         props = {
@@ -318,7 +354,13 @@ class Dispatcher:
             received_at=now,
             properties=props,
         )
-        with self.db.write() as conn:
-            self.outbox.finish(conn, d.id, **values)
-            if ev.user_id is not None or ev.anonymous_id is not None:
-                self.events.append(conn, [(d.workspace_id, ev)])
+        return _Outcome(d, values, ev if ev.user_id is not None or ev.anonymous_id is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What to write for one delivery once its batch is done."""
+
+    delivery: Delivery
+    values: dict[str, Any]
+    event: Event | None

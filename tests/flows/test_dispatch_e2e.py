@@ -196,15 +196,15 @@ def test_a_crash_after_sending_resends_with_the_same_key(env: FlowEnv, receiver:
     env.flow("tip", TIP % "[webhook]")
     used(env)
     dispatcher = env.services.dispatcher
-    original = dispatcher._record
+    original = dispatcher._commit
 
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("killed after the provider accepted, before the outcome was stored")
 
-    dispatcher._record = crash  # type: ignore[method-assign]
+    dispatcher._commit = crash  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         dispatcher.run_once()
-    dispatcher._record = original  # type: ignore[method-assign]
+    dispatcher._commit = original  # type: ignore[method-assign]
     dispatch(env)
     assert len(receiver.ids) == 1  # the lease has not expired: nobody sends it again yet
     env.clock.advance(timedelta(seconds=61))

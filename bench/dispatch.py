@@ -1,0 +1,177 @@
+"""Dispatch benchmark: messages/s from the outbox to the webhook channel against a local
+receiver, and event-to-handed-to-channel latency at a steady rate.
+
+    python bench/dispatch.py                       # SQLite
+    python bench/dispatch.py --database postgresql
+
+1. Baseline: the same signed JSON POSTs sent straight to the receiver by one keep-alive
+   client, in a loop (the ceiling of one sequential sender).
+2. Throughput: ``--messages`` send decisions already in the outbox (one flow, one person
+   each); the dispatcher drains them: render, sign, POST, record the outcome and append the
+   ``Message Sent`` event, per message.
+3. Latency: writer, engine and dispatcher running live; events appended at ``--rate``/s for
+   ``--seconds``; latency is from the event's commit to the receiver getting its message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import statistics
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ingest import FreshDatabase
+from momently import catalog
+from momently.domain.definitions import load
+from momently.domain.event import BatchDefaults, Event, normalize
+from momently.services import Services
+from momently.settings import Settings
+
+SECRET = "whsec_" + base64.b64encode(b"bench-secret-bench-secret-bench!").decode()
+FLOW = """
+id: ping
+trigger: {event: Ping}
+reentry: every_time
+channels: [webhook]
+message:
+  title: "Hello {{ traits.name | default: 'there' }}"
+  body: "Your order {{ event.properties.order }} is on its way."
+  action: {label: Track, url: "https://shop.example/track/{{ event.properties.order }}"}
+"""
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                receiver.arrivals.setdefault(self.headers["webhook-id"], time.perf_counter())
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def services(url: str, receiver: Receiver) -> Services:
+    return Services.build(
+        Settings(
+            database_url=url,
+            webhook_url=receiver.url,
+            webhook_secret=SECRET,
+            allow_private_webhooks=True,
+            run_engine=True,
+        )
+    )
+
+
+def ping(user: str, order: int, s: Services) -> Event:
+    raw = {"type": "track", "userId": user, "event": "Ping", "properties": {"order": order}}
+    ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=s.clock.now())
+    assert isinstance(ev, Event)
+    return ev
+
+
+def baseline(receiver: Receiver, n: int) -> float:
+    body = orjson.dumps({"type": "message", "message": {"title": "Hello", "body": "x" * 120}})
+    with httpx.Client() as c:
+        started = time.perf_counter()
+        for i in range(n):
+            c.post(
+                receiver.url,
+                content=body,
+                headers={"webhook-id": f"base-{i}", "content-type": "application/json"},
+            )
+        return n / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    fresh = FreshDatabase(args.database)
+    receiver = Receiver()
+    try:
+        url = fresh.new()
+        s = services(url, receiver)
+        try:
+            s.workspaces.create("w", name="bench", now=s.clock.now())
+            docs, problems = load(FLOW, "ping.yaml")
+            assert not problems, problems
+            catalog.apply(s, "w", catalog.Loaded(docs, []))
+            ceiling = baseline(receiver, args.messages)
+            print(f"baseline: one client POSTing to the receiver   {ceiling:8,.0f} requests/s")
+            with s.db.write() as conn:
+                s.events.append(conn, [("w", ping(f"u{i}", i, s)) for i in range(args.messages)])
+            s.projector.run_until_idle()
+            started = time.perf_counter()
+            sent = s.dispatcher.run_until_idle()
+            rate = sent / (time.perf_counter() - started)
+            print(
+                f"dispatcher: outbox -> webhook                  {rate:8,.0f} messages/s "
+                f"({sent:,} sent, ratio {rate / ceiling:.2f})"
+            )
+
+            s.start()  # writer, engine and dispatcher threads, as in `momently serve`
+            committed: dict[int, float] = {}  # seq -> commit time
+            per_tick = max(1, args.rate // 50)
+            t0 = time.perf_counter()
+            i = 0
+            while time.perf_counter() - t0 < args.seconds:
+                delay = t0 + i * per_tick / args.rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                s.writer.append_blocking("w", [ping(f"live{i}-{j}", j, s) for j in range(per_tick)])
+                done = time.perf_counter()
+                ws = s.workspaces.get("w")  # the only writer: the batch holds the last seqs
+                assert ws is not None
+                for seq in range(ws.last_seq - per_tick + 1, ws.last_seq + 1):
+                    committed[seq] = done
+                i += 1
+            time.sleep(3)
+            lat = []
+            for key, arrived in receiver.arrivals.items():
+                occurrence = key.rsplit(":", 1)[-1]  # w:ping:PERSON:e{seq}
+                seq = int(occurrence[1:]) if occurrence.startswith("e") and occurrence[1:].isdigit() else None
+                if seq in committed:
+                    lat.append((arrived - committed[seq]) * 1000)
+            lat.sort()
+            p50, p99 = statistics.median(lat), lat[int(len(lat) * 0.99)]
+            print(
+                f"latency at {args.rate}/s for {args.seconds:.0f}s: {len(lat):,} of {len(committed):,} "
+                f"delivered; event commit -> receiver p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+            )
+        finally:
+            s.close()
+    finally:
+        receiver.server.shutdown()
+        fresh.cleanup()
+
+
+if __name__ == "__main__":
+    main()
