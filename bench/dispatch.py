@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import multiprocessing
 import statistics
 import sys
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,27 +50,48 @@ message:
 """
 
 
+def _serve(port_out: Any, log_path: str) -> None:
+    """The receiver, in its own process (it must not share the GIL with the dispatcher):
+    answers 200 at once and logs ``webhook-id`` and arrival time (wall clock)."""
+    log = open(log_path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            log.write(f"{self.headers['webhook-id']} {time.time()}\n")
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port_out.put(server.server_address[1])
+    server.serve_forever()
+
+
 class Receiver:
-    def __init__(self) -> None:
-        self.arrivals: dict[str, float] = {}
-        receiver = self
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        ctx = multiprocessing.get_context("spawn")
+        ports: Any = ctx.Queue()
+        self.process = ctx.Process(target=_serve, args=(ports, str(log_path)), daemon=True)
+        self.process.start()
+        self.url = f"http://127.0.0.1:{ports.get(timeout=30)}/hook"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def arrivals(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for line in self.log_path.read_text().splitlines():
+            key, _, at = line.rpartition(" ")
+            out.setdefault(key, float(at))
+        return out
 
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["content-length"]))
-                receiver.arrivals.setdefault(self.headers["webhook-id"], time.perf_counter())
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.join()
 
 
 def services(url: str, receiver: Receiver) -> Services:
@@ -115,7 +136,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     fresh = FreshDatabase(args.database)
-    receiver = Receiver()
+    receiver = Receiver(fresh.tmp / "arrivals.log")
     try:
         url = fresh.new()
         s = services(url, receiver)
@@ -147,7 +168,7 @@ def main() -> None:
                 if delay > 0:
                     time.sleep(delay)
                 s.writer.append_blocking("w", [ping(f"live{i}-{j}", j, s) for j in range(per_tick)])
-                done = time.perf_counter()
+                done = time.time()
                 ws = s.workspaces.get("w")  # the only writer: the batch holds the last seqs
                 assert ws is not None
                 for seq in range(ws.last_seq - per_tick + 1, ws.last_seq + 1):
@@ -155,7 +176,7 @@ def main() -> None:
                 i += 1
             time.sleep(3)
             lat = []
-            for key, arrived in receiver.arrivals.items():
+            for key, arrived in receiver.arrivals().items():
                 occurrence = key.rsplit(":", 1)[-1]  # w:ping:PERSON:e{seq}
                 seq = int(occurrence[1:]) if occurrence.startswith("e") and occurrence[1:].isdigit() else None
                 if seq in committed:
@@ -169,7 +190,7 @@ def main() -> None:
         finally:
             s.close()
     finally:
-        receiver.server.shutdown()
+        receiver.close()
         fresh.cleanup()
 
 
