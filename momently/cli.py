@@ -569,7 +569,9 @@ def deliveries() -> None:
 @deliveries.command("list")
 @click.option("--workspace", "workspace_id", required=True)
 @click.option("--failed", is_flag=True, help="Only dead deliveries (every channel of the plan failed).")
-@click.option("--status", "statuses", multiple=True, help="pending, sending, sent, dead or suppressed.")
+@click.option(
+    "--status", "statuses", multiple=True, help="pending, sending, sent, dead, suppressed or expired."
+)
 @click.option("--limit", default=50, show_default=True)
 @pass_ctx
 def deliveries_list(c: _Ctx, workspace_id: str, failed: bool, statuses: tuple[str, ...], limit: int) -> None:

@@ -50,7 +50,12 @@ class Services:
         profiles = ProfileStore(db)
         definitions = Definitions(db)
         engine_state = EngineState(db, events)
-        flows = FlowStage(definitions, engine_state, default_timezone=settings.default_timezone)
+        flows = FlowStage(
+            definitions,
+            engine_state,
+            default_timezone=settings.default_timezone,
+            send_max_age_ms=int(settings.send_max_age_hours * 3_600_000),
+        )
         projector = ProfileProjector(db, events, profiles, flows=flows, clock=clock)
         writer = LogWriter(
             db,

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     console_path: str | None = Field(
         default=None, description="file the console channel appends JSON lines to (default: standard output)"
     )
+    send_max_age_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="a send decided longer ago than this (replays, new flows over history) is not delivered",
+    )
     dispatch_max_attempts: int = Field(
         default=5, ge=1, description="attempts per channel before falling back"
     )

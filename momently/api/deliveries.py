@@ -14,7 +14,7 @@ from momently.services import Services
 from momently.store.outbox import Delivery
 
 AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer mat_…")]
-Status = Literal["pending", "sending", "sent", "dead", "suppressed"]
+Status = Literal["pending", "sending", "sent", "dead", "suppressed", "expired"]
 
 
 def delivery_document(d: Delivery) -> dict[str, Any]:

@@ -126,11 +126,17 @@ class _Candidate:
 
 class FlowStage:
     def __init__(
-        self, definitions: Definitions, state: EngineState, *, default_timezone: str = "UTC"
+        self,
+        definitions: Definitions,
+        state: EngineState,
+        *,
+        default_timezone: str = "UTC",
+        send_max_age_ms: int = 86_400_000,
     ) -> None:
         self.definitions = definitions
         self.state = state
         self.default_tz = ZoneInfo(default_timezone)
+        self.send_max_age_ms = send_max_age_ms
         self._cache: dict[str, Compiled] = {}
         self._zones: dict[str, ZoneInfo] = {}
 
@@ -206,7 +212,9 @@ class FlowStage:
             horizon = due[-1].due_ms
             cut = next((i for i, ev in enumerate(events) if ev.time_ms > horizon), len(events))
             events = events[:cut]
-        return Pass(self, conn, workspace_id, compiled, events, due, horizon)
+        p = Pass(self, conn, workspace_id, compiled, events, due, horizon)
+        p.clock_ms = now_ms
+        return p
 
 
 class Pass:
@@ -227,6 +235,7 @@ class Pass:
         self.c = compiled
         self.events = events
         self.horizon = horizon
+        self.clock_ms = horizon  # wall-clock time of this batch, set by FlowStage.begin
         self.changes = Changes()
         self.members: dict[str, dict[str, int]] = {}
         self.history: dict[str, dict[str, list[int]]] = {}
@@ -605,7 +614,11 @@ class Pass:
                         "variant": d.variant,
                         "channels": orjson.dumps(list(c.flow.channels)).decode(),
                         "channel_index": 0,
-                        "status": "pending",
+                        # a decision about the distant past (a replay, a new flow over old
+                        # history) is recorded but not sent: nobody wants last month's nudge
+                        "status": "expired"
+                        if self.clock_ms - c.now_ms > self.stage.send_max_age_ms
+                        else "pending",
                         "attempts": 0,
                         "next_attempt_ms": d.at_ms if d.at_ms is not None else c.now_ms,
                         "created_ms": c.now_ms,

@@ -300,3 +300,14 @@ def test_forged_altered_and_expired_links_are_refused(env: FlowEnv, receiver: Re
         assert c.get(ada_link).status_code == 410
     names = [e.name for e in env.services.events.read(env.workspace, after_seq=0, limit=1000)]
     assert "Delivery Confirmed" not in names
+
+
+def test_decisions_about_the_distant_past_are_recorded_but_not_sent(env: FlowEnv, receiver: Receiver) -> None:
+    old = (env.clock.now() - timedelta(days=3)).isoformat()
+    env.send({"type": "track", "userId": "ada", "event": "Feature Used", "timestamp": old})
+    env.flow("tip", TIP % "[webhook]")
+    env.services.projector.replay(env.workspace)  # a new flow run over history
+    assert [e.outcome for e in env.enrollments("tip")] == ["send"]
+    dispatch(env)
+    assert receiver.received == []
+    assert [d.status for d in env.services.outbox.list(env.workspace)] == ["expired"]
