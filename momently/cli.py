@@ -562,6 +562,64 @@ def segments_members(c: _Ctx, segment_id: str, workspace_id: str, limit: int) ->
 
 
 @main.group()
+def messages() -> None:
+    """Look at message content before it is sent."""
+
+
+@messages.command("preview")
+@click.argument("flow_id")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--user", "user_id", required=True, help="Render for this person (their userId).")
+@pass_ctx
+def messages_preview(c: _Ctx, flow_id: str, workspace_id: str, user_id: str) -> None:
+    """Render every variant of FLOW on every channel of its plan, for a real profile, with the
+    person's latest event of the trigger's name as the trigger event."""
+    from momently.domain.message import NotRendered, render, template_data
+    from momently.store.definitions import UnknownDefinition
+
+    s = c.services
+    s.projector.run_until_idle()
+    try:
+        flow = s.definitions.get(workspace_id, "flow", flow_id).body
+    except UnknownDefinition as exc:
+        raise click.ClickException(str(exc)) from None
+    person = s.profiles.person_for(workspace_id, ("user", user_id))
+    profile = s.profiles.get(workspace_id, person) if person else None
+    if profile is None or person is None:
+        raise click.ClickException(f"no profile for {user_id!r} in {workspace_id}")
+    trigger = flow.get("trigger", {})
+    trigger_name = (
+        trigger.get("event")
+        or trigger.get("absence", {}).get("first", {}).get("event")
+        or trigger.get("cohort", {}).get("event")
+    )
+    latest = None
+    if isinstance(trigger_name, str):
+        seqs = s.profiles.event_seqs(workspace_id, person, before_seq=None, limit=500)
+        latest = next((e for e in s.events.by_seqs(workspace_id, seqs) if e.name == trigger_name), None)
+    raw_message = flow.get("message")
+    message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
+    raw_variants = message.get("variants")
+    variants: list[Any] = raw_variants if isinstance(raw_variants, list) else [message]
+    data = template_data(profile, latest.body if latest is not None else None)
+    about = f", trigger event seq {latest.seq}" if latest is not None else ", no trigger event"
+    click.echo(f"# {flow_id} for {user_id}{about}")
+    for variant in variants:
+        vid = str(variant.get("id", "default")) if isinstance(variant, dict) else "default"
+        for channel in flow.get("channels", ["console"]):
+            out = render(message, vid, channel, data)
+            if isinstance(out, NotRendered):
+                click.echo(f"[{vid} / {channel}] NOT SENT: {out.reason}: {out.detail}")
+                continue
+            click.echo(f"[{vid} / {channel}]")
+            if out.title:
+                click.echo(f"  title:  {out.title}")
+            click.echo(f"  body:   {out.body}")
+            if out.action_label or out.action_url:
+                click.echo(f"  action: {out.action_label or ''} -> {out.action_url or '(confirmation page)'}")
+
+
+@main.group()
 def deliveries() -> None:
     """The outbox: what was sent, what is waiting, what failed."""
 

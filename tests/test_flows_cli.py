@@ -115,3 +115,42 @@ def test_backtest_counts_decisions_without_touching_the_live_database(tmp_path: 
     assert report["peopleEnrolled"] == 1
     assert report["decisions"] == {"send": 1}
     assert run(tmp_path, "flows", "list", "--workspace", "shop") == ""  # nothing applied
+
+
+def test_messages_preview_and_deliveries(tmp_path: Path) -> None:
+    from momently.domain.event import BatchDefaults, Event, normalize
+    from momently.services import Services
+    from momently.settings import Settings
+
+    run(tmp_path, "workspace", "create", "shop")
+    flow = tmp_path / "f.yaml"
+    flow.write_text(
+        "id: hi\ntrigger: {event: Signed Up}\nchannels: [email, console]\n"
+        "message:\n  variants:\n"
+        "    - {id: a, title: 'Hi {{ traits.name }}', body: 'Welcome to {{ event.properties.plan }}'}\n"
+        "    - {id: b, body: 'Hello {{ traits.name | default: \"friend\" }}'}\n"
+    )
+    s = Services.build(Settings(database_url=f"sqlite:///{tmp_path}/m.db", run_engine=False))
+    try:
+        evs = []
+        for raw in (
+            {"type": "identify", "userId": "ada", "traits": {"name": "Ada"}},
+            {"type": "identify", "userId": "bob"},
+            {"type": "track", "userId": "ada", "event": "Signed Up", "properties": {"plan": "pro"}},
+        ):
+            ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=s.clock.now())
+            assert isinstance(ev, Event)
+            evs.append(("shop", ev))
+        with s.db.write() as conn:
+            s.events.append(conn, evs)
+    finally:
+        s.close()
+    run(tmp_path, "flows", "apply", str(flow), "--workspace", "shop")
+    out = run(tmp_path, "messages", "preview", "hi", "--workspace", "shop", "--user", "ada")
+    assert "[a / email]\n  title:  Hi Ada\n  body:   Welcome to pro" in out
+    assert "[b / console]\n  body:   Hello Ada" in out
+    out = run(tmp_path, "messages", "preview", "hi", "--workspace", "shop", "--user", "bob")
+    assert "[a / email] NOT SENT: render_missing_value" in out
+    assert "[b / email]\n  body:   Hello friend" in out
+    assert "no deliveries" in run(tmp_path, "deliveries", "list", "--workspace", "shop", "--failed")
+    assert "no dead delivery 7" in run(tmp_path, "deliveries", "retry", "7", "--workspace", "shop", ok=False)
