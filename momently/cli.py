@@ -562,6 +562,34 @@ def segments_members(c: _Ctx, segment_id: str, workspace_id: str, limit: int) ->
 
 
 @main.group()
+def push() -> None:
+    """Web push setup."""
+
+
+@push.command("keys")
+def push_keys() -> None:
+    """Make a VAPID key pair: the private key for MOMENTLY_VAPID_PRIVATE_KEY, the public one
+    for the browser's pushManager.subscribe({applicationServerKey})."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from py_vapid import Vapid02
+
+    v = Vapid02()
+    v.generate_keys()
+    private = v.private_key.private_numbers().private_value.to_bytes(32, "big")
+    public = v.public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    click.echo(f"MOMENTLY_VAPID_PRIVATE_KEY={b64(private)}")
+    click.echo(f"# applicationServerKey for the browser: {b64(public)}")
+
+
+@main.group()
 def messages() -> None:
     """Look at message content before it is sent."""
 

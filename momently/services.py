@@ -9,6 +9,7 @@ from pathlib import Path
 from momently.channels.base import Channel
 from momently.channels.console import ConsoleChannel
 from momently.channels.webhook import WebhookChannel
+from momently.channels.webpush import WebPushChannel
 from momently.clock import Clock, SystemClock
 from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
 from momently.engine.flows import FlowStage
@@ -21,6 +22,7 @@ from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
 from momently.store.outbox import Outbox
 from momently.store.profiles import ProfileStore
+from momently.store.push import PushSubscriptions
 from momently.store.workspaces import Workspaces
 
 
@@ -39,6 +41,7 @@ class Services:
     outbox: Outbox
     dispatcher: Dispatcher
     webhook: WebhookChannel
+    push: PushSubscriptions
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
@@ -76,6 +79,9 @@ class Services:
         }
         if settings.webhook_url:
             channels["webhook"] = webhook
+        push = PushSubscriptions(db)
+        if settings.vapid_private_key:
+            channels["push"] = WebPushChannel(push, settings.vapid_private_key, settings.vapid_subject)
         workspaces = Workspaces(db)
         base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
         dispatcher = Dispatcher(
@@ -107,6 +113,7 @@ class Services:
             outbox,
             dispatcher,
             webhook,
+            push,
         )
 
     def start(self) -> None:

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     allow_private_webhooks: bool = Field(
         default=False, description="allow webhook URLs on private, loopback or link-local addresses"
     )
+    vapid_private_key: str | None = Field(
+        default=None, description="VAPID private key (base64url) for web push; `momently push keys` makes one"
+    )
+    vapid_subject: str = Field(
+        default="mailto:ops@example.com", description="VAPID contact (mailto: or https:)"
+    )
     console_path: str | None = Field(
         default=None, description="file the console channel appends JSON lines to (default: standard output)"
     )

@@ -46,7 +46,7 @@ Result = Sent | Failed
 class Channel(Protocol):
     name: str
 
-    def address(self, profile: Profile) -> str | None:
+    def address(self, workspace_id: str, profile: Profile) -> str | None:
         """Where this person is reached on this channel, or None when they cannot be."""
         ...
 

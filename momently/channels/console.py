@@ -20,7 +20,7 @@ class ConsoleChannel:
         self.path = path
         self._lock = threading.Lock()
 
-    def address(self, profile: Profile) -> str | None:
+    def address(self, workspace_id: str, profile: Profile) -> str | None:
         return profile.user_id or profile.person_id
 
     def send(self, outgoing: Outgoing, address: str) -> Result:

@@ -35,7 +35,7 @@ class WebhookChannel:
         self.allow_private = allow_private
         self.client = httpx.Client(timeout=timeout, follow_redirects=False)
 
-    def address(self, profile: Profile) -> str | None:
+    def address(self, workspace_id: str, profile: Profile) -> str | None:
         return self.url
 
     def close(self) -> None:

@@ -203,7 +203,7 @@ class Dispatcher:
         channel = self.channels.get(name) if name is not None else None
         if channel is None:
             return self._next_channel(d, profile, "channel_not_configured")
-        address = channel.address(profile)
+        address = channel.address(d.workspace_id, profile)
         if address is None:
             return self._next_channel(d, profile, "no_address")
         raw_message = flow.get("message")

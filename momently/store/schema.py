@@ -268,3 +268,22 @@ signing_keys = Table(
     Column("secret", String(128), nullable=False),
     Column("created_ms", BigInteger, nullable=False),
 )
+
+# Web push subscriptions, registered by browsers under the id they know the person by.
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("endpoint", Text, primary_key=True),
+    Column("kind", String(8), nullable=False),  # user | anon
+    Column("value", Text, nullable=False),
+    Column("p256dh", Text, nullable=False),
+    Column("auth", Text, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+Index(
+    "ix_push_subscriptions_identity",
+    push_subscriptions.c.workspace_id,
+    push_subscriptions.c.kind,
+    push_subscriptions.c.value,
+)

@@ -1,4 +1,5 @@
-"""Messages: the deliveries outbox and per-workspace signing keys for action links.
+"""Messages: the deliveries outbox, per-workspace signing keys for action links, web push
+subscriptions.
 
 Revision ID: 0003
 Revises: 0002
@@ -45,7 +46,20 @@ def upgrade() -> None:
         sa.Column("created_ms", sa.BigInteger, nullable=False),
     )
 
+    op.create_table(
+        "push_subscriptions",
+        sa.Column("workspace_id", sa.String(64), primary_key=True),
+        sa.Column("endpoint", sa.Text, primary_key=True),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("value", sa.Text, nullable=False),
+        sa.Column("p256dh", sa.Text, nullable=False),
+        sa.Column("auth", sa.Text, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_push_subscriptions_identity", "push_subscriptions", ["workspace_id", "kind", "value"])
+
 
 def downgrade() -> None:
+    op.drop_table("push_subscriptions")
     op.drop_table("signing_keys")
     op.drop_table("deliveries")
