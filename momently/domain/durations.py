@@ -41,16 +41,3 @@ def parse_offset(text: object) -> int:
     if not _WHOLE.match(body):
         raise InvalidDuration(f"{text!r} is not an offset: {HINT}, optionally preceded by -")
     return sign * sum(int(n) * UNITS_MS[unit] for n, unit in _PART.findall(body))
-
-
-def format_duration(ms: int) -> str:
-    """The shortest exact spelling, for reports and error messages."""
-    if ms <= 0:
-        return "0s"
-    out = []
-    for unit in ("w", "d", "h", "m", "s", "ms"):
-        size = UNITS_MS[unit]
-        if ms >= size:
-            n, ms = divmod(ms, size)
-            out.append(f"{n}{unit}")
-    return "".join(out)

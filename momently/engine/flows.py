@@ -137,6 +137,7 @@ class FlowStage:
         self.state = state
         self.default_tz = ZoneInfo(default_timezone)
         self.send_max_age_ms = send_max_age_ms
+        self.timer_batch = 5000  # timers loaded per batch
         self._cache: dict[str, Compiled] = {}
         self._zones: dict[str, ZoneInfo] = {}
 
@@ -200,20 +201,22 @@ class FlowStage:
         events: list[LoggedEvent],
         *,
         now_ms: int,
-        timer_limit: int = 5000,
     ) -> Pass:
         """Start a batch. With events, timers due up to the latest event time are loaded; with
-        none, those due by ``now_ms``. When more timers are due than ``timer_limit``, the events
-        after the last loaded timer wait for the next batch, so order is kept."""
+        none, those due by ``now_ms``. When more than ``timer_batch`` timers are due, the events
+        after the last loaded timer wait for the next batch (``Pass.trimmed``), so order is kept."""
         compiled = self.compiled(conn, workspace_id)
         horizon = max(ev.time_ms for ev in events) if events else now_ms
-        due = self.state.due_timers(conn, workspace_id, until_ms=horizon, limit=timer_limit)
-        if len(due) == timer_limit:
+        due = self.state.due_timers(conn, workspace_id, until_ms=horizon, limit=self.timer_batch)
+        trimmed = False
+        if len(due) == self.timer_batch and events:
             horizon = due[-1].due_ms
             cut = next((i for i, ev in enumerate(events) if ev.time_ms > horizon), len(events))
+            trimmed = cut < len(events)
             events = events[:cut]
         p = Pass(self, conn, workspace_id, compiled, events, due, horizon)
         p.clock_ms = now_ms
+        p.trimmed = trimmed
         return p
 
 
@@ -236,6 +239,7 @@ class Pass:
         self.events = events
         self.horizon = horizon
         self.clock_ms = horizon  # wall-clock time of this batch, set by FlowStage.begin
+        self.trimmed = False  # events were held back because many timers fall due first
         self.changes = Changes()
         self.members: dict[str, dict[str, int]] = {}
         self.history: dict[str, dict[str, list[int]]] = {}
@@ -674,6 +678,3 @@ def _area(trig: CohortTrigger, profile: Profile, body: Mapping[str, Any]) -> str
     if value is None or isinstance(value, dict | list) or str(value).strip() == "":
         return None
     return f"p:{str(value).strip().upper().replace(' ', '')}"
-
-
-ProgressFn = Callable[[str, int, int], None]

@@ -171,10 +171,13 @@ class ProfileProjector:
                     flows.on_event(ev, pid, batch.profiles[pid], is_new=is_new, merged=bool(losers))
                 if timers_only_until is not None:
                     flows.fire_until(timers_only_until)
+                elif flows.trimmed:  # the held-back events come after every loaded timer
+                    flows.fire_until(flows.horizon)
             else:
                 for ev in events:
                     self._apply(batch, ev)
         fired = 0
+        state = self.flows.state if self.flows is not None else None
         try:
             with self.db.write() as conn:
                 if events:
@@ -187,10 +190,10 @@ class ProfileProjector:
                     links=batch.links,
                     event_rows=batch.event_rows,
                 )
-                if flows is not None:
+                if flows is not None and state is not None:
                     changes = flows.finish(conn)
                     fired = len(changes.fired)
-                    self.flows.state.save(conn, workspace_id, changes)  # type: ignore[union-attr]
+                    state.save(conn, workspace_id, changes)
         except CursorMoved:
             log.info("another projector advanced %s first; skipping this batch", workspace_id)
             return 0

@@ -231,3 +231,16 @@ def test_date_flow_applied_after_the_trait_was_set_is_planned_for_everyone(env: 
     assert [(e.person_id, e.occurrence) for e in env.enrollments("birthday")] == [
         (env.person("ada"), "d2026-11-04")
     ]
+
+
+def test_more_due_timers_than_a_batch_holds_are_fired_before_later_events(env: FlowEnv) -> None:
+    env.services.projector.flows.timer_batch = 2  # type: ignore[union-attr]
+    env.flow("quiet", "id: quiet\ntrigger: {inactivity: {for: 1h}}\nreentry: every_time\n")
+    env.flow("hello", "id: hello\ntrigger: {event: Hello}\nreentry: every_time\n")
+    for user in ("a", "b", "c", "d", "e"):
+        env.send(track(user, "Opened"))
+    env.clock.advance(timedelta(hours=2))  # five timers due, and then a new event arrives
+    env.send(track("f", "Hello"))
+    assert len(env.enrollments("quiet")) == 5
+    assert len(env.enrollments("hello")) == 1
+    assert [e.trigger_kind for e in env.enrollments()][-1] == "event"  # after the timers
