@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -56,7 +57,9 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
             return 1
         time.sleep(0.05)
 
-    shop = Shop(people=people, seed=time.time_ns())  # new message ids on every run: nothing de-duplicated
+    # New message ids on every run (nothing de-duplicated), and a shop day that started two hours
+    # ago: carts left then are past their 30-minute nudge, and recent enough to be sent.
+    shop = Shop(people=people, seed=time.time_ns(), start=s.clock.now() - timedelta(hours=2))
     batch = [shop.identify(i) for i in range(people)] + list(shop.events(people * 20))
     with httpx.Client(base_url=base, auth=(write, ""), timeout=10) as client:
         sent = 0

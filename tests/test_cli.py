@@ -91,9 +91,15 @@ def test_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=120,
+            cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
         assert "sent 210 synthetic events" in done.stdout
+        assert re.search(r"cart-nudge .*send \d+", done.stdout), done.stdout
+        assert "deliveries: sent" in done.stdout  # recent enough to go out, through the console
         assert "profile of user-1" in done.stdout
         assert "email user-1@example.com" in done.stdout
         assert "curl -u 'wk_" in done.stdout
+    sent = (tmp_path / "momently-messages.jsonl").read_text().splitlines()
+    assert sent
+    assert all(json.loads(line)["deliveryKey"].startswith("demo:") for line in sent)
