@@ -20,6 +20,7 @@ from momently.domain.conditions import ConditionError, compile_condition
 from momently.domain.durations import HINT, InvalidDuration, parse_offset
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
+from momently.domain.lint import lint_message
 
 Path = tuple[str | int, ...]
 
@@ -275,6 +276,8 @@ def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Proble
         check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
         condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))
     condition(data.get("audience"), ("audience",))
+    for finding in lint_message(data.get("message"), list(data.get("channels", ["console"]))):
+        problem(finding.path, finding.message)
     if "goal" in data:
         check_event(("goal", "event"), data["goal"]["event"])
         condition(data["goal"].get("where"), ("goal", "where"))

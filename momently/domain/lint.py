@@ -1,0 +1,132 @@
+"""Single-purpose lint for message content, run by ``flows validate``: one call to action per
+message, lengths that fit the channel, links that lead somewhere.
+
+Lengths are checked on the template text with its Liquid tags removed: the shortest the
+message can be. A message already too long before any value is filled in always is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+# GSM 03.38: the basic set costs one septet, the extension table two; anything else forces UCS-2.
+GSM7_BASIC: Final = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENDED: Final = frozenset("^{}\\[~]|€\f")
+SMS_MAX_SEGMENTS: Final = 3
+PUSH_TITLE_MAX: Final = 50
+PUSH_BODY_MAX: Final = 150
+EMAIL_SUBJECT_MAX: Final = 78
+_LIQUID = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+CHANNELS_WITH_CONTENT: Final = ("email", "sms", "push", "in_app", "webhook", "console")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    path: tuple[str | int, ...]
+    message: str
+
+
+def sms_segments(text: str) -> tuple[int, str]:
+    """(segments, encoding): GSM-7 fits 160 characters in one SMS and 153 per part when
+    split; a single character outside GSM-7 (an emoji, say) makes it UCS-2: 70, then 67."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
+        units = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
+        return (1 if units <= 160 else -(-units // 153)), "GSM-7"
+    units = sum(2 if ord(c) > 0xFFFF else 1 for c in text)  # UTF-16 code units
+    return (1 if units <= 70 else -(-units // 67)), "UCS-2"
+
+
+def literal(template: str) -> str:
+    return _LIQUID.sub("", template)
+
+
+def _variants(message: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...], Mapping[str, Any]]]:
+    variants = message.get("variants")
+    if isinstance(variants, list):
+        for i, v in enumerate(variants):
+            if isinstance(v, Mapping):
+                yield ("message", "variants", i), v
+    else:
+        yield ("message",), message
+
+
+def lint_message(message: object, channels: list[str]) -> list[Finding]:
+    if not isinstance(message, Mapping) or not message:
+        return []
+    out: list[Finding] = []
+    for path, variant in _variants(message):
+        if "actions" in variant or isinstance(variant.get("action"), list):
+            out.append(
+                Finding(
+                    (*path, "actions"), "a micro-moment asks for one thing: give one 'action', not a list"
+                )
+            )
+        blocks: list[tuple[tuple[str | int, ...], str, Mapping[str, Any]]] = []
+        for channel in channels:
+            override = variant.get(channel)
+            merged = {**variant, **override} if isinstance(override, Mapping) else dict(variant)
+            blocks.append((path, channel, merged))
+        for where, channel, spec in blocks:
+            out += _lint_block(where, channel, spec)
+    unique = {(f.path, f.message): f for f in out}  # the same finding for several channels, once
+    return list(unique.values())
+
+
+def _lint_block(path: tuple[str | int, ...], channel: str, spec: Mapping[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    body = spec.get("body")
+    if not isinstance(body, str) or not body.strip():
+        out.append(Finding((*path, "body"), f"no body for the {channel} channel"))
+        return out
+    text = literal(body)
+    if channel == "sms":
+        segments, encoding = sms_segments(text)
+        if segments > SMS_MAX_SEGMENTS:
+            out.append(
+                Finding(
+                    (*path, "body"),
+                    f"the SMS body is {segments} {encoding} segments before any value is filled in "
+                    f"(at most {SMS_MAX_SEGMENTS}); one emoji switches the whole message to UCS-2 "
+                    "(70 characters a segment)",
+                )
+            )
+    if channel == "push":
+        title = literal(str(spec.get("title") or ""))
+        if len(title) > PUSH_TITLE_MAX:
+            out.append(
+                Finding((*path, "title"), f"push titles are cut after about {PUSH_TITLE_MAX} characters")
+            )
+        if len(text) > PUSH_BODY_MAX:
+            out.append(
+                Finding((*path, "body"), f"push bodies are cut after about {PUSH_BODY_MAX} characters")
+            )
+    if channel == "email":
+        subject = literal(str(spec.get("subject") or spec.get("title") or ""))
+        if len(subject) > EMAIL_SUBJECT_MAX:
+            out.append(
+                Finding((*path, "subject"), f"email subjects over {EMAIL_SUBJECT_MAX} characters are cut")
+            )
+    action = spec.get("action")
+    if isinstance(action, Mapping):
+        url = action.get("url")
+        if isinstance(url, str) and url.strip() and not _templated_origin(url):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                out.append(
+                    Finding((*path, "action", "url"), f"the action link {url!r} is not an http(s) URL")
+                )
+        if not action.get("label"):
+            out.append(Finding((*path, "action", "label"), "the call to action needs a label"))
+    return out
+
+
+def _templated_origin(url: str) -> bool:
+    """A link whose scheme or host is a template value can only be checked when rendered."""
+    return "{{" in "/".join(url.split("/", 3)[:3])

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from momently.domain.definitions import load, validate
+from momently.domain.lint import GSM7_BASIC, GSM7_EXTENDED, lint_message, sms_segments
+
+
+def test_sms_segments_gsm7_and_ucs2() -> None:
+    assert sms_segments("a" * 160) == (1, "GSM-7")
+    assert sms_segments("a" * 161) == (2, "GSM-7")
+    assert sms_segments("a" * 306) == (2, "GSM-7")  # 153 per part once split
+    assert sms_segments("a" * 307) == (3, "GSM-7")
+    assert sms_segments("€" * 80) == (1, "GSM-7")  # extension characters cost two septets
+    assert sms_segments("€" * 81) == (2, "GSM-7")
+    assert sms_segments("Parcel at the hub 📦") == (1, "UCS-2")
+    assert sms_segments("a" * 70 + "📦") == (2, "UCS-2")  # the emoji is two UTF-16 units
+
+
+@given(st.text(alphabet=sorted(GSM7_BASIC | GSM7_EXTENDED), max_size=700))
+def test_gsm7_segments_hold_the_text(text: str) -> None:
+    segments, encoding = sms_segments(text)
+    assert encoding == "GSM-7"
+    septets = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
+    assert septets <= (160 if segments == 1 else 153 * segments)
+    assert segments == 1 or septets > 160
+
+
+def test_lint_findings() -> None:
+    long_sms = {"body": "Your order is ready " * 30, "action": {"label": "Go", "url": "https://x.example"}}
+    assert [f.message[:31] for f in lint_message(long_sms, ["sms"])] == ["the SMS body is 4 GSM-7 segment"]
+    assert (
+        lint_message({"body": "Hi {{ traits.name }}" + "x" * 140}, ["push"]) == []
+    )  # the tag does not count
+    push = lint_message({"title": "t" * 60, "body": "b" * 200}, ["push"])
+    assert {f.path[-1] for f in push} == {"title", "body"}
+    two = lint_message({"body": "hi", "actions": [{"label": "a"}, {"label": "b"}]}, ["email"])
+    assert two[0].message.startswith("a micro-moment asks for one thing")
+    bad_link = lint_message({"body": "hi", "action": {"label": "Go", "url": "shop.example/cart"}}, ["email"])
+    assert bad_link[0].path == ("message", "action", "url")
+    templated = lint_message({"body": "hi", "action": {"label": "Go", "url": "{{ traits.link }}"}}, ["email"])
+    assert templated == []
+    assert lint_message({"push": {"body": "only for push"}}, ["push", "console"])[0].message == (
+        "no body for the console channel"
+    )
+
+
+def test_validate_reports_lint_with_lines() -> None:
+    text = (
+        "id: eta\ntrigger: {event: Parcel At Hub}\nchannels: [sms]\nmessage:\n"
+        "  body: '" + "Your parcel is at the hub. " * 20 + "'\n"
+        "  action: {label: Keep, url: 'not a link'}\n"
+    )
+    docs, _ = load(text, "f.yaml")
+    found = [str(p) for p in validate(docs)]
+    assert found[0].startswith("f.yaml:5: the SMS body is 4 GSM-7 segments")
+    assert found[1] == "f.yaml:6: the action link 'not a link' is not an http(s) URL"
