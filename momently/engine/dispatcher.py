@@ -144,11 +144,12 @@ class Dispatcher:
         claimed = self.outbox.claim(now_ms=now, lease_ms=self.lease_ms, limit=self.batch)
         if not claimed:
             return 0
+        context = self._load(claimed)
         outcomes: list[_Outcome] = []
         if len(claimed) == 1 or self.concurrency == 1:
-            outcomes = [self._deliver(d) for d in claimed]
+            outcomes = [self._deliver(d, context) for d in claimed]
         else:
-            outcomes = list(self._pool().map(self._deliver, claimed))
+            outcomes = list(self._pool().map(lambda d: self._deliver(d, context), claimed))
         self._commit(outcomes)
         return len(claimed)
 
@@ -187,18 +188,28 @@ class Dispatcher:
             self._flows[key] = body
         return body
 
-    def _deliver(self, d: Delivery) -> _Outcome:
-        profile = self.profiles.get(d.workspace_id, d.person_id)
+    def _load(self, claimed: list[Delivery]) -> _Context:
+        """The people and trigger events of a whole batch, one query each per workspace."""
+        people: dict[tuple[str, str], Profile] = {}
+        triggers: dict[tuple[str, int], dict[str, Any]] = {}
+        for ws in {d.workspace_id for d in claimed}:
+            mine = [d for d in claimed if d.workspace_id == ws]
+            with self.db.read() as conn:
+                loaded = self.profiles.load(conn, ws, {d.person_id for d in mine})
+            people.update({(ws, pid): p for pid, p in loaded.items()})
+            seqs = sorted({d.trigger_seq for d in mine if d.trigger_seq is not None})
+            triggers.update({(ws, ev.seq): ev.body for ev in self.events.by_seqs(ws, seqs)})
+        return _Context(people, triggers)
+
+    def _deliver(self, d: Delivery, context: _Context) -> _Outcome:
+        profile = context.people.get((d.workspace_id, d.person_id))
         if profile is None:
             return self._dead(d, None, "person_not_found", channel=d.channel)
         try:
             flow = self._flow(d)
         except UnknownDefinition:
             return self._dead(d, profile, "flow_not_found", channel=d.channel)
-        trigger = None
-        if d.trigger_seq is not None:
-            found = self.events.by_seqs(d.workspace_id, [d.trigger_seq])
-            trigger = found[0].body if found else None
+        trigger = context.triggers.get((d.workspace_id, d.trigger_seq)) if d.trigger_seq is not None else None
         name = d.channel
         channel = self.channels.get(name) if name is not None else None
         if channel is None:
@@ -355,6 +366,12 @@ class Dispatcher:
             properties=props,
         )
         return _Outcome(d, values, ev if ev.user_id is not None or ev.anonymous_id is not None else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    people: dict[tuple[str, str], Profile]
+    triggers: dict[tuple[str, int], dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
