@@ -12,8 +12,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -116,15 +118,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def live_server(services: Services) -> Iterator[LiveServer]:
-    """The real ASGI app on a real uvicorn server bound to 127.0.0.1, in a thread."""
-    ws = services.workspaces.create("acme", name="Acme", now=services.clock.now())
-    write = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=services.clock.now())
-    admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=services.clock.now())
-    port = free_port()
+@contextmanager
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """A real uvicorn server for ``app`` on 127.0.0.1, in a thread; yields its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -134,7 +133,17 @@ def live_server(services: Services) -> Iterator[LiveServer]:
         assert time.monotonic() < deadline, "test server did not start in time"
         time.sleep(0.01)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", services, ws.id, write.secret, admin.secret)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_server(services: Services) -> Iterator[LiveServer]:
+    """The real ASGI app on a real uvicorn server bound to 127.0.0.1, in a thread."""
+    ws = services.workspaces.create("acme", name="Acme", now=services.clock.now())
+    write = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=services.clock.now())
+    admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=services.clock.now())
+    with serving(create_app(services)) as url:
+        yield LiveServer(url, services, ws.id, write.secret, admin.secret)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from momently.domain.event import Event, derived_event
 from momently.domain.message import NotRendered, Rendered, render, template_data
 from momently.domain.profile import Profile
 from momently.domain.timestamps import to_millis
+from momently.engine.background import Background
 from momently.store.database import Database
 from momently.store.definitions import Definitions, UnknownDefinition
 from momently.store.events import EventLog
@@ -99,40 +99,18 @@ class Dispatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._flows: dict[tuple[str, str, int], dict[str, Any]] = {}  # versions never change
         self._rng = random.Random(seed)
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # a failed round leaves its leases to expire, so the rows come back
+        self._loop = Background("dispatcher", self.run_once, idle_seconds=0.5)
 
     # driving -----------------------------------------------------------------------------
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def start(self, *, idle_poll_seconds: float = 0.5) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    busy = self.run_once()
-                except Exception:  # keep going; leases bring unfinished rows back
-                    log.exception("dispatch round failed; retrying")
-                    busy = 0
-                    self._stop.wait(1.0)
-                if not busy:
-                    self._wake.wait(idle_poll_seconds)
-                    self._wake.clear()
-
-        self._thread = threading.Thread(target=loop, name="momently-dispatcher", daemon=True)
-        self._thread.start()
+        self._loop.start(idle_poll_seconds)
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._wake.set()
-            self._thread.join()
-            self._thread = None
+        self._loop.stop()
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None

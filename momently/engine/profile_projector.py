@@ -11,7 +11,6 @@ the CLI and replays; ``start`` runs the same loop in a thread, woken by the log 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from momently.clock import Clock, SystemClock
 from momently.domain.identity import Identity, resolve
 from momently.domain.profile import LoggedEvent, Profile, apply, merge
 from momently.domain.timestamps import to_millis
+from momently.engine.background import Background
 from momently.engine.flows import FlowStage, Pass
 from momently.store.database import Database
 from momently.store.engine_state import TimerClaimed
@@ -61,41 +61,18 @@ class ProfileProjector:
         self.batch_size = batch_size
         # called after each committed batch with (workspace, cursor): for metrics and benchmarks
         self.on_batch: Callable[[str, int], None] | None = None
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # a failed batch moved no cursor, so the loop can simply try again
+        self._loop = Background("engine", self.run_once, idle_seconds=1.0)
 
     # driving ---------------------------------------------------------------------------
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def start(self, *, idle_poll_seconds: float = 1.0) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    busy = self.run_once()
-                except Exception:  # keep serving; the cursor did not move, so nothing is lost
-                    log.exception("profile projector batch failed; retrying")
-                    busy = 0
-                    self._stop.wait(1.0)
-                if not busy:
-                    self._wake.wait(idle_poll_seconds)
-                    self._wake.clear()
-
-        self._thread = threading.Thread(target=loop, name="momently-profiles", daemon=True)
-        self._thread.start()
+        self._loop.start(idle_poll_seconds)
 
     def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-        self._thread = None
+        self._loop.stop()
 
     def run_once(self) -> int:
         """Process at most one batch per workspace that is behind, or, for a workspace whose

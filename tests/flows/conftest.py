@@ -3,8 +3,6 @@ weeks of timers pass in milliseconds and every step is deterministic."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from momently.api import create_app
 from momently.clock import ManualClock
@@ -21,7 +18,7 @@ from momently.domain.credentials import KeyKind
 from momently.services import Services
 from momently.settings import Settings
 from momently.store.engine_state import Enrollment
-from tests.conftest import free_port
+from tests.conftest import free_port, serving
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)  # a Monday
 
@@ -94,21 +91,10 @@ def make_env(database_url: str, **overrides: Any) -> Iterator[FlowEnv]:
     ws = services.workspaces.create("acme", name="Acme", now=clock.now())
     write = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=clock.now())
     admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=clock.now())
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive(), "test server died while starting"
-        assert time.monotonic() < deadline, "test server did not start"
-        time.sleep(0.01)
     try:
-        yield FlowEnv(f"http://127.0.0.1:{port}", services, clock, ws.id, write.secret, admin.secret)
+        with serving(create_app(services), port) as url:
+            yield FlowEnv(url, services, clock, ws.id, write.secret, admin.secret)
     finally:
-        server.should_exit = True
-        thread.join(timeout=15)
         services.close()
 
 
