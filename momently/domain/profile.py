@@ -67,6 +67,11 @@ class Profile:
     last_order_ms: int | None = None
     last_seq: int = 0
 
+    @property
+    def anonymous_id(self) -> str | None:
+        """The anonymousId to write events under when the person has no userId yet."""
+        return None if self.user_id or not self.anonymous_ids else self.anonymous_ids[0]
+
 
 def valid_timezone(value: object) -> str | None:
     if not isinstance(value, str) or not value or len(value) > 64:

@@ -261,7 +261,7 @@ class Dispatcher:
             flow_id=d.flow_id,
             person_id=d.person_id,
             user_id=profile.user_id,
-            anonymous_id=None if profile.user_id else (profile.anonymous_ids or (None,))[0],
+            anonymous_id=profile.anonymous_id,
             event=str(goal["event"]) if goal and "event" in goal else ACTION_TAKEN,
             label=rendered.action_label,
             redirect=rendered.action_url,
@@ -336,9 +336,7 @@ class Dispatcher:
             message_id=f"momently:delivery:{d.id}:{d.channel_index}:{d.attempts}:{values['status']}",
             name=event,
             user_id=profile.user_id if profile is not None else None,
-            anonymous_id=(profile.anonymous_ids or (None,))[0]
-            if profile is not None and not profile.user_id
-            else None,
+            anonymous_id=profile.anonymous_id if profile is not None else None,
             at=now,
             received_at=now,
             properties=props,

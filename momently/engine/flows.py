@@ -178,21 +178,25 @@ class FlowStage:
             self._zones[name] = tz
         return tz
 
+    def date_timer(
+        self, flow: Flow, trigger: DateTrigger, pid: str, profile: Profile, after_ms: int
+    ) -> Timer | None:
+        """The next firing of a date flow for one person, or None (no date in the trait, or a
+        one-off date already past)."""
+        value = _lookup(profile.traits, trigger.trait)
+        planned = None if value is None else next_fire(trigger, value, self.zone(profile), after_ms)
+        if planned is None:
+            return None
+        return Timer(planned[0], pid, "date", flow.id, "", {"value": value, "date": planned[1]})
+
     def plan_dates(self, flow: Flow, profiles: Sequence[Profile], *, now_ms: int) -> list[Timer]:
         """Timers for a date flow applied after people already had the trait: the engine
         otherwise plans them only when an identify sets the trait."""
         trig = flow.trigger
         if not isinstance(trig, DateTrigger):
             return []
-        out = []
-        for p in profiles:
-            value = _lookup(p.traits, trig.trait)
-            planned = None if value is None else next_fire(trig, value, self.zone(p), now_ms)
-            if planned is not None:
-                out.append(
-                    Timer(planned[0], p.person_id, "date", flow.id, "", {"value": value, "date": planned[1]})
-                )
-        return out
+        timers = (self.date_timer(flow, trig, p.person_id, p, now_ms) for p in profiles)
+        return [t for t in timers if t is not None]
 
     def begin(
         self,
@@ -350,15 +354,11 @@ class Pass:
             self._schedule(Timer(min(later), pid, "inactivity", ANY_ACTIVITY, "", timer.payload))
 
     def _arm_date(self, flow: Flow, trigger: DateTrigger, pid: str, profile: Profile, after_ms: int) -> None:
-        value = _lookup(profile.traits, trigger.trait)
-        key = (pid, "date", flow.id, "")
-        planned = None if value is None else next_fire(trigger, value, self.stage.zone(profile), after_ms)
-        if planned is None:
-            if key in self._live or key not in self.changes.timers:
-                self._cancel(key)
-            return
-        due, day = planned
-        self._schedule(Timer(due, pid, "date", flow.id, "", {"value": value, "date": day}))
+        timer = self.stage.date_timer(flow, trigger, pid, profile, after_ms)
+        if timer is None:
+            self._cancel((pid, "date", flow.id, ""))
+        else:
+            self._schedule(timer)
 
     # events ------------------------------------------------------------------------------
     def on_merge(self, loser: str, winner: str) -> None:
@@ -528,7 +528,7 @@ class Pass:
                 message_id=f"momently:{seg.id}:{pid}:{cause}:{verb}",
                 name=SEGMENT_ENTERED if entered else SEGMENT_EXITED,
                 user_id=profile.user_id,
-                anonymous_id=None if profile.user_id else (profile.anonymous_ids or (None,))[0],
+                anonymous_id=profile.anonymous_id,
                 at=when,
                 received_at=when,
                 properties={

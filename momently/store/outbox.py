@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.store.database import Database
 from momently.store.schema import deliveries
@@ -48,15 +47,6 @@ class Delivery:
 class Outbox:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-
-    def add(self, conn: Connection, workspace_id: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert new deliveries; one already there for the same key is left alone (replays)."""
-        if rows:
-            conn.execute(
-                self._insert(deliveries).on_conflict_do_nothing(index_elements=["workspace_id", "key"]),
-                [{"workspace_id": workspace_id, **r} for r in rows],
-            )
 
     def claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
         due = or_(
