@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from momently.domain import consent
 from momently.domain.credentials import KeyKind
 from momently.domain.profile import document
 from momently.domain.timestamps import format_timestamp, from_millis
@@ -685,6 +686,180 @@ def deliveries_retry(c: _Ctx, delivery_id: int, workspace_id: str) -> None:
     if not c.services.outbox.retry(workspace_id, delivery_id, now_ms=to_millis(c.services.clock.now())):
         raise click.ClickException(f"no dead delivery {delivery_id} in {workspace_id}")
     click.echo(f"delivery {delivery_id}: pending again; a running engine sends it within a second")
+
+
+# consent ------------------------------------------------------------------------------
+CONSENT_CHANNELS = click.Choice(["*", *consent.CHANNELS])
+CONSENT_PURPOSES = click.Choice(["*", *consent.PURPOSES])
+
+
+@main.group("consent")
+def consent_group() -> None:
+    """The consent ledger: grants, revokes, stop-contact, history, policy, verification."""
+
+
+def _who(ident: str, anonymous: bool) -> tuple[str | None, str | None]:
+    return (None, ident) if anonymous else (ident, None)
+
+
+def _record_consent(c: _Ctx, workspace_id: str, grants: list[consent.Grant]) -> None:
+    _require_workspace(c.services, workspace_id)
+    try:
+        records = c.services.consent.record(workspace_id, grants)
+    except consent.ConsentError as exc:
+        raise click.ClickException(str(exc)) from None
+    for r in records:
+        g = r.grant
+        verb = "granted" if g.granted else "revoked"
+        click.echo(f"#{r.seq} {verb} {g.channel}/{g.purpose} for {g.user_id or g.anonymous_id} ({g.source})")
+
+
+@consent_group.command("grant")
+@click.argument("ident")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--channel", type=CONSENT_CHANNELS, required=True)
+@click.option("--purpose", type=CONSENT_PURPOSES, required=True)
+@click.option("--expires-in", default=None, help="Grant lapses after this duration, e.g. 365d.")
+@click.option("--anonymous", is_flag=True, help="IDENT is an anonymousId, not a userId.")
+@click.option("--note", default=None)
+@pass_ctx
+def consent_grant(
+    c: _Ctx,
+    ident: str,
+    workspace_id: str,
+    channel: str,
+    purpose: str,
+    expires_in: str | None,
+    anonymous: bool,
+    note: str | None,
+) -> None:
+    """Record an opt-in for IDENT (a userId) on a channel for a purpose."""
+    from momently.domain.durations import parse_duration
+    from momently.domain.timestamps import to_millis
+
+    now = to_millis(c.services.clock.now())
+    try:
+        expires = now + parse_duration(expires_in) if expires_in else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expires-in") from None
+    user, anon = _who(ident, anonymous)
+    _record_consent(
+        c, workspace_id, [consent.Grant(user, anon, channel, purpose, True, "cli", now, expires, note)]
+    )
+
+
+@consent_group.command("revoke")
+@click.argument("ident")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--channel", type=CONSENT_CHANNELS, required=True)
+@click.option("--purpose", type=CONSENT_PURPOSES, required=True)
+@click.option("--anonymous", is_flag=True, help="IDENT is an anonymousId, not a userId.")
+@click.option("--note", default=None)
+@pass_ctx
+def consent_revoke(
+    c: _Ctx, ident: str, workspace_id: str, channel: str, purpose: str, anonymous: bool, note: str | None
+) -> None:
+    """Record an opt-out for IDENT on a channel for a purpose."""
+    from momently.domain.timestamps import to_millis
+
+    now = to_millis(c.services.clock.now())
+    user, anon = _who(ident, anonymous)
+    _record_consent(
+        c, workspace_id, [consent.Grant(user, anon, channel, purpose, False, "cli", now, None, note)]
+    )
+
+
+@consent_group.command("stop")
+@click.argument("ident")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--all", "everything", is_flag=True, help="Also stop transactional messages.")
+@click.option("--anonymous", is_flag=True, help="IDENT is an anonymousId, not a userId.")
+@click.option("--note", default=None)
+@pass_ctx
+def consent_stop(
+    c: _Ctx, ident: str, workspace_id: str, everything: bool, anonymous: bool, note: str | None
+) -> None:
+    """Stop contact: revoke everything but transactional messages (or everything, --all).
+    Queued messages are checked again when they are sent, so nothing more goes out."""
+    from momently.domain.timestamps import to_millis
+
+    user, anon = _who(ident, anonymous)
+    grants = consent.stop_contact(
+        user, anon, at_ms=to_millis(c.services.clock.now()), include_transactional=everything, note=note
+    )
+    _record_consent(c, workspace_id, grants)
+
+
+@consent_group.command("show")
+@click.argument("ident")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--anonymous", is_flag=True, help="IDENT is an anonymousId, not a userId.")
+@pass_ctx
+def consent_show(c: _Ctx, ident: str, workspace_id: str, anonymous: bool) -> None:
+    """A person's consent history, then what it allows now on each channel."""
+    from momently.domain.timestamps import to_millis
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    user, anon = _who(ident, anonymous)
+    records = s.consent.of_person(workspace_id, s.profiles, user_id=user, anonymous_id=anon)
+    for r in records:
+        g = r.grant
+        until = f" until {format_timestamp(from_millis(g.expires_ms))}" if g.expires_ms else ""
+        click.echo(
+            f"#{r.seq:<6} {format_timestamp(from_millis(g.at_ms))}  {'grant ' if g.granted else 'revoke'} "
+            f"{g.channel}/{g.purpose}{until}  ({g.source}{': ' + g.note if g.note else ''})"
+        )
+    if not records:
+        click.echo("no consent records", err=True)
+    policy = s.consent.policy(workspace_id)
+    now = to_millis(s.clock.now())
+    click.echo("\nnow:" + "".join(f"  {p:16}" for p in consent.PURPOSES))
+    for channel in consent.CHANNELS:
+        cells = []
+        for p in consent.PURPOSES:
+            v = consent.check(records, channel, p, policy, now_ms=now)
+            cells.append(f"  {'yes' if v.allowed else 'no: ' + (v.reason or ''):16}")
+        click.echo(f"{channel:8}" + "".join(cells))
+
+
+@consent_group.command("verify")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def consent_verify(c: _Ctx, workspace_id: str) -> None:
+    """Recompute the ledger's hash chain; exit 1 if any row was edited, inserted or deleted."""
+    _require_workspace(c.services, workspace_id)
+    report = consent.verify_chain(workspace_id, c.services.consent.chain(workspace_id))
+    for b in report.breaks:
+        click.echo(f"record {b.seq}: {b.problem}", err=True)
+    if not report.ok:
+        raise click.ClickException(f"the consent ledger of {workspace_id} was tampered with")
+    click.echo(f"{report.records} records, chain intact")
+
+
+@consent_group.command("policy")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option(
+    "--set", "policy_file", type=click.File(), default=None, help="JSON policy file to store (- for stdin)."
+)
+@pass_ctx
+def consent_policy(c: _Ctx, workspace_id: str, policy_file: Any) -> None:
+    """Print the workspace's consent policy, or replace it with --set FILE."""
+    from momently.domain.timestamps import to_millis
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    if policy_file is None:
+        _print_json(s.consent.policy(workspace_id).as_json())
+        return
+    try:
+        doc = json.load(policy_file)
+        if not isinstance(doc, dict):
+            raise consent.ConsentError("the policy must be a JSON object")
+        policy = s.consent.set_policy(workspace_id, doc, now_ms=to_millis(s.clock.now()))
+    except (ValueError, consent.ConsentError) as exc:
+        raise click.ClickException(f"invalid policy: {exc}") from None
+    _print_json(policy.as_json())
 
 
 @main.command()

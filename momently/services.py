@@ -8,6 +8,7 @@ from pathlib import Path
 
 from momently.channels.base import Channel
 from momently.channels.console import ConsoleChannel
+from momently.channels.email import EmailChannel
 from momently.channels.webhook import WebhookChannel
 from momently.channels.webpush import WebPushChannel
 from momently.clock import Clock, SystemClock
@@ -16,6 +17,7 @@ from momently.engine.flows import FlowStage
 from momently.engine.log_writer import LogWriter
 from momently.engine.profile_projector import ProfileProjector
 from momently.settings import Settings
+from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.definitions import Definitions
 from momently.store.engine_state import EngineState
@@ -42,6 +44,8 @@ class Services:
     dispatcher: Dispatcher
     webhook: WebhookChannel
     push: PushSubscriptions
+    consent: ConsentLedger
+    email: EmailChannel | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
@@ -59,7 +63,8 @@ class Services:
             default_timezone=settings.default_timezone,
             send_max_age_ms=int(settings.send_max_age_hours * 3_600_000),
         )
-        projector = ProfileProjector(db, events, profiles, flows=flows, clock=clock)
+        consent = ConsentLedger(db)
+        projector = ProfileProjector(db, events, profiles, flows=flows, clock=clock, consent_ledger=consent)
         writer = LogWriter(
             db,
             events,
@@ -79,6 +84,12 @@ class Services:
         }
         if settings.webhook_url:
             channels["webhook"] = webhook
+        email: EmailChannel | None = None
+        if settings.smtp_url:
+            email = EmailChannel(
+                settings.smtp_url, settings.email_from, timeout=settings.smtp_timeout_seconds
+            )
+            channels["email"] = email
         push = PushSubscriptions(db)
         if settings.vapid_private_key:
             channels["push"] = WebPushChannel(push, settings.vapid_private_key, settings.vapid_subject)
@@ -93,6 +104,7 @@ class Services:
             channels,
             clock,
             links=ActionLinks(base_url, workspaces),
+            consent_ledger=consent,
             retry=RetryPolicy(
                 max_attempts=settings.dispatch_max_attempts,
                 base_ms=int(settings.dispatch_backoff_seconds * 1000),
@@ -114,6 +126,8 @@ class Services:
             dispatcher,
             webhook,
             push,
+            consent,
+            email,
         )
 
     def start(self) -> None:
@@ -128,4 +142,6 @@ class Services:
         self.projector.stop()
         self.writer.stop()
         self.webhook.close()
+        if self.email is not None:
+            self.email.close()
         self.db.dispose()

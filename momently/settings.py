@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     vapid_subject: str = Field(
         default="mailto:ops@example.com", description="VAPID contact (mailto: or https:)"
     )
+    smtp_url: str | None = Field(
+        default=None,
+        description="email channel: smtp://USER:PASS@HOST:587 (STARTTLS when offered) or smtps://HOST:465",
+    )
+    email_from: str = Field(default="Momently <no-reply@localhost>", description="From: of emails")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     console_path: str | None = Field(
         default=None, description="file the console channel appends JSON lines to (default: standard output)"
     )

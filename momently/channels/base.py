@@ -24,6 +24,8 @@ class Outgoing:
     profile: Profile
     message: Rendered
     trigger: dict[str, Any] | None
+    # signed one-click link that revokes this purpose on this channel (marketing messages)
+    unsubscribe_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,12 +54,12 @@ class Action:
         }
 
 
-def _serializer(secret: str, now: Callable[[], datetime]) -> URLSafeTimedSerializer:
+def _serializer(secret: str, now: Callable[[], datetime], salt: str = SALT) -> URLSafeTimedSerializer:
     class ClockSigner(TimestampSigner):
         def get_timestamp(self) -> int:
             return int(now().timestamp())
 
-    return URLSafeTimedSerializer(secret, salt=SALT, signer=ClockSigner)
+    return URLSafeTimedSerializer(secret, salt=salt, signer=ClockSigner)
 
 
 def sign(secret: str, action: Action, now: Callable[[], datetime]) -> str:
@@ -88,3 +88,46 @@ def read(secret: str, token: str, *, now: Callable[[], datetime]) -> Action:
         redirect=data.get("r"),
         ttl_seconds=ttl,
     )
+
+
+# unsubscribe links ------------------------------------------------------------------------
+UNSUBSCRIBE_SALT = "momently.unsubscribe.v1"
+UNSUBSCRIBE_TTL_SECONDS = 400 * 86_400  # mail is read late; RFC 8058 links must keep working
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """An unsubscribe link (``/u/{workspace}/{token}``, also the ``List-Unsubscribe`` URL):
+    revokes ``purpose`` on ``channel`` for the person the message went to. Signed with a salt
+    of its own, so an action token can never be replayed as an unsubscribe or the reverse."""
+
+    delivery_key: str
+    user_id: str | None
+    anonymous_id: str | None
+    channel: str
+    purpose: str
+
+    def as_payload(self) -> dict[str, Any]:
+        return {
+            "k": self.delivery_key,
+            "u": self.user_id,
+            "a": self.anonymous_id,
+            "c": self.channel,
+            "p": self.purpose,
+        }
+
+
+def sign_unsubscribe(secret: str, link: Unsubscribe, now: Callable[[], datetime]) -> str:
+    return str(_serializer(secret, now, UNSUBSCRIBE_SALT).dumps(link.as_payload()))
+
+
+def read_unsubscribe(secret: str, token: str, *, now: Callable[[], datetime]) -> Unsubscribe:
+    try:
+        data, signed_at = _serializer(secret, now, UNSUBSCRIBE_SALT).loads(token, return_timestamp=True)
+    except BadSignature as exc:
+        raise InvalidAction("this link is not valid") from exc
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("k", "c", "p")):
+        raise InvalidAction("this link is not valid")
+    if (now() - signed_at).total_seconds() > UNSUBSCRIBE_TTL_SECONDS:
+        raise ExpiredAction("this link has expired")
+    return Unsubscribe(data["k"], data.get("u"), data.get("a"), data["c"], data["p"])

@@ -25,13 +25,22 @@ from typing import Any
 
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.clock import Clock
-from momently.domain.actions import ACTION_TAKEN, DEFAULT_TTL_SECONDS, Action, sign
+from momently.domain import consent
+from momently.domain.actions import (
+    ACTION_TAKEN,
+    DEFAULT_TTL_SECONDS,
+    Action,
+    Unsubscribe,
+    sign,
+    sign_unsubscribe,
+)
 from momently.domain.durations import parse_duration
 from momently.domain.event import Event, derived_event
 from momently.domain.message import NotRendered, Rendered, render, template_data
 from momently.domain.profile import Profile
 from momently.domain.timestamps import to_millis
 from momently.engine.background import Background
+from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.definitions import Definitions, UnknownDefinition
 from momently.store.events import EventLog
@@ -79,6 +88,7 @@ class Dispatcher:
         *,
         retry: RetryPolicy = RetryPolicy(),
         links: ActionLinks | None = None,
+        consent_ledger: ConsentLedger | None = None,
         lease_ms: int = 60_000,
         batch: int = 100,
         concurrency: int = 8,
@@ -93,6 +103,7 @@ class Dispatcher:
         self.clock = clock
         self.retry = retry
         self.links = links
+        self.consent = consent_ledger
         self.lease_ms = lease_ms
         self.batch = batch
         self.concurrency = concurrency
@@ -170,14 +181,22 @@ class Dispatcher:
         """The people and trigger events of a whole batch, one query each per workspace."""
         people: dict[tuple[str, str], Profile] = {}
         triggers: dict[tuple[str, int], dict[str, Any]] = {}
+        records: dict[tuple[str, str], list[consent.Record]] = {}
+        policies: dict[str, consent.Policy] = {}
         for ws in {d.workspace_id for d in claimed}:
             mine = [d for d in claimed if d.workspace_id == ws]
             with self.db.read() as conn:
                 loaded = self.profiles.load(conn, ws, {d.person_id for d in mine})
+                if self.consent is not None:
+                    # read at send time, not at decision time: a stop-contact that arrived
+                    # while the message waited in the outbox still stops it
+                    policies[ws] = self.consent.policy(ws)
+                    mine_records = self.consent.for_profiles(conn, ws, loaded.values())
+                    records.update({(ws, pid): r for pid, r in mine_records.items()})
             people.update({(ws, pid): p for pid, p in loaded.items()})
             seqs = sorted({d.trigger_seq for d in mine if d.trigger_seq is not None})
             triggers.update({(ws, ev.seq): ev.body for ev in self.events.by_seqs(ws, seqs)})
-        return _Context(people, triggers)
+        return _Context(people, triggers, records, policies)
 
     def _deliver(self, d: Delivery, context: _Context) -> _Outcome:
         profile = context.people.get((d.workspace_id, d.person_id))
@@ -192,6 +211,18 @@ class Dispatcher:
         channel = self.channels.get(name) if name is not None else None
         if channel is None:
             return self._next_channel(d, profile, "channel_not_configured")
+        purpose = consent.purpose_of(str(flow.get("tier", "B")))
+        policy = context.policies.get(d.workspace_id)
+        if policy is not None:
+            verdict = consent.check(
+                context.records.get((d.workspace_id, d.person_id), []),
+                channel.name,
+                purpose,
+                policy,
+                now_ms=to_millis(self.clock.now()),
+            )
+            if not verdict.allowed and verdict.reason is not None:
+                return self._next_channel(d, profile, verdict.reason, suppress=f"{channel.name}/{purpose}")
         address = channel.address(d.workspace_id, profile)
         if address is None:
             return self._next_channel(d, profile, "no_address")
@@ -211,6 +242,7 @@ class Dispatcher:
             profile=profile,
             message=rendered,
             trigger=trigger,
+            unsubscribe_url=self._unsubscribe_url(d, profile, channel.name, purpose),
         )
         try:
             result: Result = channel.send(outgoing, address)
@@ -271,8 +303,21 @@ class Dispatcher:
         token = sign(secret, action, self.clock.now)
         return replace(rendered, action_url=f"{self.links.base_url}/a/{d.workspace_id}/{token}")
 
-    def _next_channel(self, d: Delivery, profile: Profile, reason: str) -> _Outcome:
-        """Fall back to the next channel of the plan, or give up."""
+    def _unsubscribe_url(self, d: Delivery, profile: Profile, channel: str, purpose: str) -> str | None:
+        if self.links is None or purpose == "transactional":
+            return None
+        link = Unsubscribe(d.key, profile.user_id, profile.anonymous_id, channel, purpose)
+        if link.user_id is None and link.anonymous_id is None:
+            return None
+        secret = self.links.workspaces.signing_key(d.workspace_id, now=self.clock.now())
+        token = sign_unsubscribe(secret, link, self.clock.now)
+        return f"{self.links.base_url}/u/{d.workspace_id}/{token}"
+
+    def _next_channel(
+        self, d: Delivery, profile: Profile, reason: str, *, suppress: str | None = None
+    ) -> _Outcome:
+        """Fall back to the next channel of the plan, or give up: dead when the last channel
+        failed, suppressed (``suppress`` says what was missing) when a guardrail said no."""
         if d.channel_index + 1 < len(d.channels):
             return self._record(
                 d,
@@ -293,6 +338,8 @@ class Dispatcher:
                     "final": False,
                 },
             )
+        if suppress is not None:
+            return self._suppress(d, profile, reason, suppress)
         return self._dead(d, profile, reason, channel=d.channel)
 
     def _dead(self, d: Delivery, profile: Profile | None, reason: str, *, channel: str | None) -> _Outcome:
@@ -348,6 +395,8 @@ class Dispatcher:
 class _Context:
     people: dict[tuple[str, str], Profile]
     triggers: dict[tuple[str, int], dict[str, Any]]
+    records: dict[tuple[str, str], list[consent.Record]]
+    policies: dict[str, consent.Policy]
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection
+
 from momently.clock import Clock, SystemClock
+from momently.domain import consent
 from momently.domain.identity import Identity, resolve
 from momently.domain.profile import LoggedEvent, Profile, apply, merge
 from momently.domain.timestamps import to_millis
 from momently.engine.background import Background
 from momently.engine.flows import FlowStage, Pass
+from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.engine_state import TimerClaimed
 from momently.store.events import EventLog
@@ -28,6 +32,7 @@ from momently.store.profiles import CursorMoved, ProfileStore
 log = logging.getLogger(__name__)
 
 CONSUMER = "profiles"
+CONSENT_CONSUMER = "consent-traits"
 
 
 @dataclass(slots=True)
@@ -51,6 +56,7 @@ class ProfileProjector:
         *,
         flows: FlowStage | None = None,
         clock: Clock | None = None,
+        consent_ledger: ConsentLedger | None = None,
         batch_size: int = 5000,
     ) -> None:
         self.db = db
@@ -58,6 +64,7 @@ class ProfileProjector:
         self.store = store
         self.flows = flows
         self.clock = clock or SystemClock()
+        self.consent = consent_ledger
         self.batch_size = batch_size
         # called after each committed batch with (workspace, cursor): for metrics and benchmarks
         self.on_batch: Callable[[str, int], None] | None = None
@@ -167,6 +174,8 @@ class ProfileProjector:
                     links=batch.links,
                     event_rows=batch.event_rows,
                 )
+                if self.consent is not None and events:
+                    self._record_consent_traits(conn, workspace_id, events)
                 if flows is not None and state is not None:
                     changes = flows.finish(conn)
                     fired = len(changes.fired)
@@ -182,6 +191,41 @@ class ProfileProjector:
         if flows is not None and flows.changes.derived:
             self.wake()  # the derived events it appended are new log entries to process
         return len(events) + fired
+
+    def _record_consent_traits(self, conn: Connection, workspace_id: str, events: list[LoggedEvent]) -> None:
+        """Identify traits the workspace policy maps to consent (``email_opt_in: true``) become
+        ledger records, in the batch's transaction so a crash cannot record them twice."""
+        assert self.consent is not None
+        # The ledger is a primary record, not derived state: a replay of the log must not
+        # record an old identify again, so this stage keeps its own cursor, never reset.
+        done = self.store.cursor(conn, CONSENT_CONSUMER, workspace_id)
+        fresh = [ev for ev in events if ev.seq > done]
+        if not fresh:
+            return
+        self.store.advance_cursor(conn, CONSENT_CONSUMER, workspace_id, old=done, new=fresh[-1].seq)
+        policy = self.consent.policy(workspace_id)
+        now_ms = to_millis(self.clock.now())
+        for ev in fresh:
+            traits = ev.body.get("traits") if ev.type == "identify" else None
+            if not isinstance(traits, dict) or not any(t in traits for t in policy.traits):
+                continue
+            records = self.consent.history(
+                conn,
+                workspace_id,
+                user_ids=[ev.user_id] if ev.user_id else [],
+                anonymous_ids=[ev.anonymous_id] if ev.anonymous_id else [],
+            )
+            grants = consent.trait_grants(
+                traits,
+                policy,
+                records,
+                user_id=ev.user_id,
+                anonymous_id=ev.anonymous_id,
+                at_ms=ev.time_ms,
+                now_ms=now_ms,
+                ref=f"event:{ev.seq}",
+            )
+            self.consent.append(conn, workspace_id, grants)
 
     def _apply(self, batch: _Batch, ev: LoggedEvent) -> tuple[str, bool, list[str]]:
         """Fold one event; returns the person, whether they are new, and who merged into them."""

@@ -287,3 +287,35 @@ Index(
     push_subscriptions.c.kind,
     push_subscriptions.c.value,
 )
+
+# The consent ledger: append-only, one hash chain per workspace (domain.consent). Records are
+# filed under the ids the person was known by, not a person id, so they hold across merges
+# and can be written before the person's first event.
+consent_records = Table(
+    "consent_records",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", Text, nullable=True),
+    Column("anonymous_id", Text, nullable=True),
+    Column("channel", String(16), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("granted", Integer, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("ref", Text, nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_consent_user", consent_records.c.workspace_id, consent_records.c.user_id)
+Index("ix_consent_anon", consent_records.c.workspace_id, consent_records.c.anonymous_id)
+
+consent_policies = Table(
+    "consent_policies",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)

@@ -1,0 +1,209 @@
+"""The consent ledger and policy tables.
+
+Appends to one workspace's chain are serialized (SQLite has one writer; on PostgreSQL a
+transaction-scoped advisory lock per workspace), so two concurrent appends cannot both
+link to the same previous record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, func, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from momently.domain.consent import GENESIS, Grant, Policy, Record, chain_hash
+from momently.domain.profile import Profile
+from momently.store.database import Database
+from momently.store.profiles import ProfileStore
+from momently.store.schema import consent_policies, consent_records
+
+_CHUNK = 500
+
+
+class ConsentLedger:
+    def __init__(self, db: Database, *, policy_cache_seconds: float = 5.0) -> None:
+        self.db = db
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        self.policy_cache_seconds = policy_cache_seconds
+        self._policies: dict[str, tuple[Policy, float]] = {}
+
+    # writing ------------------------------------------------------------------------------
+    def append(self, conn: Connection, workspace_id: str, grants: Sequence[Grant]) -> list[Record]:
+        """Chain and store ``grants`` inside the caller's transaction."""
+        if not grants:
+            return []
+        for g in grants:
+            g.check()
+        if self.db.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"consent:{workspace_id}"})
+        last = conn.execute(
+            select(consent_records.c.seq, consent_records.c.hash)
+            .where(consent_records.c.workspace_id == workspace_id)
+            .order_by(consent_records.c.seq.desc())
+            .limit(1)
+        ).first()
+        seq, prev = (int(last[0]), str(last[1])) if last else (0, GENESIS)
+        out: list[Record] = []
+        for g in grants:
+            seq += 1
+            h = chain_hash(prev, seq, workspace_id, g)
+            out.append(Record(seq, g, prev, h))
+            prev = h
+        conn.execute(
+            consent_records.insert(),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "seq": r.seq,
+                    "user_id": r.grant.user_id,
+                    "anonymous_id": r.grant.anonymous_id,
+                    "channel": r.grant.channel,
+                    "purpose": r.grant.purpose,
+                    "granted": int(r.grant.granted),
+                    "source": r.grant.source,
+                    "at_ms": r.grant.at_ms,
+                    "expires_ms": r.grant.expires_ms,
+                    "note": r.grant.note,
+                    "ref": r.grant.ref,
+                    "prev_hash": r.prev_hash,
+                    "hash": r.hash,
+                }
+                for r in out
+            ],
+        )
+        return out
+
+    def record(self, workspace_id: str, grants: Sequence[Grant]) -> list[Record]:
+        with self.db.write() as conn:
+            return self.append(conn, workspace_id, grants)
+
+    # reading ------------------------------------------------------------------------------
+    def history(
+        self, conn: Connection, workspace_id: str, *, user_ids: Iterable[str], anonymous_ids: Iterable[str]
+    ) -> list[Record]:
+        """Every record filed under any of these ids, in ledger order."""
+        users, anons = sorted(set(user_ids)), sorted(set(anonymous_ids))
+        if not users and not anons:
+            return []
+        found: dict[int, Record] = {}
+        for column, values in ((consent_records.c.user_id, users), (consent_records.c.anonymous_id, anons)):
+            for i in range(0, len(values), _CHUNK):
+                rows = conn.execute(
+                    select(consent_records).where(
+                        consent_records.c.workspace_id == workspace_id, column.in_(values[i : i + _CHUNK])
+                    )
+                ).all()
+                for r in rows:
+                    rec = _record(r._mapping)
+                    found[rec.seq] = rec
+        return [found[s] for s in sorted(found)]
+
+    def of_person(
+        self, workspace_id: str, profiles: ProfileStore, *, user_id: str | None, anonymous_id: str | None
+    ) -> list[Record]:
+        """Records under the given ids plus every anonymousId the person's profile links."""
+        users, anons = [user_id] if user_id else [], [anonymous_id] if anonymous_id else []
+        for kind, value in (("user", user_id), ("anon", anonymous_id)):
+            person = profiles.person_for(workspace_id, (kind, value)) if value else None
+            profile = profiles.get(workspace_id, person) if person else None
+            if profile is not None:
+                users += [profile.user_id] if profile.user_id else []
+                anons += list(profile.anonymous_ids)
+        with self.db.read() as conn:
+            return self.history(conn, workspace_id, user_ids=users, anonymous_ids=anons)
+
+    def for_profiles(
+        self, conn: Connection, workspace_id: str, people: Iterable[Profile]
+    ) -> dict[str, list[Record]]:
+        """Each person's records, from one pair of queries for the whole batch."""
+        people = list(people)
+        records = self.history(
+            conn,
+            workspace_id,
+            user_ids=[p.user_id for p in people if p.user_id],
+            anonymous_ids=[a for p in people for a in p.anonymous_ids],
+        )
+        out: dict[str, list[Record]] = {}
+        for p in people:
+            anons = set(p.anonymous_ids)
+            out[p.person_id] = [
+                r
+                for r in records
+                if (p.user_id is not None and r.grant.user_id == p.user_id) or r.grant.anonymous_id in anons
+            ]
+        return out
+
+    def chain(self, workspace_id: str, *, page: int = 5000) -> Iterator[Record]:
+        """The whole chain in order, a page at a time (for ``momently consent verify``)."""
+        after = 0
+        while True:
+            with self.db.read() as conn:
+                rows = conn.execute(
+                    select(consent_records)
+                    .where(consent_records.c.workspace_id == workspace_id, consent_records.c.seq > after)
+                    .order_by(consent_records.c.seq)
+                    .limit(page)
+                ).all()
+            if not rows:
+                return
+            for r in rows:
+                rec = _record(r._mapping)
+                after = rec.seq
+                yield rec
+
+    def count(self, workspace_id: str) -> int:
+        with self.db.read() as conn:
+            n = conn.execute(
+                select(func.count()).where(consent_records.c.workspace_id == workspace_id)
+            ).scalar_one()
+        return int(n)
+
+    # policy -------------------------------------------------------------------------------
+    def policy(self, workspace_id: str) -> Policy:
+        now = time.monotonic()
+        cached = self._policies.get(workspace_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        with self.db.read() as conn:
+            body = conn.execute(
+                select(consent_policies.c.body).where(consent_policies.c.workspace_id == workspace_id)
+            ).scalar_one_or_none()
+        policy = Policy.from_json(orjson.loads(body)) if body else Policy()
+        self._policies[workspace_id] = (policy, now + self.policy_cache_seconds)
+        return policy
+
+    def set_policy(self, workspace_id: str, doc: dict[str, Any], *, now_ms: int) -> Policy:
+        policy = Policy.from_json(doc)
+        body = orjson.dumps(policy.as_json()).decode()
+        stmt = self._insert(consent_policies).values(workspace_id=workspace_id, body=body, updated_ms=now_ms)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[consent_policies.c.workspace_id], set_={"body": body, "updated_ms": now_ms}
+        )
+        with self.db.write() as conn:
+            conn.execute(stmt)
+        self._policies.pop(workspace_id, None)
+        return policy
+
+
+def _record(m: Any) -> Record:
+    return Record(
+        seq=int(m["seq"]),
+        grant=Grant(
+            user_id=m["user_id"],
+            anonymous_id=m["anonymous_id"],
+            channel=m["channel"],
+            purpose=m["purpose"],
+            granted=bool(m["granted"]),
+            source=m["source"],
+            at_ms=int(m["at_ms"]),
+            expires_ms=int(m["expires_ms"]) if m["expires_ms"] is not None else None,
+            note=m["note"],
+            ref=m["ref"],
+        ),
+        prev_hash=m["prev_hash"],
+        hash=m["hash"],
+    )
