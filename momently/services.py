@@ -9,6 +9,8 @@ from pathlib import Path
 from momently.channels.base import Channel
 from momently.channels.console import ConsoleChannel
 from momently.channels.email import EmailChannel
+from momently.channels.in_app import InAppChannel
+from momently.channels.sms import SmsChannel
 from momently.channels.webhook import WebhookChannel
 from momently.channels.webpush import WebPushChannel
 from momently.clock import Clock, SystemClock
@@ -22,6 +24,7 @@ from momently.store.database import Database
 from momently.store.definitions import Definitions
 from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
+from momently.store.inbox import Inbox
 from momently.store.outbox import Outbox
 from momently.store.profiles import ProfileStore
 from momently.store.push import PushSubscriptions
@@ -45,7 +48,9 @@ class Services:
     webhook: WebhookChannel
     push: PushSubscriptions
     consent: ConsentLedger
+    inbox: Inbox
     email: EmailChannel | None = None
+    sms: SmsChannel | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
@@ -84,17 +89,30 @@ class Services:
         }
         if settings.webhook_url:
             channels["webhook"] = webhook
+        inbox = Inbox(db)
+        channels["in_app"] = InAppChannel(inbox, clock)
         email: EmailChannel | None = None
         if settings.smtp_url:
             email = EmailChannel(
                 settings.smtp_url, settings.email_from, timeout=settings.smtp_timeout_seconds
             )
             channels["email"] = email
+        base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+        sms: SmsChannel | None = None
+        if settings.sms_account_sid and settings.sms_auth_token and settings.sms_from:
+            sms = SmsChannel(
+                account_sid=settings.sms_account_sid,
+                auth_token=settings.sms_auth_token,
+                sender=settings.sms_from,
+                base_url=settings.sms_base_url,
+                status_callback=base_url + "/v1/sms/{workspace}/status",
+                timeout=settings.sms_timeout_seconds,
+            )
+            channels["sms"] = sms
         push = PushSubscriptions(db)
         if settings.vapid_private_key:
             channels["push"] = WebPushChannel(push, settings.vapid_private_key, settings.vapid_subject)
         workspaces = Workspaces(db)
-        base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
         dispatcher = Dispatcher(
             db,
             outbox,
@@ -127,7 +145,9 @@ class Services:
             webhook,
             push,
             consent,
+            inbox,
             email,
+            sms,
         )
 
     def start(self) -> None:
@@ -144,4 +164,6 @@ class Services:
         self.webhook.close()
         if self.email is not None:
             self.email.close()
+        if self.sms is not None:
+            self.sms.close()
         self.db.dispose()

@@ -70,6 +70,21 @@ class Settings(BaseSettings):
     )
     email_from: str = Field(default="Momently <no-reply@localhost>", description="From: of emails")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    sms_account_sid: str | None = Field(
+        default=None, description="SMS channel: Twilio-compatible account SID (enables the channel)"
+    )
+    sms_auth_token: str | None = Field(
+        default=None, description="the account's auth token: API password and webhook signing key"
+    )
+    sms_from: str | None = Field(default=None, description="sending number (E.164) or messaging service SID")
+    sms_base_url: str = Field(
+        default="https://api.twilio.com", description="provider API base URL (any Twilio-compatible API)"
+    )
+    sms_help_text: str = Field(
+        default="Reply STOP to unsubscribe. Msg&data rates may apply.",
+        description="the answer to a HELP reply",
+    )
+    sms_timeout_seconds: float = Field(default=10.0, gt=0)
     console_path: str | None = Field(
         default=None, description="file the console channel appends JSON lines to (default: standard output)"
     )

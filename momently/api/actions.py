@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from momently.domain.actions import ExpiredAction, InvalidAction, read
+from momently.domain.actions import ExpiredAction, InvalidAction, action_track, read
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.engine.log_writer import WriterStopped
 from momently.services import Services
@@ -45,19 +45,15 @@ def router(services: Services) -> APIRouter:
             )
         except InvalidAction:
             return page(400, "This link is not valid", "It may have been cut short when it was copied.")
-        raw = {
-            "type": "track",
-            "event": action.event,
-            "userId": action.user_id,
-            "anonymousId": action.anonymous_id,
-            "messageId": f"action:{action.delivery_key}",  # a second tap is a duplicate
-            "properties": {
-                "flow_id": action.flow_id,
-                "delivery_key": action.delivery_key,
-                "action": action.label,
-                "via": "one_tap",
-            },
-        }
+        raw = action_track(
+            delivery_key=action.delivery_key,
+            flow_id=action.flow_id,
+            event=action.event,
+            user_id=action.user_id,
+            anonymous_id=action.anonymous_id,
+            label=action.label,
+            via="one_tap",
+        )
         ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=services.clock.now())
         if not isinstance(ev, Event):
             return page(400, "This link is not valid", ev.message)

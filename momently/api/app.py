@@ -13,7 +13,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
 import momently
-from momently.api import actions, admin, consent, deliveries, errors, flows, ingest, push, unsubscribe
+from momently.api import (
+    actions,
+    admin,
+    consent,
+    deliveries,
+    errors,
+    flows,
+    inbox,
+    ingest,
+    push,
+    sms,
+    unsubscribe,
+)
 from momently.api.auth import Authenticator
 from momently.services import Services
 
@@ -53,6 +65,8 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
     app.include_router(push.router(services, auth))
     app.include_router(consent.router(services, auth))
     app.include_router(unsubscribe.router(services))
+    app.include_router(sms.router(services))
+    app.include_router(inbox.router(services, auth))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=services.settings.cors_origins,

@@ -26,6 +26,8 @@ class Outgoing:
     trigger: dict[str, Any] | None
     # signed one-click link that revokes this purpose on this channel (marketing messages)
     unsubscribe_url: str | None = None
+    # when the message stops being worth showing (``message.expires_in``; in-app cards)
+    expires_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
+from momently.domain.durations import parse_duration
+
 SALT = "momently.action.v1"
 DEFAULT_TTL_SECONDS = 7 * 86_400
 ACTION_TAKEN = "Action Taken"  # recorded when the flow has no goal event
@@ -52,6 +54,37 @@ class Action:
             "r": self.redirect,
             "t": self.ttl_seconds,
         }
+
+
+def goal_of(flow: dict[str, Any]) -> tuple[str, int]:
+    """The event an action records for a flow (its goal, else ``Action Taken``) and how long
+    after sending an action still counts (the goal window, at least an hour)."""
+    goal = flow.get("goal") if isinstance(flow.get("goal"), dict) else None
+    ttl = parse_duration(goal["within"]) // 1000 if goal and "within" in goal else DEFAULT_TTL_SECONDS
+    event = str(goal["event"]) if goal and "event" in goal else ACTION_TAKEN
+    return event, max(int(ttl), 3600)
+
+
+def action_track(
+    *,
+    delivery_key: str,
+    flow_id: str,
+    event: str,
+    user_id: str | None,
+    anonymous_id: str | None,
+    label: str | None,
+    via: str,
+) -> dict[str, Any]:
+    """The event an action records: its messageId is fixed per delivery, so a second tap, or
+    a tap and an SMS reply to the same message, count once."""
+    return {
+        "type": "track",
+        "event": event,
+        "userId": user_id,
+        "anonymousId": anonymous_id,
+        "messageId": f"action:{delivery_key}",
+        "properties": {"flow_id": flow_id, "delivery_key": delivery_key, "action": label, "via": via},
+    }
 
 
 def _serializer(secret: str, now: Callable[[], datetime], salt: str = SALT) -> URLSafeTimedSerializer:

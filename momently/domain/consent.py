@@ -34,6 +34,7 @@ SOURCES = (
     "sms_start",
     "stop_contact",
 )
+STOP_SOURCES = frozenset({"stop_contact", "sms_stop"})
 ANY = "*"
 GENESIS = "0" * 64
 
@@ -233,7 +234,7 @@ def check(records: Sequence[Record], channel: str, purpose: str, policy: Policy,
         return Verdict(False, "no_consent") if required else Verdict(True)
     g = latest.grant
     if not g.granted:
-        return Verdict(False, "stop_contact" if g.source == "stop_contact" else "consent_revoked", latest.seq)
+        return Verdict(False, "stop_contact" if g.source in STOP_SOURCES else "consent_revoked", latest.seq)
     if g.expires_ms is not None and g.expires_ms <= now_ms:
         return Verdict(False, "consent_expired", latest.seq) if required else Verdict(True, None, latest.seq)
     return Verdict(True, None, latest.seq)
@@ -287,11 +288,14 @@ def stop_contact(
     include_transactional: bool = False,
     channel: str = ANY,
     note: str | None = None,
+    ref: str | None = None,
 ) -> list[Grant]:
     """One call that revokes everything on ``channel`` but transactional messages (or those
     too, by flag)."""
     purposes = PURPOSES if include_transactional else tuple(p for p in PURPOSES if p != "transactional")
-    return [Grant(user_id, anonymous_id, channel, p, False, source, at_ms, note=note) for p in purposes]
+    return [
+        Grant(user_id, anonymous_id, channel, p, False, source, at_ms, note=note, ref=ref) for p in purposes
+    ]
 
 
 def purpose_of(tier: str) -> str:

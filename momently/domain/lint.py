@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from momently.domain.durations import HINT, parse_duration
+
 # GSM 03.38: the basic set costs one septet, the extension table two; anything else forces UCS-2.
 GSM7_BASIC: Final = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -61,6 +63,11 @@ def lint_message(message: object, channels: list[str]) -> list[Finding]:
     if not isinstance(message, Mapping) or not message:
         return []
     out: list[Finding] = []
+    if "expires_in" in message:
+        try:
+            parse_duration(message["expires_in"])
+        except ValueError as exc:
+            out.append(Finding(("message", "expires_in"), f"{exc} ({HINT})"))
     for path, variant in _variants(message):
         if "actions" in variant or isinstance(variant.get("action"), list):
             out.append(

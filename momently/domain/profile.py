@@ -124,6 +124,18 @@ def _push_token(context: dict[str, Any]) -> tuple[str, str] | None:
     return (str(platform), token)
 
 
+def normalize_phone(value: object) -> str | None:
+    """``+1 (555) 010-4477`` -> ``+15550104477``: the form SMS providers send inbound numbers
+    in, so a reply finds its person. Anything else than digits, spaces and punctuation is kept
+    as given (stripped)."""
+    if not isinstance(value, str | int) or not str(value).strip():
+        return None
+    text = str(value).strip()
+    compact = "".join(ch for ch in text if ch not in " -.()/")
+    body = compact[1:] if compact.startswith("+") else compact
+    return compact if body.isdigit() else text
+
+
 def apply(profile: Profile, event: LoggedEvent) -> Profile:
     """The profile after ``event``. Events must arrive in log order (``seq`` increasing)."""
     body = event.body
@@ -154,9 +166,9 @@ def apply(profile: Profile, event: LoggedEvent) -> Profile:
     email = traits.get("email")
     if isinstance(email, str) and "@" in email:
         changes["email"] = email.strip().lower()
-    phone = traits.get("phone")
-    if isinstance(phone, str | int) and str(phone).strip():
-        changes["phone"] = str(phone).strip()
+    phone = normalize_phone(traits.get("phone"))
+    if phone is not None:
+        changes["phone"] = phone
     token = _push_token(context)
     if token is not None and token not in profile.push_tokens:
         changes["push_tokens"] = (*profile.push_tokens, token)

@@ -26,14 +26,7 @@ from typing import Any
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.clock import Clock
 from momently.domain import consent
-from momently.domain.actions import (
-    ACTION_TAKEN,
-    DEFAULT_TTL_SECONDS,
-    Action,
-    Unsubscribe,
-    sign,
-    sign_unsubscribe,
-)
+from momently.domain.actions import Action, Unsubscribe, goal_of, sign, sign_unsubscribe
 from momently.domain.durations import parse_duration
 from momently.domain.event import Event, derived_event
 from momently.domain.message import NotRendered, Rendered, render, template_data
@@ -243,6 +236,7 @@ class Dispatcher:
             message=rendered,
             trigger=trigger,
             unsubscribe_url=self._unsubscribe_url(d, profile, channel.name, purpose),
+            expires_ms=_expiry(message, to_millis(self.clock.now())),
         )
         try:
             result: Result = channel.send(outgoing, address)
@@ -286,18 +280,17 @@ class Dispatcher:
         ``Action Taken``) for this person, then redirects to the action's own URL."""
         if self.links is None or not (rendered.action_url or rendered.action_label):
             return rendered
-        goal = flow.get("goal") if isinstance(flow.get("goal"), dict) else None
-        ttl = parse_duration(goal["within"]) // 1000 if goal and "within" in goal else DEFAULT_TTL_SECONDS
+        event, ttl = goal_of(flow)
         action = Action(
             delivery_key=d.key,
             flow_id=d.flow_id,
             person_id=d.person_id,
             user_id=profile.user_id,
             anonymous_id=profile.anonymous_id,
-            event=str(goal["event"]) if goal and "event" in goal else ACTION_TAKEN,
+            event=event,
             label=rendered.action_label,
             redirect=rendered.action_url,
-            ttl_seconds=max(int(ttl), 3600),
+            ttl_seconds=ttl,
         )
         secret = self.links.workspaces.signing_key(d.workspace_id, now=self.clock.now())
         token = sign(secret, action, self.clock.now)
@@ -389,6 +382,14 @@ class Dispatcher:
             properties=props,
         )
         return _Outcome(d, values, ev if ev.user_id is not None or ev.anonymous_id is not None else None)
+
+
+def _expiry(message: dict[str, Any], now_ms: int) -> int | None:
+    """``message.expires_in`` (validated by ``flows validate``) from the moment of sending."""
+    try:
+        return now_ms + parse_duration(message["expires_in"]) if "expires_in" in message else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,7 +112,7 @@ class ConsentLedger:
             profile = profiles.get(workspace_id, person) if person else None
             if profile is not None:
                 users += [profile.user_id] if profile.user_id else []
-                anons += list(profile.anonymous_ids)
+                anons += _keys(profile)
         with self.db.read() as conn:
             return self.history(conn, workspace_id, user_ids=users, anonymous_ids=anons)
 
@@ -125,11 +125,11 @@ class ConsentLedger:
             conn,
             workspace_id,
             user_ids=[p.user_id for p in people if p.user_id],
-            anonymous_ids=[a for p in people for a in p.anonymous_ids],
+            anonymous_ids=[a for p in people for a in _keys(p)],
         )
         out: dict[str, list[Record]] = {}
         for p in people:
-            anons = set(p.anonymous_ids)
+            anons = set(_keys(p))
             out[p.person_id] = [
                 r
                 for r in records
@@ -187,6 +187,16 @@ class ConsentLedger:
             conn.execute(stmt)
         self._policies.pop(workspace_id, None)
         return policy
+
+
+def phone_key(phone: str) -> str:
+    """SMS STOP is about a number, and may come from one no profile has yet: such records are
+    filed under this key, which every profile with that phone matches."""
+    return f"phone:{phone}"
+
+
+def _keys(p: Profile) -> list[str]:
+    return [*p.anonymous_ids, *([phone_key(p.phone)] if p.phone else [])]
 
 
 def _record(m: Any) -> Record:

@@ -7,6 +7,7 @@ key, which channels pass to providers as the idempotency key.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,34 @@ class Outbox:
         with self.db.read() as conn:
             rows = conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit)).all()
         return [_delivery(dict(r._mapping)) for r in rows]
+
+    def by_provider_id(self, workspace_id: str, provider_id: str) -> Delivery | None:
+        """The delivery a provider's status callback is about."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(deliveries)
+                .where(deliveries.c.workspace_id == workspace_id, deliveries.c.provider_id == provider_id)
+                .limit(1)
+            ).first()
+        return _delivery(dict(row._mapping)) if row is not None else None
+
+    def recent_sent(
+        self, workspace_id: str, person_id: str, *, channel: str, limit: int = 20
+    ) -> builtins.list[Delivery]:
+        """The person's latest sent deliveries on ``channel``, newest first (an SMS reply
+        answers the last message)."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(deliveries)
+                .where(
+                    deliveries.c.workspace_id == workspace_id,
+                    deliveries.c.person_id == person_id,
+                    deliveries.c.status == "sent",
+                )
+                .order_by(deliveries.c.updated_ms.desc(), deliveries.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [d for d in (_delivery(dict(r._mapping)) for r in rows) if d.channel == channel]
 
     def retry(self, workspace_id: str, delivery_id: int, *, now_ms: int) -> bool:
         """A dead delivery back to pending, from the first channel of its plan."""

@@ -106,6 +106,17 @@ class ProfileStore:
         with self.db.read() as conn:
             return self.lookup_identities(conn, workspace_id, [identity]).get(identity)
 
+    def person_by_phone(self, workspace_id: str, phone: str) -> str | None:
+        """Who has this (normalized) phone number; the most recently seen if several do."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(profiles.c.person_id)
+                .where(profiles.c.workspace_id == workspace_id, profiles.c.phone == phone)
+                .order_by(profiles.c.last_seen_ms.desc())
+                .limit(1)
+            ).first()
+        return str(row[0]) if row is not None else None
+
     # profiles ------------------------------------------------------------------------
     def load(self, conn: Connection, workspace_id: str, person_ids: Iterable[str]) -> dict[str, Profile]:
         ids = list(set(person_ids))

@@ -81,6 +81,8 @@ profiles = Table(
     Column("data", Text, nullable=False),
 )
 
+Index("ix_profiles_phone", profiles.c.workspace_id, profiles.c.phone)
+
 identities = Table(
     "identities",
     metadata,
@@ -259,6 +261,8 @@ deliveries = Table(
     UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_ms)
+Index("ix_deliveries_person", deliveries.c.workspace_id, deliveries.c.person_id)
+Index("ix_deliveries_provider", deliveries.c.workspace_id, deliveries.c.provider_id)
 
 # Per-workspace secrets for signed links (one-tap actions), created on first use.
 signing_keys = Table(
@@ -319,3 +323,22 @@ consent_policies = Table(
     Column("body", Text, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
 )
+
+# The in-app channel's inbox: one card per delivery, read by the widget over the API.
+inbox_cards = Table(
+    "inbox_cards",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("person_id", String(32), nullable=False),
+    Column("delivery_key", String(300), nullable=False),
+    Column("flow_id", String(64), nullable=False),
+    Column("card", Text, nullable=False),  # JSON: title, body, action {label, url}
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=True),
+    Column("seen_ms", BigInteger, nullable=True),
+    Column("acted_ms", BigInteger, nullable=True),
+    Column("dismissed_ms", BigInteger, nullable=True),
+    UniqueConstraint("workspace_id", "delivery_key", name="ux_inbox_delivery"),
+)
+Index("ix_inbox_person", inbox_cards.c.workspace_id, inbox_cards.c.person_id, inbox_cards.c.id)

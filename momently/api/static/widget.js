@@ -1,0 +1,127 @@
+/* Momently in-app widget: one script tag, no build step.
+ *
+ *   <script src="https://momently.example.com/widget.js"
+ *           data-write-key="wk_..." data-user-id="ada" async></script>
+ *
+ * (data-anonymous-id instead of data-user-id for people not logged in.) It shows the
+ * person's next card in the corner of the page, with a short entrance animation, listens for
+ * new cards over server-sent events, marks a card seen when shown, and runs its one action:
+ * the card's link records the goal and leads on. Styles live in a shadow root, so the page's
+ * CSS and the widget's cannot touch each other. */
+(function () {
+  "use strict";
+  var script = document.currentScript;
+  if (!script || window.__momentlyWidget) return;
+  window.__momentlyWidget = true;
+  var base = new URL(script.src, location.href).origin;
+  var who = {
+    writeKey: script.getAttribute("data-write-key"),
+    userId: script.getAttribute("data-user-id") || undefined,
+    anonymousId: script.getAttribute("data-anonymous-id") || undefined
+  };
+  if (!who.writeKey || !(who.userId || who.anonymousId)) {
+    console.warn("momently widget: set data-write-key and data-user-id (or data-anonymous-id)");
+    return;
+  }
+  var query = new URLSearchParams({ writeKey: who.writeKey });
+  if (who.userId) query.set("userId", who.userId);
+  if (who.anonymousId) query.set("anonymousId", who.anonymousId);
+
+  var queue = [], shown = null, known = {};
+
+  var host = document.createElement("div");
+  host.setAttribute("data-momently", "");
+  var root = host.attachShadow({ mode: "open" });
+  root.innerHTML =
+    "<style>" +
+    ":host{all:initial}" +
+    ".card{position:fixed;right:16px;bottom:16px;z-index:2147483000;max-width:340px;" +
+    "font:15px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;color:#111827;background:#fff;" +
+    "border-radius:12px;box-shadow:0 10px 30px rgba(0,0,0,.18);padding:16px 18px;" +
+    "animation:in .32s cubic-bezier(.2,.8,.2,1) both}" +
+    ".card.out{animation:out .2s ease-in both}" +
+    "@keyframes in{from{opacity:0;transform:translateY(16px) scale(.98)}to{opacity:1;transform:none}}" +
+    "@keyframes out{to{opacity:0;transform:translateY(8px)}}" +
+    "@media (prefers-reduced-motion:reduce){.card,.card.out{animation:none}}" +
+    "h2{font-size:16px;margin:0 24px 6px 0}p{margin:0 0 12px}" +
+    "button.act{font:inherit;font-weight:600;border:0;border-radius:8px;padding:8px 14px;" +
+    "background:#1a56db;color:#fff;cursor:pointer}" +
+    "button.close{position:absolute;top:8px;right:8px;border:0;background:none;font-size:18px;" +
+    "line-height:1;color:#6b7280;cursor:pointer;padding:4px}" +
+    "</style>";
+
+  function post(card, mark) {
+    var body = JSON.stringify({ writeKey: who.writeKey, userId: who.userId, anonymousId: who.anonymousId });
+    return fetch(base + "/v1/inbox/" + card.id + "/" + mark, {
+      method: "POST", body: body, keepalive: true, headers: { "Content-Type": "text/plain" }
+    }).catch(function () {});
+  }
+
+  function hide(el, then) {
+    el.classList.add("out");
+    setTimeout(function () { el.remove(); shown = null; if (then) then(); else next(); }, 200);
+  }
+
+  function render(card) {
+    var el = document.createElement("div");
+    el.className = "card";
+    el.setAttribute("role", "dialog");
+    el.setAttribute("aria-live", "polite");
+    if (card.title) {
+      var h = document.createElement("h2");
+      h.textContent = card.title;
+      el.appendChild(h);
+    }
+    var p = document.createElement("p");
+    p.textContent = card.body;
+    el.appendChild(p);
+    var close = document.createElement("button");
+    close.className = "close";
+    close.setAttribute("aria-label", "Dismiss");
+    close.textContent = "\u00d7";
+    close.onclick = function () { post(card, "dismiss"); hide(el); };
+    el.appendChild(close);
+    if (card.action) {
+      var act = document.createElement("button");
+      act.className = "act";
+      act.textContent = card.action.label || "Open";
+      act.onclick = function () {
+        act.disabled = true;
+        post(card, "act").then(function () {
+          hide(el, function () { if (card.action.url) location.href = card.action.url; else next(); });
+        });
+      };
+      el.appendChild(act);
+    }
+    return el;
+  }
+
+  function next() {
+    if (shown || !queue.length) return;
+    var card = queue.shift();
+    if (!host.isConnected) document.body.appendChild(host);
+    shown = render(card);
+    root.appendChild(shown);
+    post(card, "seen");
+  }
+
+  function add(card) {
+    if (known[card.id]) return;
+    known[card.id] = true;
+    queue.push(card);
+    next();
+  }
+
+  function start() {
+    fetch(base + "/v1/inbox?" + query).then(function (r) { return r.ok ? r.json() : { cards: [] }; })
+      .then(function (d) { (d.cards || []).forEach(add); })
+      .catch(function () {});
+    if (window.EventSource) {
+      var source = new EventSource(base + "/v1/inbox/stream?" + query);
+      source.addEventListener("card", function (e) { add(JSON.parse(e.data)); });
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,175 @@
+"""The in-app widget in a real browser: Debian's headless Chromium driven by Playwright loads
+a test page on another origin with the one script tag; the card shows, is marked seen, its
+button is clicked, and the flow's goal event lands in the log. A card decided while the page
+is open arrives over the server-sent-events stream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ON_CI
+from tests.flows.conftest import FlowEnv, make_env
+from tests.flows.test_dispatch_e2e import dispatch, log_of
+
+CHROMIUM = os.environ.get("MOMENTLY_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
+
+if not shutil.which(CHROMIUM):
+    if ON_CI:
+        raise RuntimeError(f"the browser test needs Chromium at {CHROMIUM} (apt-get install chromium)")
+    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+class Site:
+    """The customer's web page, on its own origin: ``/`` embeds the widget, ``/thanks`` is
+    where the card's action leads."""
+
+    def __init__(self) -> None:
+        self.page = ""
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = (site.page if self.path == "/" else "<h1>Thanks</h1>").encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/html; charset=utf-8")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> Iterator[FlowEnv]:
+    with make_env(database_url, console_path=str(tmp_path / "console.jsonl")) as e:
+        yield e
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+TIP = """
+id: export-tip
+trigger: {event: Feature Used, where: {event: properties.feature, equals: export}}
+reentry: every_time
+channels: [in_app]
+goal: {event: Shortcut Tried, within: 1d}
+message:
+  expires_in: 2h
+  variants:
+    - id: main
+      title: "Export faster"
+      body: "Press E to export in one step, {{ traits.name | default: 'friend' }}."
+      action: {label: Show me, url: "%s/thanks"}
+"""
+
+
+def used(env: FlowEnv) -> None:
+    env.send(
+        {"type": "identify", "userId": "ada", "traits": {"name": "Ada"}},
+        {"type": "track", "userId": "ada", "event": "Feature Used", "properties": {"feature": "export"}},
+    )
+    dispatch(env)
+
+
+def test_widget_shows_the_card_and_its_action_records_the_goal(
+    env: FlowEnv, site: Site, browser: Any
+) -> None:
+    env.flow("export-tip", TIP % site.url)
+    used(env)
+    site.page = (
+        f'<!doctype html><title>App</title><h1>Your app</h1><script src="{env.url}/widget.js" '
+        f'data-write-key="{env.write_key}" data-user-id="ada" async></script>'
+    )
+    page = browser.new_page()
+    page.goto(site.url + "/")
+    card = page.locator("[data-momently] .card")
+    card.wait_for(state="visible", timeout=10_000)
+    assert "Export faster" in card.inner_text()
+    assert "Press E to export in one step, Ada." in card.inner_text()
+    assert page.locator("[data-momently] .card").evaluate("e => getComputedStyle(e).animationName") == "in"
+
+    page.locator("[data-momently] button.act").click()
+    page.wait_for_url(site.url + "/thanks", timeout=10_000)
+    env.settle()
+    assert [e["card_id"] for e in log_of(env, "Message Seen")] == [1]
+    assert [e["flow_id"] for e in log_of(env, "Message Clicked")] == ["export-tip"]
+    [goal] = log_of(env, "Shortcut Tried")
+    assert goal["via"] == "one_tap"
+    # acted on: not shown again
+    with httpx.Client(base_url=env.url, auth=(env.write_key, "")) as c:
+        assert c.get("/v1/inbox", params={"userId": "ada"}).json() == {"cards": []}
+
+
+def test_a_new_card_arrives_live_and_can_be_dismissed(env: FlowEnv, site: Site, browser: Any) -> None:
+    env.flow("export-tip", TIP % site.url)
+    env.send({"type": "identify", "userId": "ada", "traits": {"name": "Ada"}})
+    site.page = (
+        f'<!doctype html><title>App</title><script src="{env.url}/widget.js" '
+        f'data-write-key="{env.write_key}" data-user-id="ada"></script>'
+    )
+    page = browser.new_page()
+    page.goto(site.url + "/")
+    page.wait_for_timeout(500)
+    assert page.locator("[data-momently] .card").count() == 0
+    used(env)  # decided and handed to the in-app channel while the page is open
+    card = page.locator("[data-momently] .card")
+    card.wait_for(state="visible", timeout=10_000)
+    page.locator("[data-momently] button.close").click()
+    card.wait_for(state="detached", timeout=5_000)
+    env.settle()
+    assert len(log_of(env, "Message Dismissed")) == 1
+    assert log_of(env, "Shortcut Tried") == []
+
+
+def test_inbox_api_checks_its_inputs_and_cards_expire(env: FlowEnv, site: Site) -> None:
+    env.flow("export-tip", TIP % site.url)
+    used(env)
+    with httpx.Client(base_url=env.url) as c:
+        assert c.get("/v1/inbox", params={"userId": "ada"}).status_code == 401
+        ok = c.get("/v1/inbox", params={"userId": "ada", "writeKey": env.write_key}).json()
+        assert [card["title"] for card in ok["cards"]] == ["Export faster"]
+        assert c.get("/v1/inbox", params={"writeKey": env.write_key}).json()["code"] == "no_user_anon_id"
+        other = c.post("/v1/inbox/1/seen", json={"writeKey": env.write_key, "userId": "mallory"})
+        assert other.json() == {"id": 1, "marked": False}  # not their card
+        env.advance(hours=3)
+        assert c.get("/v1/inbox", params={"userId": "ada", "writeKey": env.write_key}).json() == {"cards": []}
