@@ -123,6 +123,7 @@ class Services:
             clock,
             links=ActionLinks(base_url, workspaces),
             consent_ledger=consent,
+            rate_limits=settings.channel_rate_limits,
             retry=RetryPolicy(
                 max_attempts=settings.dispatch_max_attempts,
                 base_ms=int(settings.dispatch_backoff_seconds * 1000),

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         description="the answer to a HELP reply",
     )
     sms_timeout_seconds: float = Field(default=10.0, gt=0)
+    channel_rate_limits: dict[str, float] = Field(
+        default_factory=dict,
+        description='provider send rates in messages/s per channel, JSON: {"sms": 10, "email": 50}',
+    )
     console_path: str | None = Field(
         default=None, description="file the console channel appends JSON lines to (default: standard output)"
     )

@@ -42,6 +42,14 @@ class Failed:
 
     reason: str
     retryable: bool
+    retry_after_ms: int | None = None  # the provider said when (HTTP 429/503 Retry-After)
+
+
+def retry_after_ms(value: str | None) -> int | None:
+    """An HTTP ``Retry-After`` in seconds (the HTTP-date form is rare from APIs; ignored)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value.strip()) * 1000
 
 
 Result = Sent | Failed

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import httpx
 
-from momently.channels.base import Failed, Outgoing, Result, Sent
+from momently.channels.base import Failed, Outgoing, Result, Sent, retry_after_ms
 from momently.domain.profile import Profile
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -93,4 +93,8 @@ class SmsChannel:
             code = reply.json().get("code")
         if isinstance(code, int) and code in PERMANENT_CODES:
             return Failed(f"sms_{code}", retryable=False)
-        return Failed(f"http_{reply.status_code}", retryable=reply.status_code in RETRYABLE_STATUS)
+        return Failed(
+            f"http_{reply.status_code}",
+            retryable=reply.status_code in RETRYABLE_STATUS,
+            retry_after_ms=retry_after_ms(reply.headers.get("retry-after")),
+        )

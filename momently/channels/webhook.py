@@ -18,7 +18,7 @@ import httpx
 import orjson
 from standardwebhooks import Webhook
 
-from momently.channels.base import Failed, Outgoing, Result, Sent
+from momently.channels.base import Failed, Outgoing, Result, Sent, retry_after_ms
 from momently.domain.profile import Profile
 
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -76,7 +76,11 @@ class WebhookChannel:
             return Failed(f"connection_error: {type(exc).__name__}", retryable=True)
         if 200 <= reply.status_code < 300:
             return Sent(provider_id=reply.headers.get("x-request-id"))
-        return Failed(f"http_{reply.status_code}", retryable=reply.status_code in RETRYABLE_STATUS)
+        return Failed(
+            f"http_{reply.status_code}",
+            retryable=reply.status_code in RETRYABLE_STATUS,
+            retry_after_ms=retry_after_ms(reply.headers.get("retry-after")),
+        )
 
     def _refused(self, url: str) -> str | None:
         parts = urlsplit(url)

@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 
 from momently.domain.conditions import ConditionError, compile_condition
-from momently.domain.durations import HINT, InvalidDuration, parse_offset
+from momently.domain.durations import HINT, InvalidDuration, parse_duration, parse_offset
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
 from momently.domain.lint import lint_message
@@ -282,6 +282,19 @@ def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Proble
     if "goal" in data:
         check_event(("goal", "event"), data["goal"]["event"])
         condition(data["goal"].get("where"), ("goal", "where"))
+    if "follow_up" in data:
+        if "goal" not in data:
+            problem(
+                ("follow_up",), "a follow-up is sent when the goal is not reached: give the flow a 'goal'"
+            )
+        try:
+            parse_duration(data["follow_up"]["after"])
+        except InvalidDuration as exc:
+            problem(("follow_up", "after"), str(exc))
+        if data["follow_up"]["channel"] == (data.get("channels") or ["console"])[0]:
+            problem(
+                ("follow_up", "channel"), "follow up on a different channel than the first one of the plan"
+            )
     return problems
 
 

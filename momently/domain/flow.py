@@ -96,6 +96,14 @@ class Reentry:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowUp:
+    """If the goal is not reached ``after_ms`` after the decision, send on ``channel`` too."""
+
+    channel: str
+    after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Flow:
     id: str
     version: int
@@ -105,6 +113,7 @@ class Flow:
     audience: Condition = ALWAYS
     channels: tuple[str, ...] = ("console",)
     goal: Goal | None = None
+    follow_up: FollowUp | None = None
     reentry: Reentry = Reentry()
     message: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
@@ -122,7 +131,22 @@ class Segment:
 # The names of the events the engine itself appends to the log.
 SEGMENT_ENTERED = "Segment Entered"
 SEGMENT_EXITED = "Segment Exited"
-SYSTEM_EVENTS = (SEGMENT_ENTERED, SEGMENT_EXITED)
+MESSAGE_DECIDED = "Message Decided"
+# ... and the ones the dispatcher, the channels' callbacks and the widget append
+MESSAGE_EVENTS = (
+    MESSAGE_DECIDED,
+    "Message Sent",
+    "Message Failed",
+    "Message Suppressed",
+    "Message Delivered",
+    "Message Seen",
+    "Message Clicked",
+    "Message Dismissed",
+    "Message Replied",
+    "Unsubscribed",
+    "Action Taken",
+)
+SYSTEM_EVENTS = (SEGMENT_ENTERED, SEGMENT_EXITED, *MESSAGE_EVENTS)
 
 
 def compile_flow(doc: dict[str, Any], version: int) -> Flow:
@@ -180,6 +204,9 @@ def compile_flow(doc: dict[str, Any], version: int) -> Flow:
         audience=compile_condition(doc.get("audience")),
         channels=tuple(doc.get("channels", ("console",))),
         goal=goal,
+        follow_up=FollowUp(doc["follow_up"]["channel"], parse_duration(doc["follow_up"]["after"]))
+        if "follow_up" in doc
+        else None,
         reentry=reentry,
         message=dict(doc.get("message", {})),
         tags=tuple(doc.get("tags", ())),

@@ -73,6 +73,13 @@ SCHEMA: Final[dict[str, Any]] = {
                         "within": _duration,
                     },
                 },
+                "follow_up": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["channel", "after"],
+                    "description": "send again on another channel if the goal is not reached in time",
+                    "properties": {"channel": {"enum": list(CHANNELS)}, "after": _duration},
+                },
                 "reentry": {
                     "oneOf": [
                         {"enum": ["once", "every_time"]},

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.clock import Clock
-from momently.domain import consent
+from momently.domain import consent, ratelimit
 from momently.domain.actions import Action, Unsubscribe, goal_of, sign, sign_unsubscribe
+from momently.domain.conditions import Facts, compile_condition
 from momently.domain.durations import parse_duration
 from momently.domain.event import Event, derived_event
 from momently.domain.message import NotRendered, Rendered, render, template_data
@@ -42,6 +45,7 @@ from momently.store.profiles import ProfileStore
 from momently.store.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
+UTC_ZONE = ZoneInfo("UTC")
 
 MESSAGE_SENT = "Message Sent"
 MESSAGE_FAILED = "Message Failed"
@@ -82,6 +86,7 @@ class Dispatcher:
         retry: RetryPolicy = RetryPolicy(),
         links: ActionLinks | None = None,
         consent_ledger: ConsentLedger | None = None,
+        rate_limits: Mapping[str, float] | None = None,
         lease_ms: int = 60_000,
         batch: int = 100,
         concurrency: int = 8,
@@ -97,6 +102,9 @@ class Dispatcher:
         self.retry = retry
         self.links = links
         self.consent = consent_ledger
+        self.rate_limits = dict(rate_limits or {})
+        self._buckets: dict[str, ratelimit.Bucket] = {}
+        self._buckets_lock = threading.Lock()
         self.lease_ms = lease_ms
         self.batch = batch
         self.concurrency = concurrency
@@ -199,6 +207,8 @@ class Dispatcher:
             flow = self._flow(d)
         except UnknownDefinition:
             return self._dead(d, profile, "flow_not_found", channel=d.channel)
+        if d.kind == "follow_up" and self._goal_reached(d, flow, profile):
+            return self._suppress(d, profile, "goal_reached", "the goal was reached before the follow-up")
         trigger = context.triggers.get((d.workspace_id, d.trigger_seq)) if d.trigger_seq is not None else None
         name = d.channel
         channel = self.channels.get(name) if name is not None else None
@@ -238,6 +248,9 @@ class Dispatcher:
             unsubscribe_url=self._unsubscribe_url(d, profile, channel.name, purpose),
             expires_ms=_expiry(message, to_millis(self.clock.now())),
         )
+        wait_ms = self._throttle(channel.name)
+        if wait_ms:
+            return self._defer(d, wait_ms)
         try:
             result: Result = channel.send(outgoing, address)
         except Exception as exc:  # a channel bug must not lose the delivery
@@ -258,7 +271,7 @@ class Dispatcher:
             )
         elif result.retryable and d.attempts < self.retry.max_attempts:
             now = to_millis(self.clock.now())
-            retry_at = now + self.retry.delay_ms(d.attempts, self._rng)
+            retry_at = now + max(self.retry.delay_ms(d.attempts, self._rng), result.retry_after_ms or 0)
             return self._record(
                 d,
                 profile,
@@ -295,6 +308,54 @@ class Dispatcher:
         secret = self.links.workspaces.signing_key(d.workspace_id, now=self.clock.now())
         token = sign(secret, action, self.clock.now)
         return replace(rendered, action_url=f"{self.links.base_url}/a/{d.workspace_id}/{token}")
+
+    def _throttle(self, channel: str) -> int:
+        """The channel's provider send rate (``MOMENTLY_CHANNEL_RATE_LIMITS``): 0 to send now,
+        else how long to wait. A token bucket with one second of burst."""
+        rate = self.rate_limits.get(channel)
+        if not rate:
+            return 0
+        with self._buckets_lock:
+            verdict = ratelimit.take(
+                self._buckets.get(channel),
+                rate=rate,
+                burst=max(1.0, rate),
+                cost=1,
+                now=self.clock.now().timestamp(),
+                strict=True,
+            )
+            self._buckets[channel] = verdict.bucket
+        return 0 if verdict.allowed else verdict.retry_after * 1000
+
+    def _defer(self, d: Delivery, wait_ms: int) -> _Outcome:
+        """Over the provider's rate: back in the queue, not counted as an attempt, no event."""
+        now = to_millis(self.clock.now())
+        values = {
+            "status": "pending",
+            "attempts": max(0, d.attempts - 1),
+            "next_attempt_ms": now + wait_ms + self._rng.randrange(0, 250),
+            "lease_until_ms": None,
+            "updated_ms": now,
+        }
+        return _Outcome(d, values, None)
+
+    def _goal_reached(self, d: Delivery, flow: dict[str, Any], profile: Profile) -> bool:
+        """Did the person do what the flow asked (its goal event, matching its ``where``)
+        since the decision? Looks at their latest events in the log."""
+        goal = flow.get("goal")
+        if not isinstance(goal, dict) or "event" not in goal:
+            return False
+        where = compile_condition(goal.get("where"))
+        now = to_millis(self.clock.now())
+        seqs = self.profiles.event_seqs(d.workspace_id, d.person_id, before_seq=None, limit=500)
+        for ev in self.events.by_seqs(d.workspace_id, seqs):
+            if (
+                ev.name == goal["event"]
+                and ev.time_ms >= d.created_ms
+                and where(Facts(profile=profile, now_ms=now, tz=UTC_ZONE, event=ev.body))
+            ):
+                return True
+        return False
 
     def _unsubscribe_url(self, d: Delivery, profile: Profile, channel: str, purpose: str) -> str | None:
         if self.links is None or purpose == "transactional":

@@ -31,6 +31,7 @@ from momently.domain.conditions import Facts
 from momently.domain.decision import decide
 from momently.domain.event import derived_event
 from momently.domain.flow import (
+    MESSAGE_DECIDED,
     SEGMENT_ENTERED,
     SEGMENT_EXITED,
     AbsenceTrigger,
@@ -607,28 +608,41 @@ class Pass:
             )
             if d.outcome == "send":
                 last[(c.flow.id, c.person_id)] = c.now_ms
-                self.changes.deliveries.append(
-                    {
-                        "key": f"{c.flow.id}:{c.person_id}:{c.occurrence}",
-                        "flow_id": c.flow.id,
-                        "flow_version": c.flow.version,
-                        "person_id": c.person_id,
-                        "occurrence": c.occurrence,
-                        "trigger_seq": c.seq,
-                        "variant": d.variant,
-                        "channels": orjson.dumps(list(c.flow.channels)).decode(),
-                        "channel_index": 0,
-                        # a decision about the distant past (a replay, a new flow over old
-                        # history) is recorded but not sent: nobody wants last month's nudge
-                        "status": "expired"
-                        if self.clock_ms - c.now_ms > self.stage.send_max_age_ms
-                        else "pending",
-                        "attempts": 0,
-                        "next_attempt_ms": d.at_ms if d.at_ms is not None else c.now_ms,
-                        "created_ms": c.now_ms,
-                        "updated_ms": c.now_ms,
-                    }
-                )
+                self._emit_decided(c, d.variant)
+                dkey = f"{c.flow.id}:{c.person_id}:{c.occurrence}"
+                at = d.at_ms if d.at_ms is not None else c.now_ms
+                # a decision about the distant past (a replay, a new flow over old history) is
+                # recorded but not sent: nobody wants last month's nudge
+                stale = self.clock_ms - c.now_ms > self.stage.send_max_age_ms
+                row = {
+                    "key": dkey,
+                    "flow_id": c.flow.id,
+                    "flow_version": c.flow.version,
+                    "person_id": c.person_id,
+                    "occurrence": c.occurrence,
+                    "trigger_seq": c.seq,
+                    "variant": d.variant,
+                    "channels": orjson.dumps(list(c.flow.channels)).decode(),
+                    "channel_index": 0,
+                    "status": "expired" if stale else "pending",
+                    "attempts": 0,
+                    "next_attempt_ms": at,
+                    "created_ms": c.now_ms,
+                    "updated_ms": c.now_ms,
+                    "kind": "message",
+                }
+                self.changes.deliveries.append(row)
+                if c.flow.follow_up is not None:
+                    # sent later unless the goal is reached first (checked at send time)
+                    self.changes.deliveries.append(
+                        {
+                            **row,
+                            "key": f"{dkey}:follow-up",
+                            "channels": orjson.dumps([c.flow.follow_up.channel]).decode(),
+                            "next_attempt_ms": at + c.flow.follow_up.after_ms,
+                            "kind": "follow_up",
+                        }
+                    )
             self.changes.enrollments.append(
                 Enrollment(
                     flow_id=c.flow.id,
@@ -644,6 +658,32 @@ class Pass:
                 )
             )
         return self.changes
+
+    def _emit_decided(self, c: _Candidate, variant: str | None) -> None:
+        """``Message Decided``: the first step of every message funnel, in the log."""
+        profile = self._profile(c.person_id)
+        if profile is None:
+            return
+        when = from_millis(c.now_ms)
+        self.changes.derived.append(
+            derived_event(
+                message_id=f"momently:decided:{c.flow.id}:{c.person_id}:{c.occurrence}",
+                name=MESSAGE_DECIDED,
+                user_id=profile.user_id,
+                anonymous_id=profile.anonymous_id,
+                at=when,
+                received_at=when,
+                properties={
+                    "flow_id": c.flow.id,
+                    "flow_version": c.flow.version,
+                    "occurrence": c.occurrence,
+                    "delivery_key": f"{c.flow.id}:{c.person_id}:{c.occurrence}",
+                    "variant": variant,
+                    "channels": list(c.flow.channels),
+                    "trigger": c.kind,
+                },
+            )
+        )
 
 
 def _key_value(path: str | None, body: Mapping[str, Any]) -> str:

@@ -39,6 +39,7 @@ class Delivery:
     provider_id: str | None
     created_ms: int
     updated_ms: int
+    kind: str = "message"
 
     @property
     def channel(self) -> str | None:
@@ -147,4 +148,5 @@ def _delivery(m: dict[str, Any]) -> Delivery:
         provider_id=m["provider_id"],
         created_ms=int(m["created_ms"]),
         updated_ms=int(m["updated_ms"]),
+        kind=str(m.get("kind") or "message"),
     )

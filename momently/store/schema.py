@@ -258,6 +258,8 @@ deliveries = Table(
     Column("provider_id", Text, nullable=True),
     Column("created_ms", BigInteger, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+    # message | follow_up (sent only if the flow's goal was not reached since created_ms)
+    Column("kind", String(16), nullable=False, server_default="message"),
     UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_ms)

@@ -33,3 +33,22 @@ def test_admitted_events_never_exceed_burst_plus_rate_times_time_plus_one_reques
         if verdict.allowed:
             admitted += cost
             assert admitted <= burst + rate * now + cost
+
+
+@given(st.lists(st.floats(0, 2), max_size=120), st.sampled_from([0.5, 2.0, 10.0]))
+def test_strict_sends_never_exceed_the_provider_rate(gaps: list[float], rate: float) -> None:
+    """A provider's send rate: in every window of T seconds at most burst + rate x T sends."""
+    burst = max(1.0, rate)
+    bucket: Bucket | None = None
+    now, sent = 0.0, []
+    for gap in gaps:
+        now += gap
+        v = take(bucket, rate=rate, burst=burst, cost=1, now=now, strict=True)
+        bucket = v.bucket
+        if v.allowed:
+            sent.append(now)
+        else:
+            assert v.retry_after >= 1
+    for i, start in enumerate(sent):
+        in_window = [t for t in sent[i:] if t - start <= 1.0]
+        assert len(in_window) <= burst + rate * 1.0 + 1e-9

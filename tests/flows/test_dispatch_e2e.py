@@ -42,6 +42,8 @@ class Receiver:
                 status = receiver.script.pop(0) if receiver.script else 200
                 self.send_response(status)
                 self.send_header("x-request-id", f"req-{len(receiver.received)}")
+                if status == 429:
+                    self.send_header("retry-after", "30")
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -129,6 +131,12 @@ def test_webhook_receives_a_signed_rendered_message(env: FlowEnv, receiver: Rece
     [sent] = log_of(env, "Message Sent")
     assert sent["channel"] == "webhook"
     assert sent["provider_id"] == "req-1"
+    [decided] = log_of(env, "Message Decided")  # every funnel starts in the log too
+    assert (decided["delivery_key"], decided["variant"], decided["channels"]) == (
+        sent["delivery_key"],
+        "short",
+        ["webhook"],
+    )
     assert [d.status for d in env.services.outbox.list(env.workspace)] == ["sent"]
 
 
@@ -311,3 +319,39 @@ def test_decisions_about_the_distant_past_are_recorded_but_not_sent(env: FlowEnv
     dispatch(env)
     assert receiver.received == []
     assert [d.status for d in env.services.outbox.list(env.workspace)] == ["expired"]
+
+
+def test_a_channel_rate_limit_defers_without_spending_attempts(
+    database_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    with make_env(
+        database_url,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        allow_private_webhooks=True,
+        channel_rate_limits={"webhook": 2},
+    ) as env:
+        env.flow("tip", TIP % "[webhook]")
+        for i in range(5):
+            used(env, user=f"u{i}")
+        dispatch(env)
+        assert len(receiver.received) == 2  # the provider's 2/s, nothing more
+        waiting = [d for d in env.services.outbox.list(env.workspace) if d.status == "pending"]
+        assert len(waiting) == 3
+        assert {d.attempts for d in waiting} == {0}
+        for _ in range(3):
+            env.clock.advance(timedelta(seconds=1.3))
+            dispatch(env)
+        assert len(receiver.received) == 5
+        assert log_of(env, "Message Failed") == []  # deferring is not failing
+
+
+def test_a_429_retry_after_is_honoured(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("tip", TIP % "[webhook]")
+    receiver.script = [429]
+    used(env)
+    dispatch(env)
+    [d] = env.services.outbox.list(env.workspace)
+    now_ms = int(env.clock.now().timestamp() * 1000)
+    assert d.status == "pending"
+    assert d.next_attempt_ms >= now_ms + 30_000  # not the shorter jittered backoff
