@@ -32,9 +32,10 @@ from momently.domain.actions import Action, Unsubscribe, goal_of, sign, sign_uns
 from momently.domain.conditions import Facts, compile_condition
 from momently.domain.durations import parse_duration
 from momently.domain.event import Event, derived_event
+from momently.domain.flow import MESSAGE_DECIDED
 from momently.domain.message import NotRendered, Rendered, render, template_data
 from momently.domain.profile import Profile
-from momently.domain.timestamps import to_millis
+from momently.domain.timestamps import from_millis, to_millis
 from momently.engine.background import Background
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
@@ -156,10 +157,8 @@ class Dispatcher:
                 self.outbox.finish(conn, o.delivery.id, **o.values)
             by_workspace: dict[str, list[tuple[str, Event]]] = {}
             for o in outcomes:
-                if o.event is not None:
-                    by_workspace.setdefault(o.delivery.workspace_id, []).append(
-                        (o.delivery.workspace_id, o.event)
-                    )
+                for ev in o.events:
+                    by_workspace.setdefault(o.delivery.workspace_id, []).append((o.delivery.workspace_id, ev))
             for batch in by_workspace.values():
                 self.events.append(conn, batch)
 
@@ -337,7 +336,7 @@ class Dispatcher:
             "lease_until_ms": None,
             "updated_ms": now,
         }
-        return _Outcome(d, values, None)
+        return _Outcome(d, values, ())
 
     def _goal_reached(self, d: Delivery, flow: dict[str, Any], profile: Profile) -> bool:
         """Did the person do what the flow asked (its goal event, matching its ``where``)
@@ -442,7 +441,33 @@ class Dispatcher:
             received_at=now,
             properties=props,
         )
-        return _Outcome(d, values, ev if ev.user_id is not None or ev.anonymous_id is not None else None)
+        if ev.user_id is None and ev.anonymous_id is None:
+            return _Outcome(d, values, ())
+        if d.updated_ms == d.created_ms and d.kind == "message":  # its first outcome
+            return _Outcome(d, values, (self._decided(d, ev), ev))
+        return _Outcome(d, values, (ev,))
+
+    def _decided(self, d: Delivery, outcome: Event) -> Event:
+        """``Message Decided``, the first step of every message funnel: timestamped at the
+        decision, written with the delivery's first outcome (so the engine's own pass stays
+        lean); a crash before that commit leaves the row unfinished, and the retry writes it."""
+        return derived_event(
+            message_id=f"momently:decided:{d.workspace_id}:{d.key}",
+            name=MESSAGE_DECIDED,
+            user_id=outcome.user_id,
+            anonymous_id=outcome.anonymous_id,
+            at=from_millis(d.created_ms),
+            received_at=self.clock.now(),
+            properties={
+                "delivery_id": d.id,
+                "delivery_key": d.key,
+                "flow_id": d.flow_id,
+                "flow_version": d.flow_version,
+                "occurrence": d.occurrence,
+                "variant": d.variant,
+                "channels": d.channels,
+            },
+        )
 
 
 def _expiry(message: dict[str, Any], now_ms: int) -> int | None:
@@ -467,4 +492,4 @@ class _Outcome:
 
     delivery: Delivery
     values: dict[str, Any]
-    event: Event | None
+    events: tuple[Event, ...]

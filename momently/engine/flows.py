@@ -31,7 +31,6 @@ from momently.domain.conditions import Facts
 from momently.domain.decision import decide
 from momently.domain.event import derived_event
 from momently.domain.flow import (
-    MESSAGE_DECIDED,
     SEGMENT_ENTERED,
     SEGMENT_EXITED,
     AbsenceTrigger,
@@ -608,7 +607,6 @@ class Pass:
             )
             if d.outcome == "send":
                 last[(c.flow.id, c.person_id)] = c.now_ms
-                self._emit_decided(c, d.variant)
                 dkey = f"{c.flow.id}:{c.person_id}:{c.occurrence}"
                 at = d.at_ms if d.at_ms is not None else c.now_ms
                 # a decision about the distant past (a replay, a new flow over old history) is
@@ -658,32 +656,6 @@ class Pass:
                 )
             )
         return self.changes
-
-    def _emit_decided(self, c: _Candidate, variant: str | None) -> None:
-        """``Message Decided``: the first step of every message funnel, in the log."""
-        profile = self._profile(c.person_id)
-        if profile is None:
-            return
-        when = from_millis(c.now_ms)
-        self.changes.derived.append(
-            derived_event(
-                message_id=f"momently:decided:{c.flow.id}:{c.person_id}:{c.occurrence}",
-                name=MESSAGE_DECIDED,
-                user_id=profile.user_id,
-                anonymous_id=profile.anonymous_id,
-                at=when,
-                received_at=when,
-                properties={
-                    "flow_id": c.flow.id,
-                    "flow_version": c.flow.version,
-                    "occurrence": c.occurrence,
-                    "delivery_key": f"{c.flow.id}:{c.person_id}:{c.occurrence}",
-                    "variant": variant,
-                    "channels": list(c.flow.channels),
-                    "trigger": c.kind,
-                },
-            )
-        )
 
 
 def _key_value(path: str | None, body: Mapping[str, Any]) -> str:
