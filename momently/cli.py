@@ -862,6 +862,68 @@ def consent_policy(c: _Ctx, workspace_id: str, policy_file: Any) -> None:
     _print_json(policy.as_json())
 
 
+# guardrails ---------------------------------------------------------------------------
+@main.group("guardrails")
+def guardrails_group() -> None:
+    """Quiet hours, frequency caps and kill switches (pause a workspace or a channel)."""
+
+
+@guardrails_group.command("show")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def guardrails_show(c: _Ctx, workspace_id: str) -> None:
+    """Print the workspace's guardrail policy as JSON."""
+    _require_workspace(c.services, workspace_id)
+    _print_json(c.services.guardrails.get(workspace_id, fresh=True).as_json())
+
+
+@guardrails_group.command("set")
+@click.argument("policy_file", type=click.File())
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def guardrails_set(c: _Ctx, policy_file: Any, workspace_id: str) -> None:
+    """Replace the policy with POLICY_FILE (JSON; - for stdin)."""
+    from momently.domain.guardrails import InvalidGuardrails, Policy
+    from momently.domain.timestamps import to_millis
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    try:
+        doc = json.load(policy_file)
+        policy = Policy.from_json(doc if isinstance(doc, dict) else {"": doc})
+    except (ValueError, InvalidGuardrails) as exc:
+        raise click.ClickException(f"invalid policy: {exc}") from None
+    _print_json(s.guardrails.put(workspace_id, policy, now_ms=to_millis(s.clock.now())).as_json())
+
+
+def _switch(c: _Ctx, workspace_id: str, channel: str | None, on: bool) -> None:
+    from momently.domain.timestamps import to_millis
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    s.guardrails.update(workspace_id, lambda p: p.with_pause(channel, on), now_ms=to_millis(s.clock.now()))
+    what = f"channel {channel}" if channel else "workspace"
+    click.echo(f"{what} {'paused' if on else 'resumed'} in {workspace_id}; dispatchers follow within seconds")
+
+
+@guardrails_group.command("pause")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--channel", default=None, help="Only this channel (default: everything).")
+@pass_ctx
+def guardrails_pause(c: _Ctx, workspace_id: str, channel: str | None) -> None:
+    """Kill switch: nothing more is sent (queued messages wait) until resumed."""
+    _switch(c, workspace_id, channel, True)
+
+
+@guardrails_group.command("resume")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--channel", default=None)
+@pass_ctx
+def guardrails_resume(c: _Ctx, workspace_id: str, channel: str | None) -> None:
+    """Undo a pause."""
+    _switch(c, workspace_id, channel, False)
+
+
 @main.command()
 @pass_ctx
 def worker(c: _Ctx) -> None:

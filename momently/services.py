@@ -24,6 +24,7 @@ from momently.store.database import Database
 from momently.store.definitions import Definitions
 from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
+from momently.store.guardrails import GuardrailPolicies
 from momently.store.inbox import Inbox
 from momently.store.outbox import Outbox
 from momently.store.profiles import ProfileStore
@@ -49,6 +50,7 @@ class Services:
     push: PushSubscriptions
     consent: ConsentLedger
     inbox: Inbox
+    guardrails: GuardrailPolicies
     email: EmailChannel | None = None
     sms: SmsChannel | None = None
 
@@ -113,6 +115,7 @@ class Services:
         if settings.vapid_private_key:
             channels["push"] = WebPushChannel(push, settings.vapid_private_key, settings.vapid_subject)
         workspaces = Workspaces(db)
+        guardrails = GuardrailPolicies(db)
         dispatcher = Dispatcher(
             db,
             outbox,
@@ -124,6 +127,9 @@ class Services:
             links=ActionLinks(base_url, workspaces),
             consent_ledger=consent,
             rate_limits=settings.channel_rate_limits,
+            guardrails=guardrails,
+            default_timezone=settings.default_timezone,
+            max_age_ms=int(settings.send_max_age_hours * 3_600_000),
             retry=RetryPolicy(
                 max_attempts=settings.dispatch_max_attempts,
                 base_ms=int(settings.dispatch_backoff_seconds * 1000),
@@ -147,6 +153,7 @@ class Services:
             push,
             consent,
             inbox,
+            guardrails,
             email,
             sms,
         )

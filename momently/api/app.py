@@ -20,6 +20,7 @@ from momently.api import (
     deliveries,
     errors,
     flows,
+    guardrails,
     inbox,
     ingest,
     push,
@@ -67,6 +68,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
     app.include_router(unsubscribe.router(services))
     app.include_router(sms.router(services))
     app.include_router(inbox.router(services, auth))
+    app.include_router(guardrails.router(services, auth))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=services.settings.cors_origins,

@@ -282,6 +282,11 @@ def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Proble
     if "goal" in data:
         check_event(("goal", "event"), data["goal"]["event"])
         condition(data["goal"].get("where"), ("goal", "where"))
+    if data.get("quiet_hours") == "bypass" and data.get("tier", "B") != "A":
+        problem(("quiet_hours",), "only transactional (tier A) flows may bypass quiet hours")
+    quiet = data.get("quiet_hours")
+    if isinstance(quiet, dict) and quiet["start"] == quiet["end"]:
+        problem(("quiet_hours",), "quiet hours must not start and end at the same time")
     if "follow_up" in data:
         if "goal" not in data:
             problem(

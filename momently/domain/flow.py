@@ -138,6 +138,7 @@ MESSAGE_EVENTS = (
     "Message Sent",
     "Message Failed",
     "Message Suppressed",
+    "Message Deferred",
     "Message Delivered",
     "Message Seen",
     "Message Clicked",

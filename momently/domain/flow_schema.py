@@ -73,6 +73,27 @@ SCHEMA: Final[dict[str, Any]] = {
                         "within": _duration,
                     },
                 },
+                "quiet_hours": {
+                    "description": "this flow's own quiet hours, or 'bypass' (tier A only)",
+                    "oneOf": [
+                        {"const": "bypass"},
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["start", "end"],
+                            "properties": {
+                                "start": {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$"},
+                                "end": {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$"},
+                            },
+                        },
+                    ],
+                },
+                "on_cap": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "when a frequency cap is hit: defer (default, up to max_delay) or drop",
+                    "properties": {"action": {"enum": ["defer", "drop"]}, "max_delay": _duration},
+                },
                 "follow_up": {
                     "type": "object",
                     "additionalProperties": False,

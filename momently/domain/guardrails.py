@@ -10,7 +10,7 @@ when a cap is hit (``on_cap: {action: defer, max_delay: 1d}``); a flow may choos
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -34,6 +34,13 @@ class Policy:
     caps: tuple[Cap, ...] = ()
     paused: bool = False  # the whole workspace: nothing is sent, queued messages wait
     paused_channels: frozenset[str] = frozenset()
+
+    def with_pause(self, channel: str | None, on: bool) -> Policy:
+        """Pause (or resume) the whole workspace, or one channel."""
+        if channel is None:
+            return replace(self, paused=on)
+        channels = self.paused_channels | {channel} if on else self.paused_channels - {channel}
+        return replace(self, paused_channels=frozenset(channels))
 
     def as_json(self) -> dict[str, Any]:
         q = self.quiet_hours

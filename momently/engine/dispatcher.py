@@ -23,16 +23,19 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.clock import Clock
 from momently.domain import consent, ratelimit
 from momently.domain.actions import Action, Unsubscribe, goal_of, sign, sign_unsubscribe
+from momently.domain.caps import Send
 from momently.domain.conditions import Facts, compile_condition
 from momently.domain.durations import parse_duration
 from momently.domain.event import Event, derived_event
 from momently.domain.flow import MESSAGE_DECIDED
+from momently.domain.guardrails import Defer, FlowRules, Go, plan
+from momently.domain.guardrails import Policy as GuardrailPolicy
 from momently.domain.message import NotRendered, Rendered, render, template_data
 from momently.domain.profile import Profile
 from momently.domain.timestamps import from_millis, to_millis
@@ -41,6 +44,7 @@ from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.definitions import Definitions, UnknownDefinition
 from momently.store.events import EventLog
+from momently.store.guardrails import GuardrailPolicies
 from momently.store.outbox import Delivery, Outbox
 from momently.store.profiles import ProfileStore
 from momently.store.workspaces import Workspaces
@@ -51,6 +55,9 @@ UTC_ZONE = ZoneInfo("UTC")
 MESSAGE_SENT = "Message Sent"
 MESSAGE_FAILED = "Message Failed"
 MESSAGE_SUPPRESSED = "Message Suppressed"
+MESSAGE_DEFERRED = "Message Deferred"
+HISTORY_MS = 8 * 86_400_000  # what caps may look back on: a week, plus a calendar day
+PAUSED_RECHECK_MS = 3_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,9 @@ class Dispatcher:
         links: ActionLinks | None = None,
         consent_ledger: ConsentLedger | None = None,
         rate_limits: Mapping[str, float] | None = None,
+        guardrails: GuardrailPolicies | None = None,
+        default_timezone: str = "UTC",
+        max_age_ms: int = 86_400_000,
         lease_ms: int = 60_000,
         batch: int = 100,
         concurrency: int = 8,
@@ -104,6 +114,9 @@ class Dispatcher:
         self.links = links
         self.consent = consent_ledger
         self.rate_limits = dict(rate_limits or {})
+        self.guardrails = guardrails
+        self.default_timezone = default_timezone
+        self.max_age_ms = max_age_ms
         self._buckets: dict[str, ratelimit.Bucket] = {}
         self._buckets_lock = threading.Lock()
         self.lease_ms = lease_ms
@@ -136,11 +149,11 @@ class Dispatcher:
         if not claimed:
             return 0
         context = self._load(claimed)
-        outcomes: list[_Outcome] = []
-        if len(claimed) == 1 or self.concurrency == 1:
-            outcomes = [self._deliver(d, context) for d in claimed]
+        go, outcomes = self._guard(claimed, context)
+        if len(go) <= 1 or self.concurrency == 1:
+            outcomes += [self._deliver(d, context) for d in go]
         else:
-            outcomes = list(self._pool().map(lambda d: self._deliver(d, context), claimed))
+            outcomes += list(self._pool().map(lambda d: self._deliver(d, context), go))
         self._commit(outcomes)
         return len(claimed)
 
@@ -168,6 +181,124 @@ class Dispatcher:
             total += done
         return total
 
+    # guardrails: one pass over the batch, in order, before anything is sent ----------------
+    def _guard(self, claimed: list[Delivery], context: _Context) -> tuple[list[Delivery], list[_Outcome]]:
+        """Kill switches, quiet hours and frequency caps. Sequential, highest ``priority``
+        first, and counting what this batch already let through, so two flows competing for
+        the last place under a cap cannot both take it."""
+        if self.guardrails is None:
+            return claimed, []
+        now = to_millis(self.clock.now())
+        go: list[Delivery] = []
+        held: list[_Outcome] = []
+        taken: dict[tuple[str, str], list[tuple[Send, int]]] = {}
+        ranked: list[tuple[int, Delivery, dict[str, Any] | None]] = []
+        for d in claimed:
+            try:
+                flow: dict[str, Any] | None = self._flow(d)
+            except UnknownDefinition:
+                flow = None
+            ranked.append((-int(flow.get("priority", 0)) if flow else 0, d, flow))
+        ranked.sort(key=lambda r: (r[0], r[1].next_attempt_ms, r[1].id))
+        for _, d, flow in ranked:
+            profile = context.people.get((d.workspace_id, d.person_id))
+            policy = context.guardrails.get(d.workspace_id)
+            if profile is None or flow is None or policy is None or d.channel is None:
+                go.append(d)  # _deliver records why it cannot be sent
+                continue
+            switch = (
+                "workspace"
+                if policy.paused
+                else f"channel {d.channel}"
+                if d.channel in policy.paused_channels
+                else f"flow {d.flow_id}"
+                if d.flow_id in context.paused_flows.get(d.workspace_id, ())
+                else None
+            )
+            if switch is not None:
+                held.append(self._paused(d, profile, switch, now))
+                continue
+            rules = FlowRules.of(flow)
+            cand = Send(now, d.channel, d.flow_id, rules.tags, rules.tier)
+            key = (d.workspace_id, d.person_id)
+            past = context.history.get(key, [])
+            mine = taken.setdefault(key, [])
+            tz = self._zone(profile)
+            verdict = plan(policy, rules, cand, past + [s for s, _ in mine], tz, decided_ms=d.created_ms)
+            if isinstance(verdict, Go):
+                go.append(d)
+                mine.append((cand, rules.priority))
+                continue
+            reason: str = verdict.reason
+            if reason == "frequency_cap" and any(p > rules.priority for _, p in mine):
+                without = past + [s for s, p in mine if p <= rules.priority]
+                if isinstance(plan(policy, rules, cand, without, tz, decided_ms=d.created_ms), Go):
+                    reason = "lower_priority"  # a more important flow took the place
+            if isinstance(verdict, Defer):
+                held.append(self._deferred(d, profile, verdict.until_ms, reason, verdict.detail))
+            else:
+                held.append(self._suppress(d, profile, reason, verdict.detail))
+        return go, held
+
+    def _zone(self, profile: Profile) -> ZoneInfo:
+        try:
+            return ZoneInfo(profile.timezone or self.default_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(self.default_timezone)
+
+    def _as_send(self, d: Delivery) -> Send:
+        try:
+            flow = self._flow(d)
+        except UnknownDefinition:
+            flow = {}
+        return Send(
+            d.updated_ms,
+            d.channel or "",
+            d.flow_id,
+            tuple(str(t) for t in flow.get("tags", ()) or ()),
+            str(flow.get("tier", "B")),
+        )
+
+    def _deferred(self, d: Delivery, profile: Profile, until_ms: int, reason: str, detail: str) -> _Outcome:
+        return self._record(
+            d,
+            profile,
+            {
+                "status": "pending",
+                "attempts": max(0, d.attempts - 1),
+                "next_attempt_ms": until_ms,
+                "last_error": f"{reason}: {detail}",
+                "lease_until_ms": None,
+            },
+            MESSAGE_DEFERRED,
+            {"channel": d.channel, "reason": reason, "detail": detail, "until": until_ms},
+        )
+
+    def _paused(self, d: Delivery, profile: Profile, switch: str, now: int) -> _Outcome:
+        """A paused workspace, channel or flow: the message waits (checked again every few
+        seconds) until it is resumed, or until it is too old to be worth sending."""
+        if now - d.created_ms > self.max_age_ms:
+            return self._record(
+                d,
+                profile,
+                {"status": "expired", "last_error": f"paused: {switch}", "lease_until_ms": None},
+                MESSAGE_SUPPRESSED,
+                {"channel": d.channel, "reason": "paused", "detail": f"{switch}; expired while waiting"},
+            )
+        values = {
+            "status": "pending",
+            "attempts": max(0, d.attempts - 1),
+            "next_attempt_ms": now + PAUSED_RECHECK_MS,
+            "last_error": f"paused: {switch}",
+            "lease_until_ms": None,
+        }
+        if (d.last_error or "").startswith("paused:"):  # the deferral was recorded already
+            values["updated_ms"] = now
+            return _Outcome(d, values, ())
+        return self._record(
+            d, profile, values, MESSAGE_DEFERRED, {"channel": d.channel, "reason": "paused", "detail": switch}
+        )
+
     # one delivery ------------------------------------------------------------------------
     def _flow(self, d: Delivery) -> dict[str, Any]:
         key = (d.workspace_id, d.flow_id, d.flow_version)
@@ -183,6 +314,9 @@ class Dispatcher:
         triggers: dict[tuple[str, int], dict[str, Any]] = {}
         records: dict[tuple[str, str], list[consent.Record]] = {}
         policies: dict[str, consent.Policy] = {}
+        guardrails: dict[str, GuardrailPolicy] = {}
+        paused_flows: dict[str, set[str]] = {}
+        history: dict[tuple[str, str], list[Send]] = {}
         for ws in {d.workspace_id for d in claimed}:
             mine = [d for d in claimed if d.workspace_id == ws]
             with self.db.read() as conn:
@@ -193,10 +327,21 @@ class Dispatcher:
                     policies[ws] = self.consent.policy(ws)
                     mine_records = self.consent.for_profiles(conn, ws, loaded.values())
                     records.update({(ws, pid): r for pid, r in mine_records.items()})
+                if self.guardrails is not None:
+                    guardrails[ws] = self.guardrails.get(ws)
+                    paused_flows[ws] = {
+                        id_
+                        for kind, id_, _v, status in self.definitions.states(conn, ws)
+                        if status == "paused"
+                    }
+                    if guardrails[ws].caps:
+                        since = to_millis(self.clock.now()) - HISTORY_MS
+                        for past in self.outbox.sent_since(conn, ws, list(loaded), since_ms=since):
+                            history.setdefault((ws, past.person_id), []).append(self._as_send(past))
             people.update({(ws, pid): p for pid, p in loaded.items()})
             seqs = sorted({d.trigger_seq for d in mine if d.trigger_seq is not None})
             triggers.update({(ws, ev.seq): ev.body for ev in self.events.by_seqs(ws, seqs)})
-        return _Context(people, triggers, records, policies)
+        return _Context(people, triggers, records, policies, guardrails, paused_flows, history)
 
     def _deliver(self, d: Delivery, context: _Context) -> _Outcome:
         profile = context.people.get((d.workspace_id, d.person_id))
@@ -433,7 +578,10 @@ class Dispatcher:
             **{k: v for k, v in properties.items() if v is not None},
         }
         ev = derived_event(
-            message_id=f"momently:delivery:{d.id}:{d.channel_index}:{d.attempts}:{values['status']}",
+            # a deferred delivery can come back with the same attempt count: the time it was
+            # put off to keeps each of its events distinct
+            message_id=f"momently:delivery:{d.id}:{d.channel_index}:{d.attempts}:{values['status']}"
+            + (f":{values['next_attempt_ms']}" if event == MESSAGE_DEFERRED else ""),
             name=event,
             user_id=profile.user_id if profile is not None else None,
             anonymous_id=profile.anonymous_id if profile is not None else None,
@@ -484,6 +632,9 @@ class _Context:
     triggers: dict[tuple[str, int], dict[str, Any]]
     records: dict[tuple[str, str], list[consent.Record]]
     policies: dict[str, consent.Policy]
+    guardrails: dict[str, GuardrailPolicy]
+    paused_flows: dict[str, set[str]]
+    history: dict[tuple[str, str], list[Send]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,24 @@ class Outbox:
             ).first()
         return _delivery(dict(row._mapping)) if row is not None else None
 
+    def sent_since(
+        self, conn: Connection, workspace_id: str, person_ids: Sequence[str], *, since_ms: int
+    ) -> builtins.list[Delivery]:
+        """What these people were sent since ``since_ms``: the history frequency caps count."""
+        out: builtins.list[Delivery] = []
+        ids = sorted(set(person_ids))
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(deliveries).where(
+                    deliveries.c.workspace_id == workspace_id,
+                    deliveries.c.person_id.in_(ids[i : i + 500]),
+                    deliveries.c.status == "sent",
+                    deliveries.c.updated_ms >= since_ms,
+                )
+            ).all()
+            out += [_delivery(dict(r._mapping)) for r in rows]
+        return out
+
     def recent_sent(
         self, workspace_id: str, person_id: str, *, channel: str, limit: int = 20
     ) -> builtins.list[Delivery]:

@@ -344,3 +344,12 @@ inbox_cards = Table(
     UniqueConstraint("workspace_id", "delivery_key", name="ux_inbox_delivery"),
 )
 Index("ix_inbox_person", inbox_cards.c.workspace_id, inbox_cards.c.person_id, inbox_cards.c.id)
+
+# Send-time guardrails per workspace: quiet hours, caps, kill switches (domain.guardrails).
+guardrail_policies = Table(
+    "guardrail_policies",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
