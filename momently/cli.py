@@ -837,6 +837,35 @@ def consent_verify(c: _Ctx, workspace_id: str) -> None:
     click.echo(f"{report.records} records, chain intact")
 
 
+@consent_group.command("alignment")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--since", default=None, help="Only sends in this last duration, e.g. 30d.")
+@pass_ctx
+def consent_alignment(c: _Ctx, workspace_id: str, since: str | None) -> None:
+    """The consent-aligned personalisation rate: of the messages sent personalised, how many
+    had personalisation consent at that moment (recomputed from the log and the ledger)."""
+    from momently.alignment import personalisation_alignment
+    from momently.domain.durations import parse_duration
+    from momently.domain.timestamps import to_millis
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    try:
+        since_ms = to_millis(s.clock.now()) - parse_duration(since) if since else 0
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    s.projector.run_until_idle()
+    report = personalisation_alignment(s, workspace_id, since_ms=since_ms)
+    rate = f"{report.rate:.1%}" if report.rate is not None else "n/a (nothing personalised)"
+    click.echo(
+        f"sent {report.sent}, personalised {report.personalised}, with consent {report.aligned}: {rate}"
+    )
+    for key in report.misaligned:
+        click.echo(f"  without consent: {key}", err=True)
+    if report.misaligned:
+        raise SystemExit(1)
+
+
 @consent_group.command("policy")
 @click.option("--workspace", "workspace_id", required=True)
 @click.option(
@@ -860,6 +889,89 @@ def consent_policy(c: _Ctx, workspace_id: str, policy_file: Any) -> None:
     except (ValueError, consent.ConsentError) as exc:
         raise click.ClickException(f"invalid policy: {exc}") from None
     _print_json(policy.as_json())
+
+
+# data rights and retention --------------------------------------------------------------
+@main.group()
+def people() -> None:
+    """Data rights: export everything about a person, or erase them."""
+
+
+def _person(c: _Ctx, ident: str, workspace_id: str, anonymous: bool) -> str:
+    s = c.services
+    _require_workspace(s, workspace_id)
+    s.projector.run_until_idle()  # everything the log holds about them, folded in
+    pid = s.profiles.person_for(workspace_id, ("anon" if anonymous else "user", ident))
+    if pid is None:
+        raise click.ClickException(f"no person {ident!r} in {workspace_id}")
+    return pid
+
+
+@people.command("export")
+@click.argument("ident")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--anonymous", is_flag=True, help="IDENT is an anonymousId, not a userId.")
+@click.option("-o", "--output", type=click.File("w"), default="-", help="File to write (default: stdout).")
+@pass_ctx
+def people_export(c: _Ctx, ident: str, workspace_id: str, anonymous: bool, output: Any) -> None:
+    """All data about a person as JSON: profile, events, consent, messages, segments."""
+    found = c.services.people.export(workspace_id, _person(c, ident, workspace_id, anonymous))
+    output.write(json.dumps(found, indent=2, ensure_ascii=False) + "\n")
+
+
+@people.command("erase")
+@click.argument("ident")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--anonymous", is_flag=True, help="IDENT is an anonymousId, not a userId.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+def people_erase(c: _Ctx, ident: str, workspace_id: str, anonymous: bool, yes: bool) -> None:
+    """Erase a person: their events, profile, engine state and messages. The consent ledger
+    records the erasure; later events with their ids are dropped unless they opt in again."""
+    from momently.domain.timestamps import to_millis
+
+    pid = _person(c, ident, workspace_id, anonymous)
+    if not yes:
+        click.confirm(f"Erase {ident} ({pid}) from {workspace_id}? This cannot be undone", abort=True)
+    counts = c.services.people.erase(workspace_id, pid, now_ms=to_millis(c.services.clock.now()))
+    for table, n in (counts or {}).items():
+        if n:
+            click.echo(f"{table:20} {n:>8} deleted")
+    click.echo(f"{ident} erased from {workspace_id}")
+
+
+@main.group()
+def retention() -> None:
+    """How long each workspace keeps its events."""
+
+
+@retention.command("set")
+@click.argument("days")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def retention_set(c: _Ctx, days: str, workspace_id: str) -> None:
+    """Keep DAYS days of events (or 'off' to keep everything). The engine deletes older
+    events hourly; profiles, segments, enrollments and counts are kept."""
+    value: int | None = None
+    if days != "off":
+        if not days.isdigit() or int(days) < 1:
+            raise click.BadParameter("a whole number of days >= 1, or off", param_hint="DAYS")
+        value = int(days)
+    _require_workspace(c.services, workspace_id)
+    c.services.workspaces.set_retention(workspace_id, value)
+    click.echo(f"{workspace_id}: " + (f"events kept {value} days" if value else "all events kept"))
+
+
+@retention.command("run")
+@pass_ctx
+def retention_run(c: _Ctx) -> None:
+    """Apply every workspace's retention now (a running engine does it hourly)."""
+    from momently.domain.timestamps import to_millis
+
+    s = c.services
+    s.projector.run_until_idle()
+    for ws, n in s.people.apply_retention(now_ms=to_millis(s.clock.now())).items():
+        click.echo(f"{ws}: {n} old events deleted")
 
 
 # guardrails ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from momently.store.events import EventLog
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.inbox import Inbox
 from momently.store.outbox import Outbox
+from momently.store.people import People
 from momently.store.profiles import ProfileStore
 from momently.store.push import PushSubscriptions
 from momently.store.workspaces import Workspaces
@@ -51,6 +52,7 @@ class Services:
     consent: ConsentLedger
     inbox: Inbox
     guardrails: GuardrailPolicies
+    people: People
     email: EmailChannel | None = None
     sms: SmsChannel | None = None
 
@@ -71,7 +73,10 @@ class Services:
             send_max_age_ms=int(settings.send_max_age_hours * 3_600_000),
         )
         consent = ConsentLedger(db)
-        projector = ProfileProjector(db, events, profiles, flows=flows, clock=clock, consent_ledger=consent)
+        people = People(db, events, profiles, consent)
+        projector = ProfileProjector(
+            db, events, profiles, flows=flows, clock=clock, consent_ledger=consent, people=people
+        )
         writer = LogWriter(
             db,
             events,
@@ -154,6 +159,7 @@ class Services:
             consent,
             inbox,
             guardrails,
+            people,
             email,
             sms,
         )

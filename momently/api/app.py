@@ -23,6 +23,7 @@ from momently.api import (
     guardrails,
     inbox,
     ingest,
+    people,
     push,
     sms,
     unsubscribe,
@@ -69,10 +70,11 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
     app.include_router(sms.router(services))
     app.include_router(inbox.router(services, auth))
     app.include_router(guardrails.router(services, auth))
+    app.include_router(people.router(services, auth))
     app.add_middleware(
         CORSMiddleware,
         allow_origins=services.settings.cors_origins,
-        allow_methods=["POST", "GET", "OPTIONS"],
+        allow_methods=["POST", "GET", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Retry-Count"],
         max_age=86400,
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query
 from pydantic import BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from momently.alignment import personalisation_alignment
 from momently.api.auth import Authenticator
 from momently.api.errors import ApiError
 from momently.domain import consent
@@ -173,6 +174,25 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         except consent.ConsentError as exc:
             raise ApiError(400, "invalid_policy", str(exc)) from None
         return policy.as_json()
+
+    @r.get(
+        "/v1/consent/alignment",
+        summary="Consent-aligned personalisation rate, recomputed from the log and the ledger",
+    )
+    async def alignment(
+        authorization: AuthHeader = None,
+        since: Annotated[str | None, Query(description="only sends in this last duration, e.g. 30d")] = None,
+    ) -> dict[str, Any]:
+        principal = auth.admin_token(authorization)
+        now = to_millis(services.clock.now())
+        try:
+            since_ms = now - parse_duration(since) if since else 0
+        except ValueError as exc:
+            raise ApiError(400, "invalid_duration", f"{exc} ({HINT})") from None
+        report = await run_in_threadpool(
+            personalisation_alignment, services, principal.workspace_id, since_ms=since_ms
+        )
+        return report.as_json()
 
     @r.get("/v1/consent/verify", summary="Check the ledger's hash chain for edited or deleted rows")
     async def verify(authorization: AuthHeader = None) -> dict[str, Any]:

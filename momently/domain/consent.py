@@ -33,6 +33,7 @@ SOURCES = (
     "sms_stop",
     "sms_start",
     "stop_contact",
+    "erasure",
 )
 STOP_SOURCES = frozenset({"stop_contact", "sms_stop"})
 ANY = "*"

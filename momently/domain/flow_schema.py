@@ -88,6 +88,10 @@ SCHEMA: Final[dict[str, Any]] = {
                         },
                     ],
                 },
+                "max_age": {
+                    **_duration,
+                    "description": "a queued message older than this is not sent (paused, deferred)",
+                },
                 "on_cap": {
                     "type": "object",
                     "additionalProperties": False,

@@ -90,6 +90,24 @@ def template_data(profile: Profile, event: Mapping[str, Any] | None) -> dict[str
     return data
 
 
+def generic_data(profile: Profile) -> dict[str, Any]:
+    """What a template may use without ``personalisation`` consent: what the person told us
+    (traits, contact details), not what we inferred from their behaviour (the trigger event,
+    computed attributes)."""
+    full = template_data(profile, None)
+    return {k: v for k, v in full.items() if k in ("traits", "profile")}
+
+
+def generic_variant(message: Mapping[str, Any]) -> str | None:
+    """The variant marked ``generic: true``: sent to people without personalisation consent."""
+    variants = message.get("variants")
+    if isinstance(variants, list):
+        for v in variants:
+            if isinstance(v, dict) and v.get("generic") is True:
+                return str(v.get("id", "default"))
+    return None
+
+
 def variant_of(message: Mapping[str, Any], variant_id: str | None) -> dict[str, Any] | None:
     variants = message.get("variants")
     if isinstance(variants, list) and variants:

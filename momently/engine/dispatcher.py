@@ -36,7 +36,14 @@ from momently.domain.event import Event, derived_event
 from momently.domain.flow import MESSAGE_DECIDED
 from momently.domain.guardrails import Defer, FlowRules, Go, plan
 from momently.domain.guardrails import Policy as GuardrailPolicy
-from momently.domain.message import NotRendered, Rendered, render, template_data
+from momently.domain.message import (
+    NotRendered,
+    Rendered,
+    generic_data,
+    generic_variant,
+    render,
+    template_data,
+)
 from momently.domain.profile import Profile
 from momently.domain.timestamps import from_millis, to_millis
 from momently.engine.background import Background
@@ -216,7 +223,7 @@ class Dispatcher:
                 else None
             )
             if switch is not None:
-                held.append(self._paused(d, profile, switch, now))
+                held.append(self._paused(d, profile, switch, now, _max_age(flow, self.max_age_ms)))
                 continue
             rules = FlowRules.of(flow)
             cand = Send(now, d.channel, d.flow_id, rules.tags, rules.tier)
@@ -274,10 +281,10 @@ class Dispatcher:
             {"channel": d.channel, "reason": reason, "detail": detail, "until": until_ms},
         )
 
-    def _paused(self, d: Delivery, profile: Profile, switch: str, now: int) -> _Outcome:
+    def _paused(self, d: Delivery, profile: Profile, switch: str, now: int, max_age_ms: int) -> _Outcome:
         """A paused workspace, channel or flow: the message waits (checked again every few
         seconds) until it is resumed, or until it is too old to be worth sending."""
-        if now - d.created_ms > self.max_age_ms:
+        if now - d.created_ms > max_age_ms:
             return self._record(
                 d,
                 profile,
@@ -360,22 +367,28 @@ class Dispatcher:
             return self._next_channel(d, profile, "channel_not_configured")
         purpose = consent.purpose_of(str(flow.get("tier", "B")))
         policy = context.policies.get(d.workspace_id)
+        personal = True
         if policy is not None:
-            verdict = consent.check(
-                context.records.get((d.workspace_id, d.person_id), []),
-                channel.name,
-                purpose,
-                policy,
-                now_ms=to_millis(self.clock.now()),
-            )
+            now_ms = to_millis(self.clock.now())
+            records = context.records.get((d.workspace_id, d.person_id), [])
+            verdict = consent.check(records, channel.name, purpose, policy, now_ms=now_ms)
             if not verdict.allowed and verdict.reason is not None:
                 return self._next_channel(d, profile, verdict.reason, suppress=f"{channel.name}/{purpose}")
+            # a receipt or an ETA is about the event itself, not personalisation
+            if purpose != "transactional":
+                personal = consent.check(
+                    records, channel.name, "personalisation", policy, now_ms=now_ms
+                ).allowed
         address = channel.address(d.workspace_id, profile)
         if address is None:
             return self._next_channel(d, profile, "no_address")
         raw_message = flow.get("message")
         message: dict[str, Any] = raw_message if isinstance(raw_message, dict) else {}
-        rendered = render(message, d.variant, channel.name, template_data(profile, trigger))
+        if personal:
+            rendered = render(message, d.variant, channel.name, template_data(profile, trigger))
+        else:  # behaviour-based content only with consent: the generic variant, on traits alone
+            variant = generic_variant(message) or d.variant
+            rendered = render(message, variant, channel.name, generic_data(profile))
         if isinstance(rendered, NotRendered):
             return self._suppress(d, profile, rendered.reason, rendered.detail)
         rendered = self._with_action_link(d, flow, profile, rendered)
@@ -411,7 +424,12 @@ class Dispatcher:
                     "lease_until_ms": None,
                 },
                 MESSAGE_SENT,
-                {"channel": channel.name, "provider_id": result.provider_id, "variant": rendered.variant},
+                {
+                    "channel": channel.name,
+                    "provider_id": result.provider_id,
+                    "variant": rendered.variant,
+                    "personalised": personal,
+                },
             )
         elif result.retryable and d.attempts < self.retry.max_attempts:
             now = to_millis(self.clock.now())
@@ -616,6 +634,14 @@ class Dispatcher:
                 "channels": d.channels,
             },
         )
+
+
+def _max_age(flow: dict[str, Any], default_ms: int) -> int:
+    """The flow's ``max_age`` (validated by ``flows validate``), else the server's."""
+    try:
+        return parse_duration(flow["max_age"]) if "max_age" in flow else default_ms
+    except ValueError:
+        return default_ms
 
 
 def _expiry(message: dict[str, Any], now_ms: int) -> int | None:

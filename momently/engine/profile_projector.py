@@ -27,12 +27,18 @@ from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.engine_state import TimerClaimed
 from momently.store.events import EventLog
+from momently.store.people import People
 from momently.store.profiles import CursorMoved, ProfileStore
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "profiles"
 CONSENT_CONSUMER = "consent-traits"
+RETENTION_EVERY_MS = 3_600_000
+
+
+class ErasedMeanwhile(RuntimeError):
+    pass
 
 
 @dataclass(slots=True)
@@ -57,6 +63,7 @@ class ProfileProjector:
         flows: FlowStage | None = None,
         clock: Clock | None = None,
         consent_ledger: ConsentLedger | None = None,
+        people: People | None = None,
         batch_size: int = 5000,
     ) -> None:
         self.db = db
@@ -65,6 +72,8 @@ class ProfileProjector:
         self.flows = flows
         self.clock = clock or SystemClock()
         self.consent = consent_ledger
+        self.people = people
+        self._next_retention_ms = 0
         self.batch_size = batch_size
         # called after each committed batch with (workspace, cursor): for metrics and benchmarks
         self.on_batch: Callable[[str, int], None] | None = None
@@ -86,6 +95,11 @@ class ProfileProjector:
         log is drained, fire the timers that are due. Returns events and timers processed."""
         done = 0
         now_ms = to_millis(self.clock.now())
+        if self.people is not None and now_ms >= self._next_retention_ms:
+            self._next_retention_ms = now_ms + RETENTION_EVERY_MS
+            for workspace_id, deleted in self.people.apply_retention(now_ms=now_ms).items():
+                if deleted:
+                    log.info("retention: deleted %d old events of %s", deleted, workspace_id)
         for workspace_id, cursor, last_seq in self.store.backlog(CONSUMER):
             if cursor < last_seq:
                 done += self.process_batch(workspace_id)
@@ -123,7 +137,43 @@ class ProfileProjector:
         """Fire the timers due by ``now_ms`` (the log being drained); the cursor stays put."""
         return self._process(workspace_id, timers_only_until=now_ms)
 
+    def _screen_erased(self, workspace_id: str) -> int:
+        """Late events of an erased person are dropped from the log, so they cannot make the
+        person again, unless they identify again with consent (an opt-in trait set), which
+        lifts the tombstone. Returns how many events were dropped or let back in."""
+        assert self.people is not None
+        with self.db.read() as conn:
+            gone = self.people.tombstones(conn, workspace_id)
+            if not gone:
+                return 0
+            cursor = self.store.cursor(conn, CONSUMER, workspace_id)
+            events = self.log.read_in(conn, workspace_id, after_seq=cursor, limit=self.batch_size)
+        traits = self.consent.policy(workspace_id).traits if self.consent is not None else {}
+        drop: list[int] = []
+        lift: set[Identity] = set()
+        for ev in events:
+            ids = set(_identities(ev)) - lift
+            if not ids & gone:
+                continue
+            body_traits = ev.body.get("traits") if ev.type == "identify" else None
+            if isinstance(body_traits, dict) and any(body_traits.get(t) is True for t in traits):
+                lift |= ids & gone
+            else:
+                drop.append(ev.seq)
+        if not drop and not lift:
+            return 0
+        with self.db.write() as conn:
+            self.people.lift(conn, workspace_id, lift)
+            self.people.drop_events(conn, workspace_id, drop)
+        if drop:
+            log.info("dropped %d late events of erased people in %s", len(drop), workspace_id)
+        return len(drop) + len(lift)
+
     def _process(self, workspace_id: str, *, timers_only_until: int | None) -> int:
+        if self.people is not None and timers_only_until is None:
+            screened = self._screen_erased(workspace_id)
+            if screened:
+                return screened
         flows: Pass | None = None
         with self.db.read() as conn:
             cursor = self.store.cursor(conn, CONSUMER, workspace_id)
@@ -166,6 +216,9 @@ class ProfileProjector:
             with self.db.write() as conn:
                 if events:
                     self.store.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=events[-1].seq)
+                    # the cursor row is now locked: an erasure that committed meanwhile shows
+                    if self.people is not None and self.people.tombstones(conn, workspace_id) & wanted:
+                        raise ErasedMeanwhile(workspace_id)
                 self.store.save(
                     conn,
                     workspace_id,
@@ -182,6 +235,9 @@ class ProfileProjector:
                     state.save(conn, workspace_id, changes)
         except CursorMoved:
             log.info("another projector advanced %s first; skipping this batch", workspace_id)
+            return 0
+        except ErasedMeanwhile:
+            log.info("a person in this batch of %s was erased meanwhile; recomputing", workspace_id)
             return 0
         except TimerClaimed:
             log.info("another engine fired timers of %s first; recomputing", workspace_id)

@@ -30,6 +30,7 @@ workspaces = Table(
     # lock makes commit order equal sequence order, so readers never skip a late commit.
     Column("last_seq", BigInteger, nullable=False, server_default="0"),
     Column("rate_limit", Float, nullable=True),  # events/s; NULL = unlimited
+    Column("retention_days", Integer, nullable=True),  # events older are deleted; NULL = keep
 )
 
 api_keys = Table(
@@ -352,4 +353,15 @@ guardrail_policies = Table(
     Column("workspace_id", String(64), primary_key=True),
     Column("body", Text, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
+)
+
+# Identities of erased people: late events carrying them are dropped from the log instead of
+# re-creating the person, until they identify again with consent.
+erased_identities = Table(
+    "erased_identities",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("value", Text, primary_key=True),
+    Column("erased_ms", BigInteger, nullable=False),
 )

@@ -32,6 +32,7 @@ class Workspace:
     created_ms: int
     last_seq: int
     rate_limit: float | None
+    retention_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,17 @@ class Workspaces:
                 update(workspaces)
                 .where(workspaces.c.id == workspace_id)
                 .values(rate_limit=rate_limit)
+                .returning(workspaces.c.id)
+            ).first()
+        if done is None:
+            raise WorkspaceError(f"no workspace {workspace_id!r}")
+
+    def set_retention(self, workspace_id: str, days: int | None) -> None:
+        with self.db.write() as conn:
+            done = conn.execute(
+                update(workspaces)
+                .where(workspaces.c.id == workspace_id)
+                .values(retention_days=days)
                 .returning(workspaces.c.id)
             ).first()
         if done is None:

@@ -185,3 +185,24 @@ def test_policy_errors_are_clear(env: FlowEnv) -> None:
         assert r.status_code == 400
         assert r.json()["code"] == "invalid_guardrails"
         assert "per must be a duration" in r.json()["message"]
+
+
+def test_a_flows_max_age_expires_what_waited_too_long(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("flash", flow("flash", extra="max_age: 1h"))
+    with env.admin() as c:
+        c.post("/v1/guardrails/pause", json={})
+    use(env)
+    env.advance(minutes=50)
+    dispatch(env)
+    [d] = env.services.outbox.list(env.workspace)
+    assert d.status == "pending"  # still waiting: younger than its max age
+    env.advance(minutes=11)
+    dispatch(env)
+    [d] = env.services.outbox.list(env.workspace)
+    assert d.status == "expired"
+    [gone] = log_of(env, "Message Suppressed")
+    assert gone["reason"] == "paused"
+    with env.admin() as c:
+        c.post("/v1/guardrails/resume", json={})
+    dispatch(env)
+    assert receiver.received == []
