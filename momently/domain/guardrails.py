@@ -20,6 +20,8 @@ from momently.domain.durations import InvalidDuration, parse_duration
 from momently.domain.quiet_hours import InvalidQuietHours, QuietHours, next_allowed
 
 DEFAULT_MAX_DELAY_MS = 86_400_000
+# an in-app card interrupts nobody: it shows while the person is using the product anyway
+QUIET_EXEMPT_CHANNELS = frozenset({"in_app"})
 
 
 class InvalidGuardrails(ValueError):
@@ -152,6 +154,8 @@ def plan(
     """When may ``candidate`` (at its ``at_ms``, now) go? Alternates caps and quiet hours
     until both allow the same moment: the first allowed one."""
     quiet = None if rules.bypass_quiet_hours else rules.quiet_hours or policy.quiet_hours
+    if candidate.channel in QUIET_EXEMPT_CHANNELS:
+        quiet = None
     t = candidate.at_ms
     why: Defer | None = None
     for _ in range(50):

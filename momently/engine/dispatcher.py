@@ -407,7 +407,7 @@ class Dispatcher:
         )
         wait_ms = self._throttle(channel.name)
         if wait_ms:
-            return self._defer(d, wait_ms)
+            return self._over_rate(d, profile, channel.name, wait_ms)
         try:
             result: Result = channel.send(outgoing, address)
         except Exception as exc:  # a channel bug must not lose the delivery
@@ -489,17 +489,21 @@ class Dispatcher:
             self._buckets[channel] = verdict.bucket
         return 0 if verdict.allowed else verdict.retry_after * 1000
 
-    def _defer(self, d: Delivery, wait_ms: int) -> _Outcome:
-        """Over the provider's rate: back in the queue, not counted as an attempt, no event."""
+    def _over_rate(self, d: Delivery, profile: Profile, channel: str, wait_ms: int) -> _Outcome:
+        """Over the provider's rate: back in the queue, not counted as an attempt. One
+        ``Message Deferred`` (``rate_limited``) the first time, not one per wait."""
         now = to_millis(self.clock.now())
-        values = {
-            "status": "pending",
-            "attempts": max(0, d.attempts - 1),
-            "next_attempt_ms": now + wait_ms + self._rng.randrange(0, 250),
-            "lease_until_ms": None,
-            "updated_ms": now,
-        }
-        return _Outcome(d, values, ())
+        until = now + wait_ms + self._rng.randrange(0, 250)
+        if (d.last_error or "").startswith("rate_limited"):
+            values = {
+                "status": "pending",
+                "attempts": max(0, d.attempts - 1),
+                "next_attempt_ms": until,
+                "lease_until_ms": None,
+                "updated_ms": now,
+            }
+            return _Outcome(d, values, ())
+        return self._deferred(d, profile, until, "rate_limited", f"{channel} send rate")
 
     def _goal_reached(self, d: Delivery, flow: dict[str, Any], profile: Profile) -> bool:
         """Did the person do what the flow asked (its goal event, matching its ``where``)

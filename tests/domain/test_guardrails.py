@@ -74,6 +74,13 @@ def test_quiet_hours_then_caps_then_quiet_hours_again() -> None:
     assert plan(Policy(quiet_hours=night), own, send(evening), [], AMS, decided_ms=evening) == Go()
 
 
+def test_in_app_cards_ignore_quiet_hours() -> None:
+    night = Policy(quiet_hours=QuietHours.parse("21:00", "08:00"))
+    evening = int(datetime(2026, 6, 1, 22, 0, tzinfo=AMS).timestamp() * 1000)
+    assert plan(night, FlowRules(), send(evening, "in_app"), [], AMS, decided_ms=evening) == Go()
+    assert isinstance(plan(night, FlowRules(), send(evening, "push"), [], AMS, decided_ms=evening), Defer)
+
+
 def test_policy_documents_are_checked() -> None:
     doc = {
         "quietHours": {"start": "21:00", "end": "08:00"},

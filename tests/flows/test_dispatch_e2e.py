@@ -344,6 +344,7 @@ def test_a_channel_rate_limit_defers_without_spending_attempts(
             dispatch(env)
         assert len(receiver.received) == 5
         assert log_of(env, "Message Failed") == []  # deferring is not failing
+        assert [e["reason"] for e in log_of(env, "Message Deferred")] == ["rate_limited"] * 3
 
 
 def test_a_429_retry_after_is_honoured(env: FlowEnv, receiver: Receiver) -> None:
