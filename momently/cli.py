@@ -1002,7 +1002,9 @@ def guardrails_set(c: _Ctx, policy_file: Any, workspace_id: str) -> None:
     _require_workspace(s, workspace_id)
     try:
         doc = json.load(policy_file)
-        policy = Policy.from_json(doc if isinstance(doc, dict) else {"": doc})
+        if not isinstance(doc, dict):
+            raise InvalidGuardrails("the policy must be a JSON object")
+        policy = Policy.from_json(doc)
     except (ValueError, InvalidGuardrails) as exc:
         raise click.ClickException(f"invalid policy: {exc}") from None
     _print_json(s.guardrails.put(workspace_id, policy, now_ms=to_millis(s.clock.now())).as_json())
