@@ -252,19 +252,27 @@ class ProfileProjector:
         """Identify traits the workspace policy maps to consent (``email_opt_in: true``) become
         ledger records, in the batch's transaction so a crash cannot record them twice."""
         assert self.consent is not None
+        policy = self.consent.policy(workspace_id)
+        candidates = [
+            ev
+            for ev in events
+            if ev.type == "identify"
+            and isinstance(ev.body.get("traits"), dict)
+            and any(t in ev.body["traits"] for t in policy.traits)
+        ]
+        if not candidates:
+            return  # the usual batch: nothing to read or write here
         # The ledger is a primary record, not derived state: a replay of the log must not
-        # record an old identify again, so this stage keeps its own cursor, never reset.
+        # record an old identify again, so this stage keeps its own cursor, never reset (moved
+        # only by batches that hold consent traits, which is all a replay needs to skip).
         done = self.store.cursor(conn, CONSENT_CONSUMER, workspace_id)
-        fresh = [ev for ev in events if ev.seq > done]
+        fresh = [ev for ev in candidates if ev.seq > done]
         if not fresh:
             return
         self.store.advance_cursor(conn, CONSENT_CONSUMER, workspace_id, old=done, new=fresh[-1].seq)
-        policy = self.consent.policy(workspace_id)
         now_ms = to_millis(self.clock.now())
         for ev in fresh:
-            traits = ev.body.get("traits") if ev.type == "identify" else None
-            if not isinstance(traits, dict) or not any(t in traits for t in policy.traits):
-                continue
+            traits = ev.body["traits"]
             records = self.consent.history(
                 conn,
                 workspace_id,
