@@ -158,6 +158,7 @@ def main() -> None:
                 f"({sent:,} sent, ratio {rate / ceiling:.2f})"
             )
 
+            sys.setswitchinterval(0.0005)  # as create_app sets it for `momently serve`
             s.start()  # writer, engine and dispatcher threads, as in `momently serve`
             committed: dict[int, float] = {}  # seq -> commit time
             per_tick = max(1, args.rate // 50)
