@@ -147,3 +147,13 @@ def live_server(services: Services) -> Iterator[LiveServer]:
     admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=services.clock.now())
     with serving(create_app(services)) as url:
         yield LiveServer(url, services, ws.id, write.secret, admin.secret)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A Standard Webhooks receiver on 127.0.0.1 (tests.webhook_receiver)."""
+    from tests.webhook_receiver import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()

@@ -9,24 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.flows.conftest import FlowEnv, make_env
-from tests.flows.test_dispatch_e2e import SECRET, Receiver, dispatch, log_of
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+from tests.flows.conftest import FlowEnv
+from tests.flows.test_dispatch_e2e import dispatch, log_of
+from tests.webhook_receiver import Receiver, webhook_env
 
 
 @pytest.fixture
 def env(database_url: str, receiver: Receiver, tmp_path: Path) -> Iterator[FlowEnv]:
-    with make_env(
+    with webhook_env(
         database_url,
-        webhook_url=receiver.url,
-        webhook_secret=SECRET,
-        allow_private_webhooks=True,
+        receiver,
         console_path=str(tmp_path / "console.jsonl"),
     ) as e:
         yield e

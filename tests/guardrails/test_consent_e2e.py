@@ -13,24 +13,16 @@ from sqlalchemy import update
 
 from momently.cli import main
 from momently.store.schema import consent_records
-from tests.flows.conftest import FlowEnv, make_env
-from tests.flows.test_dispatch_e2e import SECRET, TIP, Receiver, dispatch, log_of, used
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+from tests.flows.conftest import FlowEnv
+from tests.flows.test_dispatch_e2e import TIP, dispatch, log_of, used
+from tests.webhook_receiver import Receiver, webhook_env
 
 
 @pytest.fixture
 def env(database_url: str, receiver: Receiver, tmp_path: Path) -> Iterator[FlowEnv]:
-    with make_env(
+    with webhook_env(
         database_url,
-        webhook_url=receiver.url,
-        webhook_secret=SECRET,
-        allow_private_webhooks=True,
+        receiver,
         console_path=str(tmp_path / "console.jsonl"),
     ) as e:
         with e.admin() as c:  # marketing on the webhook channel needs an opt-in here

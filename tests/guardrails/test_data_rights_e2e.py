@@ -10,22 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.flows.conftest import FlowEnv, make_env
-from tests.flows.test_dispatch_e2e import SECRET, TIP, Receiver, dispatch
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+from tests.flows.conftest import FlowEnv
+from tests.flows.test_dispatch_e2e import TIP, dispatch
+from tests.webhook_receiver import Receiver, webhook_env
 
 
 @pytest.fixture
 def env(database_url: str, receiver: Receiver, tmp_path: Path) -> Iterator[FlowEnv]:
-    with make_env(
-        database_url, webhook_url=receiver.url, webhook_secret=SECRET, allow_private_webhooks=True
-    ) as e:
+    with webhook_env(database_url, receiver) as e:
         yield e
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.flows.conftest import FlowEnv, make_env
-from tests.flows.test_dispatch_e2e import SECRET, Receiver, dispatch, log_of
+from tests.flows.conftest import FlowEnv
+from tests.flows.test_dispatch_e2e import dispatch, log_of
+from tests.webhook_receiver import Receiver, webhook_env
 
 FLOW = """
 id: %(id)s
@@ -33,17 +34,8 @@ def flow(id_: str, *, tier: str = "B", priority: int = 0, extra: str = "") -> st
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def env(database_url: str, receiver: Receiver, tmp_path: Path) -> Iterator[FlowEnv]:
-    with make_env(
-        database_url, webhook_url=receiver.url, webhook_secret=SECRET, allow_private_webhooks=True
-    ) as e:
+    with webhook_env(database_url, receiver) as e:
         yield e
 
 

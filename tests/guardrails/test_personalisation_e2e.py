@@ -10,22 +10,14 @@ from pathlib import Path
 import pytest
 
 from momently.domain.event import derived_event
-from tests.flows.conftest import FlowEnv, make_env
-from tests.flows.test_dispatch_e2e import SECRET, Receiver, dispatch, log_of
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+from tests.flows.conftest import FlowEnv
+from tests.flows.test_dispatch_e2e import dispatch, log_of
+from tests.webhook_receiver import Receiver, webhook_env
 
 
 @pytest.fixture
 def env(database_url: str, receiver: Receiver, tmp_path: Path) -> Iterator[FlowEnv]:
-    with make_env(
-        database_url, webhook_url=receiver.url, webhook_secret=SECRET, allow_private_webhooks=True
-    ) as e:
+    with webhook_env(database_url, receiver) as e:
         with e.admin() as c:  # this workspace asks for explicit personalisation consent
             c.put("/v1/consent/policy", json={"optIn": {"personalisation": ["*"]}})
         yield e

@@ -1,0 +1,67 @@
+"""A Standard Webhooks receiver on 127.0.0.1 for tests that send through the webhook channel,
+and the server settings that point the channel at it."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from tests.flows.conftest import FlowEnv, make_env
+
+SECRET = "whsec_" + base64.b64encode(b"momently-test-secret-0123456789ab").decode()
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that verifies every request's signature and answers
+    with the next status of ``script`` (then 200)."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.received: list[dict[str, Any]] = []
+        self.ids: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                payload = Webhook(SECRET).verify(body, headers)  # raises on a bad signature
+                receiver.received.append(payload)
+                receiver.ids.append(headers["webhook-id"])
+                status = receiver.script.pop(0) if receiver.script else 200
+                self.send_response(status)
+                self.send_header("x-request-id", f"req-{len(receiver.received)}")
+                if status == 429:
+                    self.send_header("retry-after", "30")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextmanager
+def webhook_env(database_url: str, receiver: Receiver, **overrides: Any) -> Iterator[FlowEnv]:
+    """A live server on virtual time whose webhook channel posts to ``receiver``."""
+    with make_env(
+        database_url,
+        webhook_url=receiver.url,
+        webhook_secret=SECRET,
+        allow_private_webhooks=True,
+        **overrides,
+    ) as env:
+        yield env
