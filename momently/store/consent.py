@@ -7,17 +7,15 @@ link to the same previous record.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, func, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain.consent import GENESIS, Grant, Policy, Record, chain_hash
 from momently.domain.profile import Profile
 from momently.store.database import Database
+from momently.store.policies import PolicyTable
 from momently.store.profiles import ProfileStore
 from momently.store.schema import consent_policies, consent_records
 
@@ -27,9 +25,9 @@ _CHUNK = 500
 class ConsentLedger:
     def __init__(self, db: Database, *, policy_cache_seconds: float = 5.0) -> None:
         self.db = db
-        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-        self.policy_cache_seconds = policy_cache_seconds
-        self._policies: dict[str, tuple[Policy, float]] = {}
+        self._policies = PolicyTable(
+            db, consent_policies, Policy.from_json, Policy, cache_seconds=policy_cache_seconds
+        )
 
     # writing ------------------------------------------------------------------------------
     def append(self, conn: Connection, workspace_id: str, grants: Sequence[Grant]) -> list[Record]:
@@ -164,29 +162,10 @@ class ConsentLedger:
 
     # policy -------------------------------------------------------------------------------
     def policy(self, workspace_id: str) -> Policy:
-        now = time.monotonic()
-        cached = self._policies.get(workspace_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        with self.db.read() as conn:
-            body = conn.execute(
-                select(consent_policies.c.body).where(consent_policies.c.workspace_id == workspace_id)
-            ).scalar_one_or_none()
-        policy = Policy.from_json(orjson.loads(body)) if body else Policy()
-        self._policies[workspace_id] = (policy, now + self.policy_cache_seconds)
-        return policy
+        return self._policies.get(workspace_id)
 
     def set_policy(self, workspace_id: str, doc: dict[str, Any], *, now_ms: int) -> Policy:
-        policy = Policy.from_json(doc)
-        body = orjson.dumps(policy.as_json()).decode()
-        stmt = self._insert(consent_policies).values(workspace_id=workspace_id, body=body, updated_ms=now_ms)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[consent_policies.c.workspace_id], set_={"body": body, "updated_ms": now_ms}
-        )
-        with self.db.write() as conn:
-            conn.execute(stmt)
-        self._policies.pop(workspace_id, None)
-        return policy
+        return self._policies.put(workspace_id, Policy.from_json(doc), now_ms=now_ms)
 
 
 def phone_key(phone: str) -> str:

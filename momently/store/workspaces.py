@@ -118,22 +118,17 @@ class Workspaces:
         return [Workspace(**r._mapping) for r in rows]
 
     def set_rate_limit(self, workspace_id: str, rate_limit: float | None) -> None:
-        with self.db.write() as conn:
-            done = conn.execute(
-                update(workspaces)
-                .where(workspaces.c.id == workspace_id)
-                .values(rate_limit=rate_limit)
-                .returning(workspaces.c.id)
-            ).first()
-        if done is None:
-            raise WorkspaceError(f"no workspace {workspace_id!r}")
+        self._set(workspace_id, rate_limit=rate_limit)
 
     def set_retention(self, workspace_id: str, days: int | None) -> None:
+        self._set(workspace_id, retention_days=days)
+
+    def _set(self, workspace_id: str, **values: object) -> None:
         with self.db.write() as conn:
             done = conn.execute(
                 update(workspaces)
                 .where(workspaces.c.id == workspace_id)
-                .values(retention_days=days)
+                .values(**values)
                 .returning(workspaces.c.id)
             ).first()
         if done is None:
