@@ -18,7 +18,7 @@ from momently.api.auth import Authenticator
 from momently.api.body import read_json
 from momently.api.errors import ApiError
 from momently.domain.event import BatchDefaults, Event, Rejection, normalize
-from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp
+from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp, to_millis
 from momently.engine.log_writer import LogWriter
 from momently.services import Services
 
@@ -153,6 +153,7 @@ def _batch_defaults(body: dict[str, Any], received_at: datetime) -> BatchDefault
         integrations=integrations if isinstance(integrations, dict) else None,
         sent_at=sent_at,
         received_text=format_timestamp(received_at),
+        received_ms=to_millis(received_at),
         sent_text=format_timestamp(sent_at) if sent_at is not None else None,
     )
 

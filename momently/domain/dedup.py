@@ -49,6 +49,18 @@ class DedupWindow:
         self._keys[key] = day
         bucket.append(key)
 
+    def add_all(self, keys: list[bytes], seen_at: datetime) -> None:
+        """``add`` for a whole committed group: the day is worked out once, not per key."""
+        day = int(seen_at.timestamp()) // _DAY_SECONDS
+        bucket = self._by_day.get(day)
+        if bucket is None:
+            bucket = self._by_day[day] = []
+        known = self._keys
+        for key in keys:
+            if known.get(key) != day:
+                known[key] = day
+                bucket.append(key)
+
     def expire(self, now: datetime) -> None:
         """Forget ids older than the window; a day goes only once all of it is out."""
         oldest_kept = int(now.timestamp()) // _DAY_SECONDS - self._days_kept

@@ -186,9 +186,9 @@ class LogWriter:
             return
         self._position = position  # only once committed: a rolled-back insert must be re-read
         now = self.clock.now()
+        self.window.add_all([key for _, key in owners], now)
         stored = dict.fromkeys(range(len(group)), 0)
-        for (i, key), seq in zip(owners, appended.seqs, strict=True):
-            self.window.add(key, now)
+        for (i, _), seq in zip(owners, appended.seqs, strict=True):
             if seq is None:  # PostgreSQL's unique index found it stored by another node
                 duplicates[i] += 1
             else:
