@@ -239,6 +239,7 @@ def fire_timers(url: str, days: int) -> tuple[int, int, float, float]:
 
 def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
     s = Services.build(Settings(database_url=url), migrate=False)  # system clock, live engine
+    s.db.start_checkpoints()  # as momently serve and worker do
     try:
         s.projector.run_until_idle()
         s.writer.start()

@@ -106,6 +106,7 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
         return
     # Workers are fresh processes that read their settings from the environment.
     os.environ["MOMENTLY_DATABASE_URL"] = st.database_url
+    c.services.db.start_checkpoints()
     if st.run_engine:
         c.services.projector.start()
         c.services.dispatcher.start()
@@ -1048,6 +1049,7 @@ def worker(c: _Ctx) -> None:
     s = c.services
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    s.db.start_checkpoints()
     s.projector.start()
     s.dispatcher.start()
     click.echo(f"engine running on {s.db.safe_url}; Ctrl-C to stop", err=True)

@@ -166,6 +166,7 @@ class Services:
 
     def start(self) -> None:
         """Start the background parts a server needs: the log writer, and the engine if enabled."""
+        self.db.start_checkpoints()
         self.writer.start()
         if self.settings.run_engine:
             self.projector.start()
