@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,10 +20,12 @@ SECRET = "whsec_" + base64.b64encode(b"momently-test-secret-0123456789ab").decod
 
 class Receiver:
     """A webhook endpoint on 127.0.0.1 that verifies every request's signature and answers
-    with the next status of ``script`` (then 200)."""
+    with the next status of ``script`` (then 200), after the next delay of ``delays`` (then
+    at once)."""
 
     def __init__(self) -> None:
         self.script: list[int] = []
+        self.delays: list[float] = []
         self.received: list[dict[str, Any]] = []
         self.ids: list[str] = []
         receiver = self
@@ -34,6 +37,8 @@ class Receiver:
                 payload = Webhook(SECRET).verify(body, headers)  # raises on a bad signature
                 receiver.received.append(payload)
                 receiver.ids.append(headers["webhook-id"])
+                if receiver.delays:
+                    time.sleep(receiver.delays.pop(0))
                 status = receiver.script.pop(0) if receiver.script else 200
                 self.send_response(status)
                 self.send_header("x-request-id", f"req-{len(receiver.received)}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
@@ -87,6 +88,7 @@ def action_track(
     }
 
 
+@lru_cache(maxsize=1024)  # built per (key, clock, salt) once: every message signs two links
 def _serializer(secret: str, now: Callable[[], datetime], salt: str = SALT) -> URLSafeTimedSerializer:
     class ClockSigner(TimestampSigner):
         def get_timestamp(self) -> int:

@@ -173,8 +173,7 @@ class Dispatcher:
 
     def _commit(self, outcomes: list[_Outcome]) -> None:
         with self.db.write() as conn:
-            for o in outcomes:
-                self.outbox.finish(conn, o.delivery.id, **o.values)
+            self.outbox.finish_all(conn, [(o.delivery.id, o.values) for o in outcomes])
             by_workspace: dict[str, list[tuple[str, Event]]] = {}
             for o in outcomes:
                 for ev in o.events:

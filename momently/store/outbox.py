@@ -8,12 +8,12 @@ key, which channels pass to providers as the idempotency key.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from momently.store.database import Database
 from momently.store.schema import deliveries
@@ -71,6 +71,23 @@ class Outbox:
 
     def finish(self, conn: Connection, delivery_id: int, **values: Any) -> None:
         conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+
+    def finish_all(self, conn: Connection, outcomes: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
+        """``finish`` for a dispatch round: outcomes that set the same columns share one
+        executemany, instead of one compiled statement per delivery."""
+        by_columns: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
+        for delivery_id, values in outcomes:
+            columns = tuple(sorted(values))
+            by_columns.setdefault(columns, []).append(
+                {"b_delivery_id": delivery_id, **{f"b_{c}": v for c, v in values.items()}}
+            )
+        for columns, rows in by_columns.items():
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == bindparam("b_delivery_id"))
+                .values({c: bindparam(f"b_{c}") for c in columns}),
+                rows,
+            )
 
     def list(
         self, workspace_id: str, *, statuses: Sequence[str] | None = None, limit: int = 100

@@ -108,6 +108,35 @@ def test_retryable_failures_back_off_then_succeed_with_one_delivery_key(
     assert len(log_of(env, "Message Sent")) == 1
 
 
+def test_timeouts_are_retried_then_dead_lettered(database_url: str, receiver: Receiver) -> None:
+    """A receiver slower than the channel's timeout: each attempt fails ``timeout`` and is
+    retried with the same delivery key; after the last attempt the delivery is dead."""
+    with webhook_env(
+        database_url,
+        receiver,
+        webhook_timeout_seconds=0.3,
+        dispatch_max_attempts=3,
+        dispatch_backoff_seconds=10,
+    ) as env:
+        env.flow("tip", TIP % "[webhook]")
+        receiver.delays = [1.0] * 3
+        used(env)
+        dispatch(env)
+        for _ in range(2):
+            env.clock.advance(timedelta(seconds=41))
+            dispatch(env)
+        [delivery] = env.services.outbox.list(env.workspace)
+        assert (delivery.status, delivery.last_error, delivery.attempts) == ("dead", "timeout", 3)
+        failed = log_of(env, "Message Failed")
+        assert [(f["reason"], f["final"]) for f in failed] == [
+            ("timeout", False),
+            ("timeout", False),
+            ("timeout", True),
+        ]
+        assert len(set(receiver.ids)) == 1
+        assert log_of(env, "Message Sent") == []
+
+
 def test_exhausted_channel_falls_back_then_dead_letters(
     env: FlowEnv, receiver: Receiver, tmp_path: Path
 ) -> None:
