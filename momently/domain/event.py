@@ -125,9 +125,14 @@ def normalize(
         get("context"),
         get("integrations"),
     )
-    for field, value in zip(_OBJECT_FIELDS, (properties, traits, context, integrations), strict=True):
-        if value is not None and type(value) is not dict:
-            return reject("invalid_field", f"{field} must be a JSON object")
+    if not (
+        (properties is None or type(properties) is dict)
+        and (traits is None or type(traits) is dict)
+        and (context is None or type(context) is dict)
+        and (integrations is None or type(integrations) is dict)
+    ):  # spelled out: a loop over zip() here cost more than the rest of the checks together
+        field = next(f for f in _OBJECT_FIELDS if get(f) is not None and type(get(f)) is not dict)
+        return reject("invalid_field", f"{field} must be a JSON object")
 
     user_id = _as_id(get("userId"))
     anonymous_id = _as_id(get("anonymousId"))
