@@ -106,10 +106,10 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
         return
     # Workers are fresh processes that read their settings from the environment.
     os.environ["MOMENTLY_DATABASE_URL"] = st.database_url
-    c.services.db.start_checkpoints()
-    if st.run_engine:
-        c.services.projector.start()
-        c.services.dispatcher.start()
+    if st.run_engine:  # here, in the supervisor; commits of the HTTP workers wake it
+        c.services.start_engine(watch_commits=True)
+    else:
+        c.services.db.start_checkpoints()
     uvicorn.run(
         "momently.api.app:app_from_env",
         factory=True,
@@ -1049,9 +1049,7 @@ def worker(c: _Ctx) -> None:
     s = c.services
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    s.db.start_checkpoints()
-    s.projector.start()
-    s.dispatcher.start()
+    s.start_engine(watch_commits=True)  # the API runs elsewhere: its commits wake this engine
     click.echo(f"engine running on {s.db.safe_url}; Ctrl-C to stop", err=True)
     try:
         while not stop.wait(0.5):
@@ -1059,6 +1057,8 @@ def worker(c: _Ctx) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if s.watcher is not None:
+            s.watcher.stop()
         s.dispatcher.stop()
         s.projector.stop()
     click.echo("engine stopped", err=True)

@@ -19,6 +19,7 @@ from momently.engine.flows import FlowStage
 from momently.engine.log_writer import LogWriter
 from momently.engine.profile_projector import ProfileProjector
 from momently.settings import Settings
+from momently.store.commit_watch import CommitWatcher
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.definitions import Definitions
@@ -55,6 +56,7 @@ class Services:
     people: People
     email: EmailChannel | None = None
     sms: SmsChannel | None = None
+    watcher: CommitWatcher | None = None  # started by start_engine(watch_commits=True)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
@@ -169,10 +171,28 @@ class Services:
         self.db.start_checkpoints()
         self.writer.start()
         if self.settings.run_engine:
-            self.projector.start()
-            self.dispatcher.start()
+            self.start_engine(watch_commits=False)
+
+    def start_engine(self, *, watch_commits: bool) -> None:
+        """The engine and the dispatcher. With ``watch_commits`` (the API and its log writer
+        run in other processes) commits made elsewhere wake them; in one process the writer
+        and the engine wake them directly."""
+        self.db.start_checkpoints()
+        idle = self.settings.idle_poll_seconds
+        self.projector.start(idle_poll_seconds=idle)
+        self.dispatcher.start(idle_poll_seconds=idle)
+        if watch_commits and self.watcher is None:
+            self.watcher = CommitWatcher(self.db, self._wake_engine)
+            self.watcher.start()
+
+    def _wake_engine(self) -> None:
+        self.projector.wake()
+        self.dispatcher.wake()
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
         self.dispatcher.stop()
         self.projector.stop()
         self.writer.stop()

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     dispatch_backoff_seconds: float = Field(
         default=2.0, gt=0, description="first retry delay (doubles, jittered)"
     )
+    idle_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="how often an idle engine and dispatcher look for work anyway; new work "
+        "normally wakes them at once, from this process or (momently worker) from others",
+    )
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """Apply CLI flags; a flag left at None keeps the environment's value."""

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain.event import Event
+from momently.store.commit_watch import notify
 from momently.store.database import Database
 from momently.store.events import EventLog
 from momently.store.schema import (
@@ -363,6 +364,7 @@ class EngineState:
                 self._insert(deliveries).on_conflict_do_nothing(index_elements=["workspace_id", "key"]),
                 [{"workspace_id": ws, **row} for row in ch.deliveries],
             )
+            notify(conn)  # a dispatcher in another process wakes at commit (PostgreSQL)
         if ch.derived:
             ids = [ev.message_id for ev in ch.derived]
             seen: set[str] = set()

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Select, and_, func, select, update
 
 from momently.domain.event import Event
 from momently.domain.profile import LoggedEvent
+from momently.store.commit_watch import notify
 from momently.store.database import Database
 from momently.store.schema import events, workspaces
 
@@ -83,6 +84,7 @@ class EventLog:
             )
         if not rows:
             return Appended([])
+        notify(conn)  # an engine in another process wakes at commit (PostgreSQL)
         if self.db.dialect == "postgresql":
             # Same idea as on SQLite below: one statement, rows unpacked server-side from one
             # JSON parameter; the unique index turns a cross-node duplicate into no row.

@@ -56,6 +56,9 @@ class Outbox:
             and_(deliveries.c.status == "sending", deliveries.c.lease_until_ms <= now_ms),
         )
         pick = select(deliveries.c.id).where(due).order_by(deliveries.c.next_attempt_ms).limit(limit)
+        with self.db.read() as conn:  # most wake-ups find nothing: no write lock for that
+            if conn.execute(select(deliveries.c.id).where(due).limit(1)).first() is None:
+                return []
         if self.db.dialect == "postgresql":
             pick = pick.with_for_update(skip_locked=True)
         with self.db.write() as conn:

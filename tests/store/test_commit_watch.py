@@ -1,0 +1,100 @@
+"""Commits made by other processes wake an engine that runs apart from the API: the watcher
+on its own, then `momently worker` next to a writer in another process, with its idle poll
+set to a minute so only a wake-up can explain a prompt decision."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from momently import catalog
+from momently.domain.definitions import load
+from momently.domain.event import BatchDefaults, Event, normalize
+from momently.services import Services
+from momently.settings import Settings
+from momently.store.commit_watch import CommitWatcher
+
+
+def _event(s: Services, user: str) -> Event:
+    ev = normalize(
+        {"type": "track", "userId": user, "event": "Signed Up"},
+        default_type=None,
+        defaults=BatchDefaults(),
+        received_at=s.clock.now(),
+    )
+    assert isinstance(ev, Event)
+    return ev
+
+
+def _until(check: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_an_append_by_another_connection_wakes_the_watcher(database_url: str) -> None:
+    s = Services.build(Settings(database_url=database_url, run_engine=False))
+    woken: list[float] = []
+    watcher = CommitWatcher(s.db, lambda: woken.append(time.monotonic()))
+    try:
+        s.workspaces.create("w", name="w", now=s.clock.now())
+        watcher.start()
+        time.sleep(0.3)
+        assert woken == []  # nothing committed: no wake-ups
+        with s.db.write() as conn:
+            s.events.append(conn, [("w", _event(s, "ada"))])
+        assert _until(lambda: len(woken) >= 1, 10)
+        settled = len(woken)
+        time.sleep(0.3)
+        assert len(woken) == settled  # one commit, not a stream of wake-ups
+    finally:
+        watcher.stop()
+        s.close()
+
+
+def test_a_worker_decides_and_sends_on_a_commit_from_another_process(
+    database_url: str, tmp_path: Path
+) -> None:
+    s = Services.build(Settings(database_url=database_url, run_engine=False))
+    console = tmp_path / "console.jsonl"
+    try:
+        s.workspaces.create("w", name="w", now=s.clock.now())
+        flow = (
+            "id: hi\ntrigger: {event: Signed Up}\nchannels: [console]\n"
+            "message: {body: 'Welcome!', action: {label: Start, url: 'https://x.example/start'}}\n"
+        )
+        docs, problems = load(flow, "f.yaml")
+        assert not problems
+        catalog.apply(s, "w", catalog.Loaded(docs, []))
+        env = {
+            **os.environ,
+            "MOMENTLY_DATABASE_URL": database_url,
+            "MOMENTLY_IDLE_POLL_SECONDS": "60",
+            "MOMENTLY_CONSOLE_PATH": str(console),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "momently", "worker"], stderr=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            assert proc.stderr is not None
+            assert "engine running" in proc.stderr.readline()
+            time.sleep(1.0)  # its first round found nothing: it is now idle for a minute
+            with s.db.write() as conn:
+                s.events.append(conn, [("w", _event(s, "ada"))])
+            assert _until(lambda: bool(s.engine_state.enrollments("w")), 20)
+            assert _until(lambda: console.exists() and "Welcome!" in console.read_text(), 20)
+            assert [d.status for d in s.outbox.list("w")] == ["sent"]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        s.close()
