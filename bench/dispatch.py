@@ -9,16 +9,25 @@ receiver, and event-to-handed-to-channel latency at a steady rate.
 2. Throughput: ``--messages`` send decisions already in the outbox (one flow, one person
    each); the dispatcher drains them: render, sign, POST, record the outcome and append the
    ``Message Sent`` event, per message.
-3. Latency: writer, engine and dispatcher running live; events appended at ``--rate``/s for
-   ``--seconds``; latency is from the event's commit to the receiver getting its message.
+3. Latency, one process: writer, engine and dispatcher threads live in this process (as in
+   ``momently serve``); events appended at ``--rate``/s for ``--seconds``; latency is from
+   the event's commit to the receiver getting its message.
+4. Latency, split (``--split``): ``momently serve --no-engine`` and ``momently worker`` as
+   separate processes (then with the engine and the dispatcher in a worker each), events
+   POSTed to ``/v1/batch`` at ``--rate``/s; latency is from the HTTP 200 (the event is
+   committed) to the receiver getting its message.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import multiprocessing
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import FreshDatabase
 from momently import catalog
+from momently.domain.credentials import KeyKind
 from momently.domain.definitions import load
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.services import Services
@@ -59,8 +69,9 @@ def _serve(port_out: Any, log_path: str) -> None:
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["content-length"]))
-            log.write(f"{self.headers['webhook-id']} {time.time()}\n")
+            body = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+            message_id = (body.get("trigger") or {}).get("messageId", "-")
+            log.write(f"{self.headers['webhook-id']} {message_id} {time.time()}\n")
             self.send_response(200)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -83,10 +94,19 @@ class Receiver:
         self.url = f"http://127.0.0.1:{ports.get(timeout=30)}/hook"
 
     def arrivals(self) -> dict[str, float]:
+        """First arrival time of each delivery key."""
         out: dict[str, float] = {}
         for line in self.log_path.read_text().splitlines():
-            key, _, at = line.rpartition(" ")
+            key, _, at = line.split(" ")
             out.setdefault(key, float(at))
+        return out
+
+    def arrivals_by_trigger(self) -> dict[str, float]:
+        """First arrival time of the message each trigger event's ``messageId`` caused."""
+        out: dict[str, float] = {}
+        for line in self.log_path.read_text().splitlines():
+            _, message_id, at = line.split(" ")
+            out.setdefault(message_id, float(at))
         return out
 
     def close(self) -> None:
@@ -126,6 +146,107 @@ def baseline(receiver: Receiver, n: int) -> float:
         return n / (time.perf_counter() - started)
 
 
+def live_split(
+    url: str, receiver: Receiver, rate: int, seconds: float, port: int, workers: list[list[str]]
+) -> None:
+    """Phase 4: the API and the engine in separate processes, load over HTTP. ``workers``:
+    the ``momently worker`` command lines to run (one with every role, or one per role)."""
+    s = Services.build(Settings(database_url=url, run_engine=False), migrate=False)
+    key = s.workspaces.issue_key("w", KeyKind.WRITE, label="bench", now=s.clock.now()).secret
+    s.close()
+    env = {
+        **os.environ,
+        "MOMENTLY_DATABASE_URL": url,
+        "MOMENTLY_PORT": str(port),
+        "MOMENTLY_LOG_LEVEL": "warning",
+        "MOMENTLY_WEBHOOK_URL": receiver.url,
+        "MOMENTLY_WEBHOOK_SECRET": SECRET,
+        "MOMENTLY_ALLOW_PRIVATE_WEBHOOKS": "true",
+    }
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "momently", *cmd], env=env, start_new_session=True)
+        for cmd in (["serve", "--no-engine"], *workers)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+        acked = asyncio.run(_post_at_rate(port, key, rate, seconds))
+        time.sleep(3)
+        arrived = receiver.arrivals_by_trigger()
+        lat = sorted((arrived[m] - at) * 1000 for m, at in acked.items() if m in arrived)
+        p50, p99 = statistics.median(lat), lat[int(len(lat) * 0.99)]
+        shape = " + ".join(" ".join(w) for w in workers)
+        print(
+            f"latency at {rate}/s for {seconds:.0f}s, serve --no-engine + {shape}: "
+            f"{len(lat):,} of {len(acked):,} delivered; HTTP 200 -> receiver p50 {p50:.1f} ms, "
+            f"p99 {p99:.1f} ms"
+        )
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+async def _post_at_rate(port: int, key: str, rate: int, seconds: float) -> dict[str, float]:
+    """One keep-alive connection posting a batch every 20 ms; messageId -> time of its 200."""
+    per_tick = max(1, rate // 50)
+    auth = base64.b64encode(f"{key}:".encode()).decode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    acked: dict[str, float] = {}
+    run = f"{time.time():.0f}"  # the runs share a database (and its de-duplication window)
+    t0 = time.perf_counter()
+    i = 0
+    try:
+        while time.perf_counter() - t0 < seconds:
+            delay = t0 + i * per_tick / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ids = [f"split-{run}-{i}-{j}" for j in range(per_tick)]
+            batch = [
+                {
+                    "type": "track",
+                    "userId": f"live{i}-{j}",
+                    "event": "Ping",
+                    "messageId": m,
+                    "properties": {"order": j},
+                }
+                for j, m in enumerate(ids)
+            ]
+            body = orjson.dumps({"batch": batch})
+            writer.write(
+                (
+                    f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n"
+                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                + body
+            )
+            status = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            done = time.time()
+            if status.split()[1:2] != [b"200"]:
+                raise RuntimeError(f"ingest answered {status!r}")
+            for m in ids:
+                acked[m] = done
+            i += 1
+    finally:
+        writer.close()
+    return acked
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,6 +255,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--split", action="store_true", help="also measure latency with the API and the worker apart"
+    )
+    parser.add_argument("--port", type=int, default=8932)
     args = parser.parse_args()
     fresh = FreshDatabase(args.database)
     receiver = Receiver(fresh.tmp / "arrivals.log")
@@ -190,6 +315,12 @@ def main() -> None:
             )
         finally:
             s.close()
+        if args.split:
+            for workers in (
+                [["worker"]],
+                [["worker", "--role", "engine"], ["worker", "--role", "dispatcher"]],
+            ):
+                live_split(url, receiver, args.rate, args.seconds, args.port, workers)
     finally:
         receiver.close()
         fresh.cleanup()

@@ -1040,17 +1040,26 @@ def guardrails_resume(c: _Ctx, workspace_id: str, channel: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--role",
+    type=click.Choice(["all", "engine", "dispatcher"]),
+    default="all",
+    show_default=True,
+    help="engine: profiles, segments, flows, timers; dispatcher: sending the outbox; "
+    "run one of each in its own process to give each a core",
+)
 @pass_ctx
-def worker(c: _Ctx) -> None:
-    """Run the engine alone (profiles, segments, flows, timers), next to `serve --no-engine`."""
+def worker(c: _Ctx, role: str) -> None:
+    """Run the engine and the dispatcher apart from the API, next to `serve --no-engine`."""
     import signal
     import threading
 
     s = c.services
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    s.start_engine(watch_commits=True)  # the API runs elsewhere: its commits wake this engine
-    click.echo(f"engine running on {s.db.safe_url}; Ctrl-C to stop", err=True)
+    # the API runs elsewhere: its commits (and the engine's, for the dispatcher) wake this one
+    s.start_engine(watch_commits=True, engine=role != "dispatcher", dispatcher=role != "engine")
+    click.echo(f"{role if role != 'all' else 'engine'} running on {s.db.safe_url}; Ctrl-C to stop", err=True)
     try:
         while not stop.wait(0.5):
             pass

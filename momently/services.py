@@ -173,14 +173,16 @@ class Services:
         if self.settings.run_engine:
             self.start_engine(watch_commits=False)
 
-    def start_engine(self, *, watch_commits: bool) -> None:
-        """The engine and the dispatcher. With ``watch_commits`` (the API and its log writer
-        run in other processes) commits made elsewhere wake them; in one process the writer
-        and the engine wake them directly."""
+    def start_engine(self, *, watch_commits: bool, engine: bool = True, dispatcher: bool = True) -> None:
+        """The engine and the dispatcher (or one of them). With ``watch_commits`` (the API
+        and its log writer run in other processes) commits made elsewhere wake them; in one
+        process the writer and the engine wake them directly."""
         self.db.start_checkpoints()
         idle = self.settings.idle_poll_seconds
-        self.projector.start(idle_poll_seconds=idle)
-        self.dispatcher.start(idle_poll_seconds=idle)
+        if engine:
+            self.projector.start(idle_poll_seconds=idle)
+        if dispatcher:
+            self.dispatcher.start(idle_poll_seconds=idle)
         if watch_commits and self.watcher is None:
             self.watcher = CommitWatcher(self.db, self._wake_engine)
             self.watcher.start()

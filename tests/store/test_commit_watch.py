@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from momently import catalog
 from momently.domain.definitions import load
 from momently.domain.event import BatchDefaults, Event, normalize
@@ -60,9 +62,16 @@ def test_an_append_by_another_connection_wakes_the_watcher(database_url: str) ->
         s.close()
 
 
+@pytest.mark.parametrize(
+    "workers",
+    [[["worker"]], [["worker", "--role", "engine"], ["worker", "--role", "dispatcher"]]],
+    ids=["one-worker", "engine-and-dispatcher-apart"],
+)
 def test_a_worker_decides_and_sends_on_a_commit_from_another_process(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, workers: list[list[str]]
 ) -> None:
+    """Apart, the dispatcher is woken by the engine's commit of the outbox row, itself
+    woken by this test's append: two hops across processes, each well under the minute."""
     s = Services.build(Settings(database_url=database_url, run_engine=False))
     console = tmp_path / "console.jsonl"
     try:
@@ -80,21 +89,27 @@ def test_a_worker_decides_and_sends_on_a_commit_from_another_process(
             "MOMENTLY_IDLE_POLL_SECONDS": "60",
             "MOMENTLY_CONSOLE_PATH": str(console),
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "momently", "worker"], stderr=subprocess.PIPE, text=True, env=env
-        )
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "momently", *cmd], stderr=subprocess.PIPE, text=True, env=env
+            )
+            for cmd in workers
+        ]
         try:
-            assert proc.stderr is not None
-            assert "engine running" in proc.stderr.readline()
-            time.sleep(1.0)  # its first round found nothing: it is now idle for a minute
+            for proc in procs:
+                assert proc.stderr is not None
+                assert "running" in proc.stderr.readline()
+            time.sleep(1.0)  # their first round found nothing: they are now idle for a minute
             with s.db.write() as conn:
                 s.events.append(conn, [("w", _event(s, "ada"))])
             assert _until(lambda: bool(s.engine_state.enrollments("w")), 20)
             assert _until(lambda: console.exists() and "Welcome!" in console.read_text(), 20)
             assert [d.status for d in s.outbox.list("w")] == ["sent"]
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=20)
-        assert proc.returncode == 0
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.communicate(timeout=20)
+        assert [proc.returncode for proc in procs] == [0] * len(procs)
     finally:
         s.close()
