@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from momently import catalog
@@ -20,6 +21,8 @@ from momently.domain.event import BatchDefaults, Event, normalize
 from momently.services import Services
 from momently.settings import Settings
 from momently.store.commit_watch import CommitWatcher
+from tests.api.test_crash import _start_server, _stop_server, _workspace_with_key
+from tests.conftest import free_port
 
 
 def _event(s: Services, user: str) -> Event:
@@ -112,5 +115,34 @@ def test_a_worker_decides_and_sends_on_a_commit_from_another_process(
             for proc in procs:
                 proc.communicate(timeout=20)
         assert [proc.returncode for proc in procs] == [0] * len(procs)
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_the_engine_of_serve_with_workers_is_woken_by_their_commits(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --workers 2`: HTTP workers append in their own processes, the engine runs in the
+    supervisor; with a one-minute idle poll, a prompt enrollment means it was woken."""
+    key = _workspace_with_key(database_url, "w")
+    s = Services.build(Settings(database_url=database_url, run_engine=False), migrate=False)
+    try:
+        docs, _ = load("id: hi\ntrigger: {event: Signed Up}\n", "f.yaml")
+        catalog.apply(s, "w", catalog.Loaded(docs, []))
+        monkeypatch.setenv("MOMENTLY_IDLE_POLL_SECONDS", "60")
+        port = free_port()
+        proc = _start_server(database_url, port, tmp_path / "server.log", "--workers", "2")
+        try:
+            time.sleep(1.0)  # the engine's first round found nothing: idle for a minute now
+            reply = httpx.post(
+                f"http://127.0.0.1:{port}/v1/track",
+                json={"userId": "ada", "event": "Signed Up"},
+                auth=(key, ""),
+            )
+            assert reply.status_code == 200
+            assert _until(lambda: bool(s.engine_state.enrollments("w")), 20)
+        finally:
+            _stop_server(proc)
     finally:
         s.close()
