@@ -39,7 +39,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.ingest import FreshDatabase
+from bench.ingest import FreshDatabase, batch_request, read_reply
 from momently import catalog
 from momently.domain.credentials import KeyKind
 from momently.domain.definitions import load
@@ -199,7 +199,6 @@ def live_split(
 async def _post_at_rate(port: int, key: str, rate: int, seconds: float) -> dict[str, float]:
     """One keep-alive connection posting a batch every 20 ms; messageId -> time of its 200."""
     per_tick = max(1, rate // 50)
-    auth = base64.b64encode(f"{key}:".encode()).decode()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     acked: dict[str, float] = {}
     run = f"{time.time():.0f}"  # the runs share a database (and its de-duplication window)
@@ -221,24 +220,11 @@ async def _post_at_rate(port: int, key: str, rate: int, seconds: float) -> dict[
                 }
                 for j, m in enumerate(ids)
             ]
-            body = orjson.dumps({"batch": batch})
-            writer.write(
-                (
-                    f"POST /v1/batch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Basic {auth}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                ).encode()
-                + body
-            )
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            writer.write(batch_request(port, key, orjson.dumps({"batch": batch})))
+            status, reply = await read_reply(reader)
             done = time.time()
-            if status.split()[1:2] != [b"200"]:
-                raise RuntimeError(f"ingest answered {status!r}")
+            if status != 200:
+                raise RuntimeError(f"ingest answered HTTP {status}: {reply[:200]!r}")
             for m in ids:
                 acked[m] = done
             i += 1
