@@ -4,16 +4,15 @@ and the server settings that point the channel at it."""
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from standardwebhooks import Webhook
 
 from tests.flows.conftest import FlowEnv, make_env
+from tests.local_http import LocalServer, QuietHandler
 
 SECRET = "whsec_" + base64.b64encode(b"momently-test-secret-0123456789ab").decode()
 
@@ -30,7 +29,7 @@ class Receiver:
         self.ids: list[str] = []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -46,17 +45,11 @@ class Receiver:
                     self.send_header("retry-after", "30")
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.http = LocalServer(Handler)
+        self.url = f"http://127.0.0.1:{self.http.port}/hooks"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @contextmanager

@@ -40,17 +40,11 @@ class DedupWindow:
         return key in self._keys
 
     def add(self, key: bytes, seen_at: datetime) -> None:
-        day = int(seen_at.timestamp()) // _DAY_SECONDS
-        if self._keys.get(key) == day:
-            return
-        bucket = self._by_day.get(day)
-        if bucket is None:
-            bucket = self._by_day[day] = []
-        self._keys[key] = day
-        bucket.append(key)
+        self.add_all([key], seen_at)
 
     def add_all(self, keys: list[bytes], seen_at: datetime) -> None:
-        """``add`` for a whole committed group: the day is worked out once, not per key."""
+        """Remember ``keys`` as seen at ``seen_at``; for a whole committed group the day is
+        worked out once, not per key."""
         day = int(seen_at.timestamp()) // _DAY_SECONDS
         bucket = self._by_day.get(day)
         if bucket is None:

@@ -72,9 +72,6 @@ class Outbox:
             ).all()
         return sorted((_delivery(dict(r._mapping)) for r in rows), key=lambda d: d.next_attempt_ms)
 
-    def finish(self, conn: Connection, delivery_id: int, **values: Any) -> None:
-        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
-
     def finish_all(self, conn: Connection, outcomes: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
         """``finish`` for a dispatch round: outcomes that set the same columns share one
         executemany, instead of one compiled statement per delivery."""

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 from tests.conftest import ON_CI
 from tests.flows.conftest import FlowEnv, make_env
 from tests.flows.test_dispatch_e2e import dispatch, log_of
+from tests.local_http import LocalServer, QuietHandler
 
 CHROMIUM = os.environ.get("MOMENTLY_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -45,7 +44,7 @@ class Site:
         self.page = ""
         site = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 body = (site.page if self.path == "/" else "<h1>Thanks</h1>").encode()
                 self.send_response(200)
@@ -54,16 +53,11 @@ class Site:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LocalServer(Handler)
+        self.url = f"http://127.0.0.1:{self.http.port}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,6 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from tests.flows.conftest import FlowEnv, make_env
 from tests.flows.test_dispatch_e2e import dispatch, log_of
+from tests.local_http import LocalServer, QuietHandler
 
 SID, TOKEN = "AC" + "1" * 32, "test-auth-token"
 
@@ -34,7 +33,7 @@ class FakeProvider:
         self.script: list[tuple[int, dict[str, Any]]] = []
         provider = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 expected = "Basic " + base64.b64encode(f"{SID}:{TOKEN}".encode()).decode()
                 body = self.rfile.read(int(self.headers["content-length"]))
@@ -57,16 +56,11 @@ class FakeProvider:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LocalServer(Handler)
+        self.url = f"http://127.0.0.1:{self.http.port}"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from py_vapid import Vapid02
 
 from tests.flows.conftest import FlowEnv, make_env
+from tests.local_http import LocalServer, QuietHandler
 
 
 def b64(raw: bytes) -> str:
@@ -78,7 +77,7 @@ class PushService:
         self.ca = cert
         service = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 scheme, _, params = self.headers["authorization"].partition(" ")
@@ -95,15 +94,10 @@ class PushService:
                 self.send_header("content-length", "0")
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.origin = f"https://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = LocalServer(Handler, tls=context)
+        self.origin = f"https://127.0.0.1:{self.http.port}"
 
     def check_jwt(self, token: str, k: str, subject: str) -> None:
         head, claims, signature = token.split(".")
@@ -132,8 +126,7 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PushSer
     s = PushService(tmp_path, SUBJECT)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(s.ca))  # trust the test push service's certificate
     yield s
-    s.server.shutdown()
-    s.server.server_close()
+    s.http.close()
 
 
 @pytest.fixture
