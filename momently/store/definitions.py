@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, select, update
 
 from momently.store.database import Database
 from momently.store.schema import definition_heads, definitions
 
 Kind = Literal["flow", "segment"]
 Status = Literal["active", "paused", "archived"]
+
+
+# read by the engine on every batch: built once
+_STATES = select(
+    definition_heads.c.kind, definition_heads.c.id, definition_heads.c.version, definition_heads.c.status
+).where(definition_heads.c.workspace_id == bindparam("ws"))
 
 
 class UnknownDefinition(LookupError):
@@ -193,14 +199,7 @@ class Definitions:
     def states(self, conn: Connection, workspace_id: str) -> list[tuple[str, str, int, str]]:
         """(kind, id, version, status) of every definition: cheap enough for the engine to
         read every batch, so a pause or a new version takes effect at once."""
-        rows = conn.execute(
-            select(
-                definition_heads.c.kind,
-                definition_heads.c.id,
-                definition_heads.c.version,
-                definition_heads.c.status,
-            ).where(definition_heads.c.workspace_id == workspace_id)
-        ).all()
+        rows = conn.execute(_STATES, {"ws": workspace_id}).all()
         return [(str(r[0]), str(r[1]), int(r[2]), str(r[3])) for r in rows]
 
     def body(self, conn: Connection, workspace_id: str, kind: str, id_: str, version: int) -> dict[str, Any]:

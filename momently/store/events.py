@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, and_, func, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, func, select, update
 
 from momently.domain.event import Event
 from momently.domain.profile import LoggedEvent
@@ -41,6 +41,19 @@ class EventLog:
             "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING seq"
         )
         columns = [c.name for c in events.columns]
+        # built once: the engine reads and the log writer appends many times a second
+        self._read_in = (
+            _select_logged()
+            .where(events.c.workspace_id == bindparam("ws"), events.c.seq > bindparam("after"))
+            .order_by(events.c.seq)
+            .limit(bindparam("limit"))
+        )
+        self._reserve = (
+            update(workspaces)
+            .where(workspaces.c.id == bindparam("ws"))
+            .values(last_seq=workspaces.c.last_seq + bindparam("n"))
+            .returning(workspaces.c.last_seq)
+        )
         self._sqlite_insert_sql = (
             f"INSERT INTO events ({', '.join(columns)}) "
             f"SELECT {', '.join(f'value ->> {i}' for i in range(len(columns)))} FROM json_each(?)"
@@ -53,12 +66,7 @@ class EventLog:
             counts[workspace_id] = counts.get(workspace_id, 0) + 1
         next_seq: dict[str, int] = {}
         for workspace_id, n in counts.items():
-            last = conn.execute(
-                update(workspaces)
-                .where(workspaces.c.id == workspace_id)
-                .values(last_seq=workspaces.c.last_seq + n)
-                .returning(workspaces.c.last_seq)
-            ).scalar()
+            last = conn.execute(self._reserve, {"ws": workspace_id, "n": n}).scalar()
             if last is None:
                 raise UnknownWorkspace(workspace_id)
             next_seq[workspace_id] = int(last) - n + 1
@@ -105,12 +113,7 @@ class EventLog:
     def read_in(
         self, conn: Connection, workspace_id: str, *, after_seq: int, limit: int
     ) -> list[LoggedEvent]:
-        rows = conn.execute(
-            _select_logged()
-            .where(events.c.workspace_id == workspace_id, events.c.seq > after_seq)
-            .order_by(events.c.seq)
-            .limit(limit)
-        ).all()
+        rows = conn.execute(self._read_in, {"ws": workspace_id, "after": after_seq, "limit": limit}).all()
         return [_logged(r) for r in rows]
 
     def by_seqs(self, workspace_id: str, seqs: Sequence[int]) -> list[LoggedEvent]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, tuple_
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain import consent
@@ -47,6 +47,8 @@ from momently.store.schema import (
 
 ENGINE_CONSUMER = "profiles"
 _CHUNK = 500
+# read by the engine twice a batch: built once
+_TOMBSTONE_COUNT = select(func.count()).where(erased_identities.c.workspace_id == bindparam("ws"))
 PERSON_TABLES = (
     person_events,
     segment_members,
@@ -248,11 +250,7 @@ class People:
     def tombstones(self, conn: Connection, workspace_id: str) -> frozenset[Identity]:
         """Every erased id of the workspace. Read once per engine batch: a count query, and the
         ids themselves only when the count moved."""
-        n = int(
-            conn.execute(
-                select(func.count()).where(erased_identities.c.workspace_id == workspace_id)
-            ).scalar_one()
-        )
+        n = int(conn.execute(_TOMBSTONE_COUNT, {"ws": workspace_id}).scalar_one())
         cached = self._tombstones.get(workspace_id)
         if cached is not None and cached[0] == n:
             return cached[1]
