@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 
 from momently.domain.consent import GENESIS, Grant, Policy, Record, chain_hash
 from momently.domain.profile import Profile
@@ -20,6 +20,13 @@ from momently.store.profiles import ProfileStore
 from momently.store.schema import consent_policies, consent_records
 
 _CHUNK = 500
+# the dispatcher reads a batch's records before every send: built once
+_BY_USER, _BY_ANON = (
+    select(consent_records).where(
+        consent_records.c.workspace_id == bindparam("ws"), column.in_(bindparam("ids", expanding=True))
+    )
+    for column in (consent_records.c.user_id, consent_records.c.anonymous_id)
+)
 
 
 class ConsentLedger:
@@ -88,13 +95,9 @@ class ConsentLedger:
         if not users and not anons:
             return []
         found: dict[int, Record] = {}
-        for column, values in ((consent_records.c.user_id, users), (consent_records.c.anonymous_id, anons)):
+        for stmt, values in ((_BY_USER, users), (_BY_ANON, anons)):
             for i in range(0, len(values), _CHUNK):
-                rows = conn.execute(
-                    select(consent_records).where(
-                        consent_records.c.workspace_id == workspace_id, column.in_(values[i : i + _CHUNK])
-                    )
-                ).all()
+                rows = conn.execute(stmt, {"ws": workspace_id, "ids": values[i : i + _CHUNK]}).all()
                 for r in rows:
                     rec = _record(r._mapping)
                     found[rec.seq] = rec

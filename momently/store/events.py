@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, and_, bindparam, func, select, update
+from sqlalchemy import Connection, Select, bindparam, func, select, update
 
 from momently.domain.event import Event
 from momently.domain.profile import LoggedEvent
@@ -47,6 +47,13 @@ class EventLog:
             .where(events.c.workspace_id == bindparam("ws"), events.c.seq > bindparam("after"))
             .order_by(events.c.seq)
             .limit(bindparam("limit"))
+        )
+        self._by_seqs = (
+            _select_logged()
+            .where(
+                events.c.workspace_id == bindparam("ws"), events.c.seq.in_(bindparam("seqs", expanding=True))
+            )
+            .order_by(events.c.seq.desc())
         )
         self._reserve = (
             update(workspaces)
@@ -120,11 +127,7 @@ class EventLog:
         if not seqs:
             return []
         with self.db.read() as conn:
-            rows = conn.execute(
-                _select_logged()
-                .where(and_(events.c.workspace_id == workspace_id, events.c.seq.in_(list(seqs))))
-                .order_by(events.c.seq.desc())
-            ).all()
+            rows = conn.execute(self._by_seqs, {"ws": workspace_id, "seqs": list(seqs)}).all()
         return [_logged(r) for r in rows]
 
     def tail(self, workspace_id: str, *, limit: int) -> list[LoggedEvent]:
