@@ -213,7 +213,10 @@ class ProfileProjector:
         fired = 0
         state = self.flows.state if self.flows is not None else None
         try:
-            with self.db.write() as conn:
+            # derived state only, moved with the cursor: committed without waiting for the disk
+            # (see store.database); the consent ledger records below are derived from
+            # identify events in the log too, and their own cursor moves with them
+            with self.db.write(durable=False) as conn:
                 if events:
                     self.store.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=events[-1].seq)
                     # the cursor row is now locked: an erasure that committed meanwhile shows

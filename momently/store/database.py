@@ -6,6 +6,17 @@ so an acknowledged event survives a power cut, not only ``kill -9``); the group 
 ``BEGIN IMMEDIATE`` so two writers queue on the busy timeout instead of failing with a
 lock upgrade error halfway through.
 
+Transactions that write only what can be derived again from the log (the engine's batches:
+profiles, segments, timers, enrollments, outbox rows, all moved with the engine's cursor) are
+opened with ``write(durable=False)`` and commit without waiting for the disk: SQLite
+``synchronous=NORMAL`` for that transaction, PostgreSQL ``synchronous_commit = off``. Both
+logs are written in order, so the next durable commit (the log writer's, or the dispatcher's
+claim before it sends anything) makes every earlier commit durable too. A power cut can only
+lose the engine's last few batches, and their cursor with them: the engine computes them
+again from the log, with the same enrollment and delivery keys. Events, consent changes and
+dispatch outcomes stay ``durable``. (In the engine's live benchmark at 1,000 events/s the
+fsync was a third of the batch's commit time: p99 29-51 ms -> 16-36 ms, alternated runs.)
+
 Long-running processes (``momently serve`` and ``worker``) also take WAL checkpoints off
 the commit path: by default SQLite checkpoints inside whichever commit pushes the WAL past
 1,000 pages, so every few seconds one request or engine batch pays for copying megabytes
@@ -84,17 +95,22 @@ class Database:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, durable: bool = True) -> Iterator[Connection]:
         """A transaction that commits on success and rolls back on any exception.
 
         On SQLite, writers from every thread and process first queue on one lock file: the
         kernel wakes the next writer the moment the lock is free, where SQLite's own busy
         handler would sleep in steps of up to 100 ms. It also lets the log writer rely on
         "no one appended between my catch-up read and my insert" (see engine.log_writer).
+
+        ``durable=False`` is for derived state only (see the module docstring): its commit
+        does not wait for the disk, and a power cut may undo it.
         """
         with self._write_lock(), self.engine.connect() as conn:
-            conn = conn.execution_options(momently_write=True)
+            conn = conn.execution_options(momently_write=True, momently_durable=durable)
             with conn.begin():
+                if not durable and not self.is_sqlite:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
 
     @contextmanager
@@ -205,5 +221,12 @@ def _configure_sqlite(engine: Engine, db: Database) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("momently_write", False)
+        options = conn.get_execution_options()
+        write = options.get("momently_write", False)
+        if write:
+            # per connection, and only when it changes; outside a transaction, as it must be
+            sync = "FULL" if options.get("momently_durable", True) else "NORMAL"
+            if conn.info.get("synchronous") != sync:
+                conn.exec_driver_sql(f"PRAGMA synchronous={sync}")
+                conn.info["synchronous"] = sync
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
