@@ -12,10 +12,11 @@ receiver, and event-to-handed-to-channel latency at a steady rate.
 3. Latency, one process: writer, engine and dispatcher threads live in this process (as in
    ``momently serve``); events appended at ``--rate``/s for ``--seconds``; latency is from
    the event's commit to the receiver getting its message.
-4. Latency, split (``--split``): ``momently serve --no-engine`` and ``momently worker`` as
-   separate processes (then with the engine and the dispatcher in a worker each), events
-   POSTed to ``/v1/batch`` at ``--rate``/s; latency is from the HTTP 200 (the event is
-   committed) to the receiver getting its message.
+4. Latency over HTTP (``--split``): plain ``momently serve`` (API, engine and dispatcher in
+   one process), then ``momently serve --no-engine`` and ``momently worker`` as separate
+   processes, then with the engine and the dispatcher in a worker each; events POSTed to
+   ``/v1/batch`` at ``--rate``/s; latency is from the HTTP 200 (the event is committed) to
+   the receiver getting its message.
 """
 
 from __future__ import annotations
@@ -147,10 +148,10 @@ def baseline(receiver: Receiver, n: int) -> float:
 
 
 def live_split(
-    url: str, receiver: Receiver, rate: int, seconds: float, port: int, workers: list[list[str]]
+    url: str, receiver: Receiver, rate: int, seconds: float, port: int, commands: list[list[str]]
 ) -> None:
-    """Phase 4: the API and the engine in separate processes, load over HTTP. ``workers``:
-    the ``momently worker`` command lines to run (one with every role, or one per role)."""
+    """Phase 4: load over HTTP to ``commands``, the ``momently`` command lines to run (the
+    first serves the API; the others are workers)."""
     s = Services.build(Settings(database_url=url, run_engine=False), migrate=False)
     key = s.workspaces.issue_key("w", KeyKind.WRITE, label="bench", now=s.clock.now()).secret
     s.close()
@@ -165,7 +166,7 @@ def live_split(
     }
     procs = [
         subprocess.Popen([sys.executable, "-m", "momently", *cmd], env=env, start_new_session=True)
-        for cmd in (["serve", "--no-engine"], *workers)
+        for cmd in commands
     ]
     try:
         deadline = time.monotonic() + 30
@@ -183,9 +184,9 @@ def live_split(
         arrived = receiver.arrivals_by_trigger()
         lat = sorted((arrived[m] - at) * 1000 for m, at in acked.items() if m in arrived)
         p50, p99 = statistics.median(lat), lat[int(len(lat) * 0.99)]
-        shape = " + ".join(" ".join(w) for w in workers)
+        shape = " + ".join(" ".join(c) for c in commands)
         print(
-            f"latency at {rate}/s for {seconds:.0f}s, serve --no-engine + {shape}: "
+            f"latency at {rate}/s for {seconds:.0f}s, {shape}: "
             f"{len(lat):,} of {len(acked):,} delivered; HTTP 200 -> receiver p50 {p50:.1f} ms, "
             f"p99 {p99:.1f} ms"
         )
@@ -242,7 +243,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument(
-        "--split", action="store_true", help="also measure latency with the API and the worker apart"
+        "--split",
+        action="store_true",
+        help="also measure latency over HTTP: serve alone, then with workers apart",
     )
     parser.add_argument("--port", type=int, default=8932)
     args = parser.parse_args()
@@ -302,11 +305,13 @@ def main() -> None:
         finally:
             s.close()
         if args.split:
-            for workers in (
-                [["worker"]],
-                [["worker", "--role", "engine"], ["worker", "--role", "dispatcher"]],
+            api = ["serve", "--no-engine"]
+            for commands in (
+                [["serve"]],
+                [api, ["worker"]],
+                [api, ["worker", "--role", "engine"], ["worker", "--role", "dispatcher"]],
             ):
-                live_split(url, receiver, args.rate, args.seconds, args.port, workers)
+                live_split(url, receiver, args.rate, args.seconds, args.port, commands)
     finally:
         receiver.close()
         fresh.cleanup()
