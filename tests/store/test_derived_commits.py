@@ -48,14 +48,19 @@ def test_a_write_is_durable_unless_asked_and_the_setting_never_leaks(database_ur
         db.dispose()
 
 
-def test_the_engine_batch_skips_the_disk_wait_and_the_event_append_does_not(database_url: str) -> None:
+def test_only_the_engine_batch_skips_the_disk_wait(database_url: str) -> None:
     s = Services.build(Settings(database_url=database_url, run_engine=False))
-    levels: dict[str, set[str]] = {"events": set(), "enrollments": set()}
+    # the log append, the engine's decision, the dispatcher's claim (and later its outcome)
+    levels: dict[str, set[str]] = {
+        "INSERT INTO events": set(),
+        "INSERT INTO enrollments": set(),
+        "UPDATE deliveries": set(),
+    }
 
     def record(conn: Connection, _cursor: Any, statement: str, *_rest: Any) -> None:
-        for table in levels:
-            if statement.startswith(f"INSERT INTO {table}"):
-                levels[table].add(_level(s.db, conn))  # asked in the same transaction
+        for prefix in levels:
+            if statement.startswith(prefix):
+                levels[prefix].add(_level(s.db, conn))  # asked in the same transaction
 
     try:
         s.workspaces.create("w", name="w", now=s.clock.now())
@@ -75,7 +80,12 @@ def test_the_engine_batch_skips_the_disk_wait_and_the_event_append_does_not(data
         s.writer.append_blocking("w", [ev])
         s.projector.run_until_idle()
         assert len(s.engine_state.enrollments("w")) == 1
-        assert levels == {"events": {"durable"}, "enrollments": {"not durable"}}
+        assert s.dispatcher.run_until_idle() == 1  # the console channel: nothing to reach
+        assert levels == {
+            "INSERT INTO events": {"durable"},  # the event, and the dispatcher's Message Sent
+            "INSERT INTO enrollments": {"not durable"},
+            "UPDATE deliveries": {"durable"},  # the claim, before anything is sent
+        }
     finally:
         event.remove(s.db.engine, "before_cursor_execute", record)
         s.close()
