@@ -14,9 +14,9 @@ import pytest
 
 from momently import catalog
 from momently.domain.definitions import load
-from momently.domain.event import BatchDefaults, Event, normalize
 from momently.services import Services
 from momently.settings import Settings
+from tests.store.test_commit_watch import _event as signed_up
 
 
 @pytest.mark.slow
@@ -27,13 +27,7 @@ def test_worker_processes_the_log_and_stops_on_sigterm(tmp_path: Path) -> None:
         s.workspaces.create("w", name="w", now=s.clock.now())
         docs, _ = load("id: hi\ntrigger: {event: Signed Up}\n", "f.yaml")
         catalog.apply(s, "w", catalog.Loaded(docs, []))
-        ev = normalize(
-            {"type": "track", "userId": "ada", "event": "Signed Up"},
-            default_type=None,
-            defaults=BatchDefaults(),
-            received_at=s.clock.now(),
-        )
-        assert isinstance(ev, Event)
+        ev = signed_up(s, "ada")
         with s.db.write() as conn:
             s.events.append(conn, [("w", ev)])
         proc = subprocess.Popen(

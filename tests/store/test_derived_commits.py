@@ -11,10 +11,10 @@ from sqlalchemy import Connection, event
 
 from momently import catalog
 from momently.domain.definitions import load
-from momently.domain.event import BatchDefaults, Event, normalize
 from momently.services import Services
 from momently.settings import Settings
 from momently.store.database import Database
+from tests.store.test_commit_watch import _event as signed_up
 
 
 def _level(db: Database, conn: Connection) -> str:
@@ -69,13 +69,7 @@ def test_only_the_engine_batch_skips_the_disk_wait(database_url: str) -> None:
         assert not problems
         catalog.apply(s, "w", catalog.Loaded(docs, []))
         event.listen(s.db.engine, "before_cursor_execute", record)
-        ev = normalize(
-            {"type": "track", "userId": "ada", "event": "Signed Up"},
-            default_type=None,
-            defaults=BatchDefaults(),
-            received_at=s.clock.now(),
-        )
-        assert isinstance(ev, Event)
+        ev = signed_up(s, "ada")
         s.writer.start()  # the ingest path: the group-commit log writer
         s.writer.append_blocking("w", [ev])
         s.projector.run_until_idle()
