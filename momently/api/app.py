@@ -63,7 +63,8 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
     )
     errors.install(app)
     auth = Authenticator(services.workspaces, cache_seconds=services.settings.auth_cache_seconds)
-    app.include_router(ingest.router(ingest.Ingest(services, auth)))
+    ingest_handlers = ingest.Ingest(services, auth)
+    app.include_router(ingest.router(ingest_handlers))
     app.include_router(admin.router(services, auth))
     app.include_router(flows.router(services, auth))
     app.include_router(deliveries.router(services, auth))
@@ -75,6 +76,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
     app.include_router(inbox.router(services, auth))
     app.include_router(guardrails.router(services, auth))
     app.include_router(people.router(services, auth))
+    app.add_middleware(ingest.IngestFastPath, ingest=ingest_handlers)  # inside CORS: added first
     app.add_middleware(
         CORSMiddleware,
         allow_origins=services.settings.cors_origins,

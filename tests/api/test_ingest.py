@@ -253,6 +253,24 @@ def test_cors_preflight_allows_sdk_headers(live_server: LiveServer) -> None:
     assert {"authorization", "content-type", "x-retry-count"} <= {h.strip() for h in allowed.split(",")}
 
 
+def test_browser_posts_get_cors_headers_on_success_and_error(live_server: LiveServer) -> None:
+    """analytics.js reads the reply only if the POST itself carries the CORS header; the
+    tracking routes are answered by ``IngestFastPath``, inside the CORS middleware."""
+    origin = {"Origin": "https://shop.example"}
+    ok = post(live_server, "/v1/t", {"type": "track", "userId": "b", "event": "Seen"}, headers=origin)
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "*"
+    bad = post(live_server, "/v1/t", {"type": "track", "event": "Seen"}, headers=origin)
+    assert (bad.status_code, bad.json()["code"]) == (400, "no_user_anon_id")
+    assert bad.headers["access-control-allow-origin"] == "*"
+
+
+def test_other_methods_on_tracking_routes_are_json_405(live_server: LiveServer) -> None:
+    reply = httpx.get(live_server.url + "/v1/batch", auth=(live_server.write_key, ""))
+    assert reply.status_code == 405
+    assert reply.json()["code"] == "method_not_allowed"
+
+
 def test_rate_limit_is_429_with_retry_after(live_server: LiveServer) -> None:
     s = live_server.services
     s.workspaces.set_rate_limit(live_server.workspace, 5)  # burst of 10 events
