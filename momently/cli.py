@@ -104,21 +104,60 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
             create_app(c.services), host=st.host, port=st.port, log_level=st.log_level, access_log=False
         )
         return
-    # Workers are fresh processes that read their settings from the environment.
+    # Workers are fresh processes that read their settings from the environment. They parse
+    # and validate; one log writer process commits for all of them (engine.log_service).
+    import shutil
+    import tempfile
+
+    from momently.engine.log_service import WriterProcess
+
     os.environ["MOMENTLY_DATABASE_URL"] = st.database_url
-    if st.run_engine:  # here, in the supervisor; commits of the HTTP workers wake it
-        c.services.start_engine(watch_commits=True)
-    else:
-        c.services.db.start_checkpoints()
-    uvicorn.run(
-        "momently.api.app:app_from_env",
-        factory=True,
-        workers=workers,
-        host=st.host,
-        port=st.port,
-        log_level=st.log_level,
-        access_log=False,
-    )
+    os.environ.pop("MOMENTLY_LOG_WRITER_SOCKET", None)
+    socket_dir = tempfile.mkdtemp(prefix="momently-")
+    socket_path = os.path.join(socket_dir, "log-writer.sock")
+    writer = WriterProcess(socket_path, dict(os.environ))
+    try:
+        writer.start()
+        os.environ["MOMENTLY_LOG_WRITER_SOCKET"] = socket_path
+        if st.run_engine:  # here, in the supervisor; the writer's commits wake it
+            c.services.start_engine(watch_commits=True)
+        else:
+            c.services.db.start_checkpoints()
+        uvicorn.run(
+            "momently.api.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=st.host,
+            port=st.port,
+            log_level=st.log_level,
+            access_log=False,
+        )
+    finally:  # after the workers: they wait for the writer's replies to what they accepted
+        writer.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@main.command("log-writer", hidden=True)
+@click.option("--socket", "socket_path", required=True, help="Unix socket to serve HTTP workers on.")
+@pass_ctx
+def log_writer(c: _Ctx, socket_path: str) -> None:
+    """The log writer process of `serve --workers N` (started by it; see engine.log_service)."""
+    import signal
+    import threading
+
+    from momently.engine.log_service import run_log_service
+    from momently.engine.log_writer import LogWriter
+
+    s = c.services
+    if not isinstance(s.writer, LogWriter):
+        raise click.ClickException("MOMENTLY_LOG_WRITER_SOCKET must not be set for the log writer itself")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C reaches the whole process group; the supervisor stops the workers first (they
+    # wait for this process's replies) and then this one, with SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    s.db.start_checkpoints()
+    run_log_service(s.writer, socket_path, stop=stop)
 
 
 @main.command()

@@ -16,7 +16,8 @@ from momently.channels.webpush import WebPushChannel
 from momently.clock import Clock, SystemClock
 from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
 from momently.engine.flows import FlowStage
-from momently.engine.log_writer import LogWriter
+from momently.engine.log_service import RemoteLogWriter
+from momently.engine.log_writer import EventAppender, LogWriter
 from momently.engine.profile_projector import ProfileProjector
 from momently.settings import Settings
 from momently.store.commit_watch import CommitWatcher
@@ -42,7 +43,7 @@ class Services:
     events: EventLog
     workspaces: Workspaces
     profiles: ProfileStore
-    writer: LogWriter
+    writer: EventAppender
     projector: ProfileProjector
     definitions: Definitions
     engine_state: EngineState
@@ -79,13 +80,17 @@ class Services:
         projector = ProfileProjector(
             db, events, profiles, flows=flows, clock=clock, consent_ledger=consent, people=people
         )
-        writer = LogWriter(
-            db,
-            events,
-            clock,
-            dedup_window=timedelta(days=settings.dedup_window_days),
-            on_commit=projector.wake,
-        )
+        writer: EventAppender
+        if settings.log_writer_socket:  # an HTTP worker of `serve --workers N`
+            writer = RemoteLogWriter(settings.log_writer_socket)
+        else:
+            writer = LogWriter(
+                db,
+                events,
+                clock,
+                dedup_window=timedelta(days=settings.dedup_window_days),
+                on_commit=projector.wake,
+            )
         outbox = Outbox(db)
         webhook = WebhookChannel(
             settings.webhook_url,

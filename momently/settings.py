@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default=["*"], description="origins allowed to send events from a browser"
     )
+    log_writer_socket: str | None = Field(
+        default=None,
+        description="set by `serve --workers N` for its HTTP workers: the Unix socket of the "
+        "log writer process they hand events to",
+    )
     run_engine: bool = Field(
         default=True, description="run the engine (profiles, segments, flows) inside `serve`"
     )

@@ -20,7 +20,7 @@ from momently.api.body import read_json
 from momently.api.errors import ApiError, error_response
 from momently.domain.event import BatchDefaults, Event, Rejection, normalize
 from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp, to_millis
-from momently.engine.log_writer import LogWriter
+from momently.engine.log_writer import EventAppender
 from momently.services import Services
 
 MAX_SINGLE_BYTES: Final = 32 * 1024
@@ -79,7 +79,7 @@ class Ingest:
     def __init__(self, services: Services, auth: Authenticator) -> None:
         self.services = services
         self.auth = auth
-        self.writer: LogWriter = services.writer
+        self.writer: EventAppender = services.writer
 
     async def single(self, request: Request, msg_type: str) -> Response:
         body = await read_json(request, limit=MAX_SINGLE_BYTES)

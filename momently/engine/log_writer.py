@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
+import orjson
 from sqlalchemy import Connection
 
 from momently.clock import Clock
@@ -30,7 +32,7 @@ from momently.domain.dedup import DedupWindow, message_key
 from momently.domain.event import Event
 from momently.domain.timestamps import from_millis, to_millis
 from momently.store.database import Database
-from momently.store.events import EventLog
+from momently.store.events import EventLog, encode_rows, splice_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +47,49 @@ class WriterStopped(RuntimeError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedAppend:
+    """One request's events as the writer takes them: their de-duplication keys and their
+    rows already encoded (``store.events.encode_rows``), so that the writer, which may be
+    another process, does no per-event Python work beyond looking up keys."""
+
+    workspace_id: str
+    keys: list[bytes]
+    rows: bytes
+
+    @classmethod
+    def of(cls, workspace_id: str, events: Sequence[Event]) -> EncodedAppend:
+        return cls(
+            workspace_id,
+            [message_key(workspace_id, e.message_id) for e in events],
+            encode_rows(events),
+        )
+
+
 @dataclass(slots=True)
 class _Request:
-    workspace_id: str
-    events: Sequence[Event]
+    append: EncodedAppend
     future: Future[AppendOutcome] = field(default_factory=Future)
 
 
 _STOP = object()
+
+
+class EventAppender(Protocol):
+    """What the API needs of a log writer: this module's ``LogWriter`` in one process, or
+    ``engine.log_service.RemoteLogWriter`` in the HTTP workers of ``serve --workers N``."""
+
+    events_committed: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def submit(self, workspace_id: str, events: Sequence[Event]) -> Future[AppendOutcome]: ...
+
+    async def append(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome: ...
+
+    def append_blocking(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome: ...
 
 
 class LogWriter:
@@ -106,15 +143,21 @@ class LogWriter:
         self._thread = None
 
     def submit(self, workspace_id: str, events: Sequence[Event]) -> Future[AppendOutcome]:
+        return self.submit_encoded(EncodedAppend.of(workspace_id, events))
+
+    def submit_encoded(self, append: EncodedAppend) -> Future[AppendOutcome]:
         if self._thread is None:
             raise WriterStopped("the log writer is not running")
-        request = _Request(workspace_id, events)
+        request = _Request(append)
         self._queue.put(request)
         return request.future
 
     async def append(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
         """Resolve once the events are committed (or recognised as duplicates)."""
         return await asyncio.wrap_future(self.submit(workspace_id, events))
+
+    async def append_encoded(self, append: EncodedAppend) -> AppendOutcome:
+        return await asyncio.wrap_future(self.submit_encoded(append))
 
     def append_blocking(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
         return self.submit(workspace_id, events).result()
@@ -124,7 +167,7 @@ class LogWriter:
             item = self._queue.get()
             stopping = item is _STOP
             group: list[_Request] = [] if stopping else [item]  # type: ignore[list-item]
-            size = sum(len(r.events) for r in group)
+            size = sum(len(r.append.keys) for r in group)
             while size < self.max_group_events:
                 try:
                     item = self._queue.get_nowait()
@@ -135,7 +178,7 @@ class LogWriter:
                     continue
                 assert isinstance(item, _Request)
                 group.append(item)
-                size += len(item.events)
+                size += len(item.append.keys)
             if group:
                 self._commit(group)
             if stopping:
@@ -154,31 +197,46 @@ class LogWriter:
             self._position = rowid
 
     def _commit(self, group: list[_Request]) -> None:
-        # Everything that does not need the write lock happens before taking it.
-        keyed = [
-            (i, request, ev, message_key(request.workspace_id, ev.message_id))
-            for i, request in enumerate(group)
-            for ev in request.events
-        ]
-        owners: list[tuple[int, bytes]] = []  # (request index, key) of each event appended
-        duplicates = dict.fromkeys(range(len(group)), 0)
+        duplicates = [0] * len(group)
+        stored = [0] * len(group)
+        fresh_keys: list[bytes] = []
         try:
-            if self.db.is_sqlite:
+            if self.db.is_sqlite:  # the bulk of the catch-up, before taking the write lock
                 with self.db.read() as conn:
                     self._catch_up(conn)
             with self.db.write() as conn:
                 self._catch_up(conn)
-                batch: list[tuple[str, Event]] = []
+                # Per workspace: the row arrays to splice, and which request owns each row.
+                arrays: dict[str, list[bytes]] = {}
+                owners: dict[str, list[int]] = {}
                 in_group: set[bytes] = set()
-                for i, request, ev, key in keyed:
-                    if key in in_group or key in self.window:
-                        duplicates[i] += 1
+                window = self.window
+                for i, request in enumerate(group):
+                    append = request.append
+                    kept: list[int] = []
+                    for j, key in enumerate(append.keys):
+                        if key not in in_group and key not in window:
+                            in_group.add(key)
+                            kept.append(j)
+                    duplicates[i] = len(append.keys) - len(kept)
+                    if not kept:
                         continue
-                    in_group.add(key)
-                    batch.append((request.workspace_id, ev))
-                    owners.append((i, key))
-                appended = self.log.append(conn, batch)
-                position = self.log.position(conn) if self.db.is_sqlite and batch else self._position
+                    rows = append.rows
+                    if len(kept) < len(append.keys):  # rare: re-encode without the duplicates
+                        decoded = orjson.loads(rows)
+                        rows = orjson.dumps([decoded[j] for j in kept])
+                    arrays.setdefault(append.workspace_id, []).append(rows)
+                    owners.setdefault(append.workspace_id, []).extend([i] * len(kept))
+                    fresh_keys.extend(append.keys[j] for j in kept)
+                for workspace_id, parts in arrays.items():
+                    who = owners[workspace_id]
+                    seqs = self.log.append_rows(conn, workspace_id, splice_rows(parts), len(who))
+                    for i, seq in zip(who, seqs, strict=True):
+                        if seq is None:  # PostgreSQL's unique index found it stored by another node
+                            duplicates[i] += 1
+                        else:
+                            stored[i] += 1
+                position = self.log.position(conn) if self.db.is_sqlite and arrays else self._position
         except Exception as exc:
             log.exception("append of a group of %d requests failed; each gets an error", len(group))
             for request in group:
@@ -186,17 +244,11 @@ class LogWriter:
             return
         self._position = position  # only once committed: a rolled-back insert must be re-read
         now = self.clock.now()
-        self.window.add_all([key for _, key in owners], now)
-        stored = dict.fromkeys(range(len(group)), 0)
-        for (i, _), seq in zip(owners, appended.seqs, strict=True):
-            if seq is None:  # PostgreSQL's unique index found it stored by another node
-                duplicates[i] += 1
-            else:
-                stored[i] += 1
+        self.window.add_all(fresh_keys, now)
         self.window.expire(now)
         self.commits += 1
-        self.events_committed += sum(stored.values())
+        self.events_committed += sum(stored)
         for i, request in enumerate(group):
             request.future.set_result(AppendOutcome(stored=stored[i], duplicates=duplicates[i]))
-        if self.on_commit is not None and owners:
+        if self.on_commit is not None and fresh_keys:
             self.on_commit()

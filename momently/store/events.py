@@ -32,15 +32,63 @@ class Appended:
     seqs: list[int | None]
 
 
+# The fields of one event as the append statement unpacks them, in this order. The
+# workspace and the sequence number are not in a row: the writer adds them in SQL.
+ROW_FIELDS = ("message_id", "type", "name", "user_id", "anonymous_id", "timestamp_ms", "received_ms", "body")
+_INTEGER_FIELDS = frozenset({"timestamp_ms", "received_ms"})
+
+
+def encode_rows(batch: Sequence[Event]) -> bytes:
+    """The events as one JSON array of rows (``ROW_FIELDS``), the form the append statement
+    takes. Whoever holds the events builds it (a request handler, an HTTP worker process),
+    so the log writer only splices arrays together while it holds the write lock."""
+    return orjson.dumps(
+        [
+            [
+                e.message_id,
+                e.type,
+                e.name,
+                e.user_id,
+                e.anonymous_id,
+                e.timestamp_ms,
+                e.received_ms,
+                e.payload.decode(),
+            ]
+            for e in batch
+        ]
+    )
+
+
+def splice_rows(arrays: Sequence[bytes]) -> bytes:
+    """Several non-empty ``encode_rows`` arrays as one, without decoding them."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return b"[" + b",".join(a[1:-1] for a in arrays) + b"]"
+
+
 class EventLog:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._column_names = [str(c.name) for c in events.columns]  # plain str: orjson keys
+        names = ", ".join(("workspace_id", "seq", *ROW_FIELDS))
+        # One statement per group: rows are unpacked server-side from one JSON parameter, so
+        # the driver binds three values instead of ten per row, and on SQLite it releases the
+        # GIL for the whole insert instead of re-taking it for every row (which starves the
+        # API thread). Sequence numbers are the reserved first one plus the row's index.
+        self._sqlite_insert_sql = (
+            f"INSERT INTO events ({names}) SELECT ?, ? + key, "
+            + ", ".join(f"value ->> {i}" for i in range(len(ROW_FIELDS)))
+            + " FROM json_each(?)"
+        )
+        pg_values = ", ".join(
+            f"(t.e ->> {i})::bigint" if f in _INTEGER_FIELDS else f"t.e ->> {i}"
+            for i, f in enumerate(ROW_FIELDS)
+        )
+        # The unique index turns a cross-node duplicate into no row (see the schema).
         self._pg_insert_sql = (
-            "INSERT INTO events SELECT * FROM json_populate_recordset(NULL::events, %s) "
+            f"INSERT INTO events ({names}) SELECT %s, %s + t.i - 1, {pg_values} "
+            "FROM json_array_elements(%s::json) WITH ORDINALITY AS t(e, i) "
             "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING seq"
         )
-        columns = [c.name for c in events.columns]
         # built once: the engine reads and the log writer appends many times a second
         self._read_in = (
             _select_logged()
@@ -61,57 +109,38 @@ class EventLog:
             .values(last_seq=workspaces.c.last_seq + bindparam("n"))
             .returning(workspaces.c.last_seq)
         )
-        self._sqlite_insert_sql = (
-            f"INSERT INTO events ({', '.join(columns)}) "
-            f"SELECT {', '.join(f'value ->> {i}' for i in range(len(columns)))} FROM json_each(?)"
-        )
 
     def append(self, conn: Connection, batch: Sequence[tuple[str, Event]]) -> Appended:
         """Append within the caller's write transaction. Events keep their order in ``batch``."""
-        counts: dict[str, int] = {}
-        for workspace_id, _ in batch:
-            counts[workspace_id] = counts.get(workspace_id, 0) + 1
-        next_seq: dict[str, int] = {}
-        for workspace_id, n in counts.items():
-            last = conn.execute(self._reserve, {"ws": workspace_id, "n": n}).scalar()
-            if last is None:
-                raise UnknownWorkspace(workspace_id)
-            next_seq[workspace_id] = int(last) - n + 1
-        seqs: list[int | None] = []
-        rows: list[tuple[object, ...]] = []
-        for workspace_id, ev in batch:
-            seq = next_seq[workspace_id]
-            next_seq[workspace_id] = seq + 1
-            seqs.append(seq)
-            rows.append(
-                (
-                    workspace_id,
-                    seq,
-                    ev.message_id,
-                    ev.type,
-                    ev.name,
-                    ev.user_id,
-                    ev.anonymous_id,
-                    ev.timestamp_ms,
-                    ev.received_ms,
-                    ev.payload.decode(),
-                )
-            )
-        if not rows:
-            return Appended([])
-        notify(conn)  # an engine in another process wakes at commit (PostgreSQL)
-        if self.db.dialect == "postgresql":
-            # Same idea as on SQLite below: one statement, rows unpacked server-side from one
-            # JSON parameter; the unique index turns a cross-node duplicate into no row.
-            names = self._column_names
-            doc = orjson.dumps([dict(zip(names, r, strict=True)) for r in rows]).decode()
-            stored = {int(r[0]) for r in conn.exec_driver_sql(self._pg_insert_sql, (doc,))}
-            return Appended([s if s in stored else None for s in seqs])
-        # The whole group goes to SQLite as one JSON parameter and is unpacked by json_each
-        # inside one statement: the driver then releases the GIL for the entire insert instead
-        # of re-taking it to bind every row, which is what starves the API thread otherwise.
-        conn.exec_driver_sql(self._sqlite_insert_sql, (orjson.dumps(rows).decode(),))
+        by_workspace: dict[str, list[int]] = {}
+        for position, (workspace_id, _) in enumerate(batch):
+            by_workspace.setdefault(workspace_id, []).append(position)
+        seqs: list[int | None] = [None] * len(batch)
+        for workspace_id, positions in by_workspace.items():
+            rows = encode_rows([batch[p][1] for p in positions])
+            appended = self.append_rows(conn, workspace_id, rows, len(positions))
+            for p, seq in zip(positions, appended, strict=True):
+                seqs[p] = seq
         return Appended(seqs)
+
+    def append_rows(self, conn: Connection, workspace_id: str, rows: bytes, count: int) -> list[int | None]:
+        """Append ``count`` rows (an ``encode_rows`` array) to one workspace, within the
+        caller's write transaction; the sequence number of each row, None for a row the
+        database refused as a duplicate (PostgreSQL only, see the unique index)."""
+        if count == 0:
+            return []
+        last = conn.execute(self._reserve, {"ws": workspace_id, "n": count}).scalar()
+        if last is None:
+            raise UnknownWorkspace(workspace_id)
+        first = int(last) - count + 1
+        notify(conn)  # an engine in another process wakes at commit (PostgreSQL)
+        text = rows.decode()
+        if self.db.dialect == "postgresql":
+            result = conn.exec_driver_sql(self._pg_insert_sql, (workspace_id, first, text))
+            stored = {int(r[0]) for r in result}
+            return [s if s in stored else None for s in range(first, first + count)]
+        conn.exec_driver_sql(self._sqlite_insert_sql, (workspace_id, first, text))
+        return list(range(first, first + count))
 
     def read(self, workspace_id: str, *, after_seq: int, limit: int) -> list[LoggedEvent]:
         with self.db.read() as conn:

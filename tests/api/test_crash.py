@@ -59,12 +59,15 @@ def _stop_server(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIG
 
 
 @pytest.mark.slow
-def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) -> None:
-    # Given a workspace and a running server
+@pytest.mark.parametrize("serve_args", [(), ("--workers", "2")], ids=["one-process", "workers"])
+def test_acknowledged_events_survive_sigkill(
+    database_url: str, tmp_path: Path, serve_args: tuple[str, ...]
+) -> None:
+    # Given a workspace and a running server (with --workers: HTTP workers + a log writer process)
     key = _workspace_with_key(database_url, "crash")
     port = free_port()
     log = tmp_path / "server.log"
-    proc = _start_server(database_url, port, log)
+    proc = _start_server(database_url, port, log, *serve_args)
 
     acked: list[str] = []
     acked_batches: list[list[dict[str, Any]]] = []
@@ -100,7 +103,7 @@ def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) 
         t.join()
 
     # Then after a restart every acknowledged event is in the log
-    proc = _start_server(database_url, port, log)
+    proc = _start_server(database_url, port, log, *serve_args)
     try:
         services = Services.build(Settings(database_url=database_url))
         logged = {e.body["messageId"] for e in services.events.read("crash", after_seq=0, limit=10_000_000)}
@@ -115,6 +118,79 @@ def test_acknowledged_events_survive_sigkill(database_url: str, tmp_path: Path) 
         assert retry.json()["accepted"] == 0
     finally:
         _stop_server(proc)
+
+
+def _log_writer_pid(supervisor: int) -> int | None:
+    """The supervisor's live log writer child (None while it is being replaced)."""
+    out = subprocess.run(["pgrep", "-P", str(supervisor), "-f", "log-writer"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    assert len(pids) <= 1, f"more than one log writer process under {supervisor}: {out.stdout!r}"
+    return pids[0] if pids else None
+
+
+@pytest.mark.slow
+def test_killed_log_writer_process_loses_no_acknowledged_event_and_comes_back(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Given `serve --workers 2` and clients sending
+    key = _workspace_with_key(database_url, "writer")
+    port = free_port()
+    log = tmp_path / "server.log"
+    proc = _start_server(database_url, port, log, "--workers", "2")
+    acked: list[str] = []
+    refused: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=(key, ""), timeout=10) as http:
+            while not stop.is_set():
+                batch = [
+                    {"type": "track", "userId": f"u{i}", "event": "Tick", "messageId": str(uuid.uuid4())}
+                    for i in range(50)
+                ]
+                reply = http.post("/v1/batch", json={"batch": batch})
+                with lock:
+                    if reply.status_code == 200:
+                        acked.extend(e["messageId"] for e in batch)
+                    else:
+                        assert reply.status_code == 503, reply.text
+                        assert reply.json()["code"] == "storage_unavailable"
+                        assert reply.headers["retry-after"] == "1"
+                        refused.append(reply.status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        while len(acked) < 2000:
+            time.sleep(0.01)
+        # When the log writer process is killed without warning
+        victim = _log_writer_pid(proc.pid)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        # Then the supervisor starts another one and the same clients are acknowledged again
+        deadline = time.monotonic() + 30
+        while _log_writer_pid(proc.pid) in (None, victim):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        after = len(acked)
+        while len(acked) < after + 2000:
+            assert time.monotonic() < deadline, log.read_text()
+            assert all(t.is_alive() for t in threads), log.read_text()
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        _stop_server(proc)
+    # and every acknowledged event is in the log, each once
+    check = Services.build(Settings(database_url=database_url), migrate=False)
+    logged = [e.body["messageId"] for e in check.events.read("writer", after_seq=0, limit=10_000_000)]
+    check.close()
+    assert len(logged) == len(set(logged))
+    assert not set(acked) - set(logged), "acknowledged events lost"
+    assert "starting it again" in log.read_text()
 
 
 @pytest.mark.slow
