@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 
 import momently
 from momently.api import (
@@ -85,8 +87,12 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
         max_age=86400,
     )
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
-    async def healthz() -> dict[str, Any]:
+    @app.get("/healthz", tags=["ops"], summary="Liveness, database reachability, engine loops")
+    async def healthz() -> Response:
+        """503 when the database is unreachable, or when the engine or the dispatcher running
+        in this process has failed its last rounds in a row (it retries every second, but a
+        loop that always fails would otherwise look alive)."""
+
         def check() -> None:
             with services.db.read() as conn:
                 conn.execute(text("SELECT 1"))
@@ -95,11 +101,19 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
             await run_in_threadpool(check)
         except Exception as exc:
             raise errors.ApiError(503, "database_unavailable", str(exc)) from None
-        return {
+        body: dict[str, Any] = {
             "status": "ok",
             "database": services.db.dialect,
             "eventsCommitted": services.writer.events_committed,
         }
+        loops = {"engine": services.projector.health(), "dispatcher": services.dispatcher.health()}
+        for name, health in loops.items():
+            if health.running:
+                body[name] = health.as_json()
+        if any(h.running and h.failing for h in loops.values()):
+            body["status"] = "failing"
+            return Response(orjson.dumps(body), status_code=503, media_type="application/json")
+        return Response(orjson.dumps(body), media_type="application/json")
 
     return app
 

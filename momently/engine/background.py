@@ -1,14 +1,41 @@
 """One background loop for the engine's workers (the projector, the dispatcher): call
 ``step`` while it has work, sleep until woken or ``idle_seconds`` pass when it has none, and
-keep going after an error (the step's own transaction guarantees nothing was half done)."""
+keep going after an error (the step's own transaction guarantees nothing was half done).
+
+A loop whose every round fails still looks alive from outside, so it keeps count: ``health``
+says how many rounds in a row failed and why the last one did, and ``/healthz`` reports a
+loop that has failed ``FAILING_AFTER`` rounds in a row (see api/app.py)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+FAILING_AFTER: Final = 3  # consecutive failed rounds (about a second apart) before "failing"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LoopHealth:
+    running: bool
+    consecutive_failures: int
+    last_error: str | None  # of the latest failed round, kept after a success for diagnosis
+
+    @property
+    def failing(self) -> bool:
+        return self.consecutive_failures >= FAILING_AFTER
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "failing": self.failing,
+            "consecutiveFailures": self.consecutive_failures,
+            "lastError": self.last_error,
+        }
 
 
 class Background:
@@ -19,6 +46,11 @@ class Background:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._last_error: str | None = None
+
+    def health(self) -> LoopHealth:
+        return LoopHealth(self._thread is not None, self._failures, self._last_error)
 
     def wake(self) -> None:
         self._wake.set()
@@ -44,8 +76,11 @@ class Background:
         while not self._stop.is_set():
             try:
                 busy = self.step()
-            except Exception:
-                log.exception("%s: a round failed; retrying", self.name)
+                self._failures = 0
+            except Exception as exc:
+                self._failures += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.exception("%s: a round failed (%d in a row); retrying", self.name, self._failures)
                 busy = 0
                 self._stop.wait(1.0)
             if not busy:

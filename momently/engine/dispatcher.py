@@ -46,7 +46,7 @@ from momently.domain.message import (
 )
 from momently.domain.profile import Profile
 from momently.domain.timestamps import from_millis, to_millis
-from momently.engine.background import Background
+from momently.engine.background import Background, LoopHealth
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.definitions import Definitions, UnknownDefinition
@@ -147,6 +147,9 @@ class Dispatcher:
         if self._executor is not None:
             self._executor.shutdown()
             self._executor = None
+
+    def health(self) -> LoopHealth:
+        return self._loop.health()
 
     def run_once(self) -> int:
         """Claim a batch, send its messages concurrently, then record every outcome (and its

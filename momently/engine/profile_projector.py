@@ -21,7 +21,7 @@ from momently.domain import consent
 from momently.domain.identity import Identity, resolve
 from momently.domain.profile import LoggedEvent, Profile, apply, merge
 from momently.domain.timestamps import to_millis
-from momently.engine.background import Background
+from momently.engine.background import Background, LoopHealth
 from momently.engine.flows import FlowStage, Pass
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
@@ -89,6 +89,9 @@ class ProfileProjector:
 
     def stop(self) -> None:
         self._loop.stop()
+
+    def health(self) -> LoopHealth:
+        return self._loop.health()
 
     def run_once(self) -> int:
         """Process at most one batch per workspace that is behind, or, for a workspace whose

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from tests.conftest import LiveServer
@@ -40,3 +42,23 @@ def test_openapi_and_health(live_server: LiveServer) -> None:
     )
     health = httpx.get(live_server.url + "/healthz").json()
     assert health["status"] == "ok"
+    assert health["engine"]["failing"] is False
+    assert health["dispatcher"]["consecutiveFailures"] == 0
+
+
+def test_health_is_503_when_the_engine_keeps_failing(live_server: LiveServer) -> None:
+    # Given the engine running in the server, when every round fails (a table it needs is gone)
+    with live_server.services.db.write() as conn:
+        conn.exec_driver_sql("DROP TABLE cursors")
+    deadline = time.monotonic() + 20
+    while (reply := httpx.get(live_server.url + "/healthz")).status_code == 200:
+        assert time.monotonic() < deadline, reply.text
+        time.sleep(0.2)
+    # Then /healthz says so, and which loop, and why
+    assert reply.status_code == 503
+    body = reply.json()
+    assert body["status"] == "failing"
+    assert body["engine"]["failing"] is True
+    assert body["engine"]["consecutiveFailures"] >= 3
+    assert "cursors" in body["engine"]["lastError"]
+    assert body["dispatcher"]["failing"] is False

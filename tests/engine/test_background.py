@@ -1,0 +1,45 @@
+"""The engine's background loop keeps count of failed rounds, so a loop that always fails
+does not look healthy (engine.background)."""
+
+from __future__ import annotations
+
+import time
+
+from momently.engine.background import FAILING_AFTER, Background
+
+
+def _wait_for(condition: object, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_consecutive_failures_are_counted_and_reset_by_a_good_round() -> None:
+    broken = True
+    rounds = 0
+
+    def step() -> int:
+        nonlocal rounds
+        rounds += 1
+        if broken:
+            raise RuntimeError("no such table: cursors")
+        return 0
+
+    loop = Background("test", step, idle_seconds=0.05)
+    assert not loop.health().running
+    loop.start()
+    try:
+        _wait_for(lambda: loop.health().consecutive_failures >= FAILING_AFTER)
+        health = loop.health()
+        assert health.running
+        assert health.failing
+        assert health.last_error == "RuntimeError: no such table: cursors"
+        broken = False
+        loop.wake()
+        _wait_for(lambda: loop.health().consecutive_failures == 0)
+        assert not loop.health().failing
+        assert loop.health().last_error == "RuntimeError: no such table: cursors"  # kept for diagnosis
+    finally:
+        loop.stop()
+    assert not loop.health().running
