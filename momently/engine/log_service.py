@@ -144,8 +144,9 @@ class LogService:
         self._spawn(self._accept, "momently-log-service")
 
     def stop(self) -> None:
-        """Stop accepting, close connections (requests not yet replied to are not
-        acknowledged: their clients retry), then the caller stops the writer."""
+        """Stop accepting and close the connections. Call after stopping the writer, which
+        commits what is queued and so replies to it first; anything arriving later is not
+        acknowledged, and its client retries."""
         self._stopping.set()
         if self._listener is not None:
             with contextlib.suppress(OSError):
