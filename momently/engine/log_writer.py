@@ -7,9 +7,11 @@ future. So an HTTP 200 always means "committed", while throughput is set by how 
 share a commit rather than by the disk's fsync rate.
 
 The window lives in this process and is rebuilt from the log at start, so a retry that
-arrives after a crash is still recognised (see ``momently.domain.dedup``). Several writer
-processes may share one SQLite file (``momently serve --workers N``): each catches up on the
-others' appends inside its write transaction before deciding what is new.
+arrives after a crash is still recognised (see ``momently.domain.dedup``). Under
+``momently serve --workers N`` this writer runs in a process of its own and the HTTP workers
+reach it through ``engine.log_service``. Other processes may still append to the same SQLite
+file (a ``momently worker``'s engine, a second server): each writer catches up on the others'
+appends inside its write transaction before deciding what is new.
 """
 
 from __future__ import annotations
