@@ -17,7 +17,6 @@ duplicates (u32), then an error message (UTF-8) when ok is 0.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import itertools
@@ -31,12 +30,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Final
 
-from momently.domain.event import Event
-from momently.engine.log_writer import AppendOutcome, EncodedAppend, LogWriter, WriterStopped
+from momently.engine.log_writer import AppendOutcome, EncodedAppend, EventAppender, LogWriter, WriterStopped
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +201,9 @@ class LogService:
             conn.close()
 
 
-class RemoteLogWriter:
-    """The log writer as the HTTP worker processes see it: the ``LogWriter`` interface
-    (``append``, ``append_blocking``, ``submit``), served by the writer process.
+class RemoteLogWriter(EventAppender):
+    """The log writer as the HTTP worker processes see it: an ``EventAppender`` whose
+    ``submit_encoded`` is served by the writer process.
 
     Events are validated, keyed and encoded here, in the worker, where the parsing cores
     are. One connection per process, opened on first use and again after a failure; a sender
@@ -242,9 +239,6 @@ class RemoteLogWriter:
             self._sender.join(timeout=5)
         self._disconnect(WriterStopped("the log writer client stopped"))
 
-    def submit(self, workspace_id: str, events: Sequence[Event]) -> Future[AppendOutcome]:
-        return self.submit_encoded(EncodedAppend.of(workspace_id, events))
-
     def submit_encoded(self, append: EncodedAppend) -> Future[AppendOutcome]:
         if not self._running:
             raise WriterStopped("the log writer client is not running")
@@ -255,15 +249,6 @@ class RemoteLogWriter:
         future.add_done_callback(self._count)
         self._outgoing.put(encode_request(request_id, append))
         return future
-
-    async def append(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
-        return await asyncio.wrap_future(self.submit(workspace_id, events))
-
-    async def append_encoded(self, append: EncodedAppend) -> AppendOutcome:
-        return await asyncio.wrap_future(self.submit_encoded(append))
-
-    def append_blocking(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
-        return self.submit(workspace_id, events).result()
 
     def _count(self, future: Future[AppendOutcome]) -> None:
         if not future.cancelled() and future.exception() is None:

@@ -20,11 +20,11 @@ import asyncio
 import logging
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
 
 import orjson
 from sqlalchemy import Connection
@@ -77,24 +77,34 @@ class _Request:
 _STOP = object()
 
 
-class EventAppender(Protocol):
+class EventAppender(ABC):
     """What the API needs of a log writer: this module's ``LogWriter`` in one process, or
-    ``engine.log_service.RemoteLogWriter`` in the HTTP workers of ``serve --workers N``."""
+    ``engine.log_service.RemoteLogWriter`` in the HTTP workers of ``serve --workers N``.
+    Each implements ``submit_encoded``; the ways of waiting for it are shared."""
 
     events_committed: int
 
+    @abstractmethod
     def start(self) -> None: ...
 
+    @abstractmethod
     def stop(self) -> None: ...
 
-    def submit(self, workspace_id: str, events: Sequence[Event]) -> Future[AppendOutcome]: ...
+    @abstractmethod
+    def submit_encoded(self, append: EncodedAppend) -> Future[AppendOutcome]: ...
 
-    async def append(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome: ...
+    def submit(self, workspace_id: str, events: Sequence[Event]) -> Future[AppendOutcome]:
+        return self.submit_encoded(EncodedAppend.of(workspace_id, events))
 
-    def append_blocking(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome: ...
+    async def append(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
+        """Resolve once the events are committed (or recognised as duplicates)."""
+        return await asyncio.wrap_future(self.submit(workspace_id, events))
+
+    def append_blocking(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
+        return self.submit(workspace_id, events).result()
 
 
-class LogWriter:
+class LogWriter(EventAppender):
     def __init__(
         self,
         db: Database,
@@ -144,25 +154,12 @@ class LogWriter:
         self._thread.join()
         self._thread = None
 
-    def submit(self, workspace_id: str, events: Sequence[Event]) -> Future[AppendOutcome]:
-        return self.submit_encoded(EncodedAppend.of(workspace_id, events))
-
     def submit_encoded(self, append: EncodedAppend) -> Future[AppendOutcome]:
         if self._thread is None:
             raise WriterStopped("the log writer is not running")
         request = _Request(append)
         self._queue.put(request)
         return request.future
-
-    async def append(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
-        """Resolve once the events are committed (or recognised as duplicates)."""
-        return await asyncio.wrap_future(self.submit(workspace_id, events))
-
-    async def append_encoded(self, append: EncodedAppend) -> AppendOutcome:
-        return await asyncio.wrap_future(self.submit_encoded(append))
-
-    def append_blocking(self, workspace_id: str, events: Sequence[Event]) -> AppendOutcome:
-        return self.submit(workspace_id, events).result()
 
     def _run(self) -> None:
         while True:

@@ -53,6 +53,14 @@ def _start_server(database_url: str, port: int, log: Path, *args: str) -> subpro
     raise AssertionError("server did not become healthy")
 
 
+def _ticks() -> list[dict[str, Any]]:
+    """A batch of 50 track events with fresh message ids."""
+    return [
+        {"type": "track", "userId": f"u{i}", "event": "Tick", "messageId": str(uuid.uuid4())}
+        for i in range(50)
+    ]
+
+
 def _stop_server(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM) -> None:
     os.killpg(proc.pid, sig)
     proc.wait(timeout=30)
@@ -77,10 +85,7 @@ def test_acknowledged_events_survive_sigkill(
     def client() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=(key, ""), timeout=5) as http:
             while not stop.is_set():
-                batch = [
-                    {"type": "track", "userId": f"u{i}", "event": "Tick", "messageId": str(uuid.uuid4())}
-                    for i in range(50)
-                ]
+                batch = _ticks()
                 try:
                     reply = http.post("/v1/batch", json={"batch": batch})
                 except httpx.TransportError:
@@ -138,26 +143,20 @@ def test_killed_log_writer_process_loses_no_acknowledged_event_and_comes_back(
     log = tmp_path / "server.log"
     proc = _start_server(database_url, port, log, "--workers", "2")
     acked: list[str] = []
-    refused: list[int] = []
+    refused: list[tuple[int, str, str | None]] = []  # checked here, not in the client threads
     lock = threading.Lock()
     stop = threading.Event()
 
     def client() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=(key, ""), timeout=10) as http:
             while not stop.is_set():
-                batch = [
-                    {"type": "track", "userId": f"u{i}", "event": "Tick", "messageId": str(uuid.uuid4())}
-                    for i in range(50)
-                ]
+                batch = _ticks()
                 reply = http.post("/v1/batch", json={"batch": batch})
                 with lock:
                     if reply.status_code == 200:
                         acked.extend(e["messageId"] for e in batch)
                     else:
-                        assert reply.status_code == 503, reply.text
-                        assert reply.json()["code"] == "storage_unavailable"
-                        assert reply.headers["retry-after"] == "1"
-                        refused.append(reply.status_code)
+                        refused.append((reply.status_code, reply.text, reply.headers.get("retry-after")))
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     try:
@@ -190,6 +189,11 @@ def test_killed_log_writer_process_loses_no_acknowledged_event_and_comes_back(
     check.close()
     assert len(logged) == len(set(logged))
     assert not set(acked) - set(logged), "acknowledged events lost"
+    # while it was down, requests were refused the way SDKs retry
+    for status, text, retry_after in refused:
+        assert status == 503, text
+        assert '"storage_unavailable"' in text
+        assert retry_after == "1"
     assert "starting it again" in log.read_text()
 
 
