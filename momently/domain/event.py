@@ -93,6 +93,17 @@ def _as_id(value: object) -> str | None:
     return None
 
 
+def _holds_nul(value: object) -> bool:
+    """Whether a NUL character is anywhere in the value: its keys, strings, nested ones."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def new_message_id() -> str:
     return f"mom-{uuid.uuid4()}"
 
@@ -217,6 +228,11 @@ def normalize(
     payload = orjson.dumps(body)
     if len(payload) > MAX_EVENT_BYTES:
         return reject("event_too_large", f"an event may be at most {MAX_EVENT_BYTES} bytes")
+    # PostgreSQL text cannot hold NUL, so one such id or trait would fail the whole group
+    # commit (everyone's requests) or stop the engine at that event. JSON always escapes NUL
+    # as \u0000, so a byte search clears nearly every event; only a hit needs the walk.
+    if b"\\u0000" in payload and _holds_nul(body):
+        return reject("invalid_character", "text in an event must not contain NUL (\\u0000) characters")
     return Event(
         message_id=message_id,
         type=msg_type,

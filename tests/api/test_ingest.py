@@ -167,6 +167,24 @@ def test_batch_keeps_valid_events_and_lists_rejected(live_server: LiveServer) ->
     assert [e["messageId"] for e in stored(live_server)] == ["m1", "m6"]
 
 
+def test_a_nul_character_rejects_only_its_own_event(live_server: LiveServer) -> None:
+    """PostgreSQL text cannot hold NUL: such an event must be refused on its own, not fail
+    the commit it would share with everyone else's events."""
+    batch = [
+        {"type": "track", "userId": "u1", "event": "Kept", "messageId": "n1"},
+        {"type": "track", "userId": "bad\u0000id", "event": "E", "messageId": "n2"},
+        {"type": "identify", "userId": "u2", "traits": {"email": "x\u0000@y"}, "messageId": "n3"},
+        {"type": "track", "userId": "u1", "event": "Kept too", "messageId": "n4"},
+    ]
+    reply = post(live_server, "/v1/batch", {"batch": batch})
+    assert reply.status_code == 200
+    assert [(r["index"], r["code"]) for r in reply.json()["rejected"]] == [
+        (1, "invalid_character"),
+        (2, "invalid_character"),
+    ]
+    assert [e["messageId"] for e in stored(live_server)] == ["n1", "n4"]
+
+
 def test_same_message_id_twice_is_stored_once(live_server: LiveServer) -> None:
     event = {"type": "track", "userId": "u", "event": "Paid", "messageId": "dup-1"}
     first = post(live_server, "/v1/batch", {"batch": [event, event]}).json()

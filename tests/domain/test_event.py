@@ -37,6 +37,9 @@ def norm(
             "track",
             "reserved_library",
         ),
+        ({"userId": "u\x00", "event": "e"}, "track", "invalid_character"),
+        ({"userId": "u", "event": "e", "traits": {"email": "a\x00@b"}}, "identify", "invalid_character"),
+        ({"userId": "u", "event": "e", "properties": {"list": [{"k\x00": 1}]}}, "track", "invalid_character"),
         (
             {"userId": "u", "event": "e", "properties": {"x": "y" * MAX_EVENT_BYTES}},
             "track",
@@ -48,6 +51,11 @@ def test_rejections(raw: Any, default_type: str | None, code: str) -> None:
     result = norm(raw, default_type)
     assert isinstance(result, Rejection)
     assert result.code == code
+
+
+def test_a_backslash_u_0000_typed_as_text_is_not_a_nul() -> None:
+    ev = norm({"userId": "u", "event": "e", "properties": {"note": "\\u0000 is how JSON writes NUL"}})
+    assert isinstance(ev, Event)
 
 
 def test_ids_are_coerced_and_nulls_dropped() -> None:
