@@ -6,12 +6,13 @@ per event than the insert itself needs, because the writer holding it had to win
 process's GIL back from request parsing after every SQLite call. So the supervisor starts one
 writer process that does nothing else (``LogService``) and the workers hand it their
 requests' events over a Unix socket (``RemoteLogWriter``), already validated, keyed and
-encoded (``EncodedAppend``); the writer only looks up keys, splices rows and commits.
+encoded (``EncodedAppend``); the writer only looks up keys and commits.
 An HTTP 200 still means "committed": a worker answers only when the writer has replied.
 
 Frames, both ways: a 12-byte header (payload length: u32, request id: u64), then the payload.
 Request payload: workspace length (u16), workspace (UTF-8), key count (u32), the 16-byte
-keys, then the rows (``store.events.encode_rows``). Reply payload: ok (u8), stored (u32),
+keys, then the rows (``store.events.EncodedRows``, one a key): the length of their fields
+(u32), the fields, and the bodies. Reply payload: ok (u8), stored (u32),
 duplicates (u32), then an error message (UTF-8) when ok is 0.
 """
 
@@ -34,6 +35,7 @@ from concurrent.futures import Future
 from typing import Final
 
 from momently.engine.log_writer import AppendOutcome, EncodedAppend, EventAppender, LogWriter, WriterStopped
+from momently.store.events import EncodedRows
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ def encode_request(request_id: int, append: EncodedAppend) -> bytes:
             workspace,
             _COUNT.pack(len(append.keys)),
             *append.keys,
-            append.rows,
+            _COUNT.pack(len(append.rows.fields)),
+            append.rows.fields,
+            append.rows.bodies,
         )
     )
     return _HEADER.pack(len(payload), request_id) + payload
@@ -79,7 +83,15 @@ def decode_request(payload: bytes) -> EncodedAppend:
     if len(payload) < end:
         raise ValueError("malformed log writer request: truncated keys")
     keys = [payload[i : i + _KEY_BYTES] for i in range(at, end, _KEY_BYTES)]
-    return EncodedAppend(workspace, keys, payload[end:])
+    try:
+        (fields_len,) = _COUNT.unpack_from(payload, end)
+    except struct.error:
+        raise ValueError("malformed log writer request: truncated rows") from None
+    at = end + _COUNT.size
+    if len(payload) < at + fields_len:
+        raise ValueError("malformed log writer request: truncated rows")
+    rows = EncodedRows(payload[at : at + fields_len], payload[at + fields_len :], count)
+    return EncodedAppend(workspace, keys, rows)
 
 
 def encode_reply(request_id: int, outcome: AppendOutcome | BaseException) -> bytes:

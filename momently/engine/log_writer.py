@@ -26,7 +26,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-import orjson
 from sqlalchemy import Connection
 
 from momently.clock import Clock
@@ -34,7 +33,7 @@ from momently.domain.dedup import DedupWindow, message_key
 from momently.domain.event import Event
 from momently.domain.timestamps import from_millis, to_millis
 from momently.store.database import Database
-from momently.store.events import EventLog, encode_rows, splice_rows
+from momently.store.events import EncodedRows, EventLog, encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ class EncodedAppend:
 
     workspace_id: str
     keys: list[bytes]
-    rows: bytes
+    rows: EncodedRows
 
     @classmethod
     def of(cls, workspace_id: str, events: Sequence[Event]) -> EncodedAppend:
@@ -205,8 +204,8 @@ class LogWriter(EventAppender):
                     self._catch_up(conn)
             with self.db.write() as conn:
                 self._catch_up(conn)
-                # Per workspace: the row arrays to splice, and which request owns each row.
-                arrays: dict[str, list[bytes]] = {}
+                # Per workspace: the parts to append, and which request owns each row.
+                parts: dict[str, list[EncodedRows]] = {}
                 owners: dict[str, list[int]] = {}
                 in_group: set[bytes] = set()
                 window = self.window
@@ -221,21 +220,20 @@ class LogWriter(EventAppender):
                     if not kept:
                         continue
                     rows = append.rows
-                    if len(kept) < len(append.keys):  # rare: re-encode without the duplicates
-                        decoded = orjson.loads(rows)
-                        rows = orjson.dumps([decoded[j] for j in kept])
-                    arrays.setdefault(append.workspace_id, []).append(rows)
+                    if len(kept) < len(append.keys):  # rare: only the rows that are new
+                        rows = rows.select(kept)
+                    parts.setdefault(append.workspace_id, []).append(rows)
                     owners.setdefault(append.workspace_id, []).extend([i] * len(kept))
                     fresh_keys.extend(append.keys[j] for j in kept)
-                for workspace_id, parts in arrays.items():
+                for workspace_id, ws_parts in parts.items():
                     who = owners[workspace_id]
-                    seqs = self.log.append_rows(conn, workspace_id, splice_rows(parts), len(who))
+                    seqs = self.log.append_rows(conn, workspace_id, ws_parts)
                     for i, seq in zip(who, seqs, strict=True):
                         if seq is None:  # PostgreSQL's unique index found it stored by another node
                             duplicates[i] += 1
                         else:
                             stored[i] += 1
-                position = self.log.position(conn) if self.db.is_sqlite and arrays else self._position
+                position = self.log.position(conn) if self.db.is_sqlite and parts else self._position
         except Exception as exc:
             log.exception("append of a group of %d requests failed; each gets an error", len(group))
             for request in group:

@@ -20,6 +20,7 @@ from momently.engine.log_service import (
 )
 from momently.engine.log_writer import AppendOutcome, EncodedAppend, LogWriter
 from momently.services import Services
+from momently.store.events import EncodedRows
 from tests.engine.test_log_writer import make
 
 
@@ -46,7 +47,8 @@ def served(services: Services, socket_path: str) -> Iterator[tuple[Services, Log
 
 
 def test_frames_round_trip() -> None:
-    append = EncodedAppend("wörkspace", [bytes(range(16)), bytes(16)], b'[["m","track"]]')
+    rows = EncodedRows(b'[["m","track",1,2],["n","track",3,4]]', '{"a":1}{"ü":2}'.encode(), 2)
+    append = EncodedAppend("wörkspace", [bytes(range(16)), bytes(16)], rows)
     frame = encode_request(7, append)
     assert decode_request(frame[12:]) == append
     assert decode_reply(encode_reply(7, AppendOutcome(3, 4))[12:]) == AppendOutcome(3, 4)
@@ -57,6 +59,10 @@ def test_frames_round_trip() -> None:
         decode_request(frame[12:30])
     with pytest.raises(ValueError, match="malformed"):
         decode_request(frame[12:20])  # cut inside the key count
+    with pytest.raises(ValueError, match="truncated rows"):
+        decode_request(frame[12 : 12 + 2 + 10 + 4 + 32 + 2])  # cut inside the fields' length
+    with pytest.raises(ValueError, match="truncated rows"):
+        decode_request(frame[12 : 12 + 2 + 10 + 4 + 32 + 4 + 5])  # cut inside the fields
 
 
 def test_events_sent_through_the_socket_are_committed_once(

@@ -46,8 +46,9 @@ def test_concurrent_requests_share_commits_and_get_dense_sequences(started: Serv
 def test_duplicates_inside_a_group_are_cut_out_of_the_rows_and_the_rest_keep_their_order(
     started: Services,
 ) -> None:
-    """Requests of one group are spliced into one insert; a request with some duplicates
-    (seen before, or earlier in the same group) has just those rows removed."""
+    """Requests of one group are appended in one transaction; a request with some duplicates
+    (seen before, or earlier in the same group) has just those rows removed, and each kept
+    row still gets its own body."""
     s = started
     s.workspaces.create("v", name=None, now=s.clock.now())
     assert s.writer.append_blocking("w", [make(s, "old")]).stored == 1
@@ -68,6 +69,7 @@ def test_duplicates_inside_a_group_are_cut_out_of_the_rows_and_the_rest_keep_the
         (4, "c", "u"),
     ]
     assert [(e.seq, e.user_id) for e in s.events.read("v", after_seq=0, limit=10)] == [(1, "other workspace")]
+    assert all(e.body["userId"] == e.user_id for e in stored)
 
 
 def test_window_survives_a_restart(started: Services, settings: Settings) -> None:
