@@ -203,6 +203,17 @@ def _tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def wait_for_workers(base: str, workers: int, timeout: float = 10.0) -> None:
+    """The first worker up answers /healthz while the others may still be starting, and
+    connections made meanwhile all go to it (and stay there, kept alive): wait until each
+    worker has answered (``process`` in /healthz), on fresh connections, or ``timeout``."""
+    seen: set[object] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers and time.monotonic() < deadline:
+        seen.add(httpx.get(base + "/healthz", timeout=1).json().get("process"))
+        time.sleep(0.02)
+
+
 def http_rate(
     url: str, batches: list[list[dict[str, object]]], clients: int, port: int, workers: int
 ) -> dict[str, float]:
@@ -233,6 +244,7 @@ def http_rate(
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.1)
+        wait_for_workers(base, workers)
         bodies = [orjson.dumps({"batch": b, "sentAt": "2026-11-23T00:00:00Z"}) for b in batches]
         warm, rest = bodies[:20], bodies[20:]
         asyncio.run(drive(port, key, warm, clients))

@@ -101,7 +101,11 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
     click.echo(f"Momently on http://{st.host}:{st.port} using {c.services.db.safe_url}", err=True)
     if workers == 1:
         uvicorn.run(
-            create_app(c.services), host=st.host, port=st.port, log_level=st.log_level, access_log=False
+            create_app(c.services, settle_heap=True),
+            host=st.host,
+            port=st.port,
+            log_level=st.log_level,
+            access_log=False,
         )
         return
     # Workers are fresh processes that read their settings from the environment. They parse
@@ -109,6 +113,7 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
     import shutil
     import tempfile
 
+    from momently.api.workers import PortInUse, WorkerPool, WorkerStartupFailed
     from momently.engine.log_service import WriterProcess
 
     os.environ["MOMENTLY_DATABASE_URL"] = st.database_url
@@ -123,15 +128,10 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
             c.services.start_engine(watch_commits=True)
         else:
             c.services.db.start_checkpoints()
-        uvicorn.run(
-            "momently.api.app:app_from_env",
-            factory=True,
-            workers=workers,
-            host=st.host,
-            port=st.port,
-            log_level=st.log_level,
-            access_log=False,
-        )
+        # each worker listens on a socket of its own, so connections spread over them
+        WorkerPool(workers, st.host, st.port, st.log_level).run()
+    except (WorkerStartupFailed, PortInUse) as exc:
+        raise click.ClickException(str(exc)) from None
     finally:  # after the workers: they wait for the writer's replies to what they accepted
         writer.stop()
         shutil.rmtree(socket_dir, ignore_errors=True)
@@ -153,8 +153,8 @@ def log_writer(c: _Ctx, socket_path: str) -> None:
         raise click.ClickException("MOMENTLY_LOG_WRITER_SOCKET must not be set for the log writer itself")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    # Ctrl-C reaches the whole process group; the supervisor stops the workers first (they
-    # wait for this process's replies) and then this one, with SIGTERM.
+    # The supervisor starts this process in a session of its own and stops it with SIGTERM
+    # after the HTTP workers (they wait for its replies); a stray Ctrl-C is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     s.db.start_checkpoints()
     run_log_service(s.writer, socket_path, stop=stop)

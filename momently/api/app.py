@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 import momently
+from momently import heap
 from momently.api import (
     actions,
     admin,
@@ -34,14 +36,17 @@ from momently.api.auth import Authenticator
 from momently.services import Services
 
 
-def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
+def create_app(services: Services, *, manage_services: bool = True, settle_heap: bool = False) -> FastAPI:
     """Build the app. With ``manage_services`` the app starts and stops the log writer and
-    engine with its own lifespan (``momently serve``); tests may manage them instead."""
+    engine with its own lifespan (``momently serve``); tests may manage them instead.
+    ``settle_heap`` is for a process that serves until it exits (``momently.heap``)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if manage_services:
             await run_in_threadpool(services.start)
+        if settle_heap:
+            heap.settle_after_startup()
         try:
             yield
         finally:
@@ -103,6 +108,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> FastAPI:
             raise errors.ApiError(503, "database_unavailable", str(exc)) from None
         body: dict[str, Any] = {
             "status": "ok",
+            "process": os.getpid(),  # which process answered: one of serve --workers N's
             "database": services.db.dialect,
             "eventsCommitted": services.writer.events_committed,
         }
@@ -125,4 +131,4 @@ def app_from_env() -> FastAPI:
     from momently.settings import Settings
 
     settings = Settings().with_overrides(run_engine=False)
-    return create_app(Services.build(settings, migrate=False))
+    return create_app(Services.build(settings, migrate=False), settle_heap=True)

@@ -34,6 +34,7 @@ import time
 from concurrent.futures import Future
 from typing import Final
 
+from momently import heap
 from momently.engine.log_writer import AppendOutcome, EncodedAppend, EventAppender, LogWriter, WriterStopped
 from momently.store.events import EncodedRows
 
@@ -340,11 +341,12 @@ def run_log_service(writer: LogWriter, path: str, *, stop: threading.Event) -> N
     commit what is queued (its replies still go out) and close."""
     parent = os.getppid()
     writer.start()
+    heap.settle_after_startup()  # the rebuilt window is the bulk of this process's heap
     service = LogService(writer, path)
     service.start()
     log.info("log writer serving on %s", path)
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(0.25):
             if os.getppid() != parent:
                 log.warning("the serve supervisor is gone; the log writer stops")
                 break
@@ -383,9 +385,14 @@ class WriterProcess:
                 proc.wait()
 
     def _launch(self) -> None:
+        # In a session of its own: signals sent to the serve process group (Ctrl-C, a
+        # SIGTERM to the group) reach the supervisor and the HTTP workers, which finish
+        # their requests through this process; the supervisor stops it last. (Reaching it
+        # too, it used to exit first and be started again by the watchdog meanwhile.)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "momently", "log-writer", "--socket", self.path],
             env=self.env,
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.ready_timeout  # rebuilding the window takes a while
         while True:

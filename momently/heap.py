@@ -1,0 +1,26 @@
+"""Settling the garbage collector once a long-running process has started.
+
+Why: CPython's cyclic collector runs a young collection every 700 container allocations and,
+every hundred of those, may walk every object the process holds. An HTTP worker allocates a
+few thousand dicts and lists per 100-event batch, so it collected several times per request,
+and each older collection walked the whole framework heap built at start (FastAPI, pydantic,
+SQLAlchemy: hundreds of thousands of objects that live as long as the process): `perf` put a
+quarter of a worker's interpreter time in the collector. Moving what exists after start-up
+into the permanent generation (``gc.freeze``) takes it out of every later walk, and a larger
+young threshold makes collections rarer; request garbage is freed by reference counting
+anyway, so memory does not grow. Measured in docs/benchmarks.md (ingest, seventh session).
+"""
+
+from __future__ import annotations
+
+import gc
+
+YOUNG_THRESHOLD = 10_000
+OLDER_THRESHOLDS = (20, 20)
+
+
+def settle_after_startup() -> None:
+    """Call once the process has built what it keeps for its lifetime."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_THRESHOLD, *OLDER_THRESHOLDS)
