@@ -128,6 +128,27 @@ def test_a_port_in_use_fails_at_start_with_a_clear_error(database_url: str, tmp_
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
+def test_a_second_serve_on_the_same_port_is_refused(database_url: str, tmp_path: Path) -> None:
+    """SO_REUSEPORT lets sockets of one user share a port: a second serve must not silently
+    take half of the first one's connections."""
+    _workspace_with_key(database_url, "twice")
+    port = free_port()
+    proc = _start_server(database_url, port, tmp_path / "server.log", "--no-engine", "--workers", "2")
+    try:
+        env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
+        second = subprocess.run(
+            [sys.executable, "-m", "momently", "serve", "--no-engine", "--workers", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+    finally:
+        _stop_server(proc)
+
+
 def test_sigterm_to_the_group_stops_everything_without_restarting_the_writer(
     database_url: str, tmp_path: Path
 ) -> None:
