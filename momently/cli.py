@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from momently import heap
 from momently.domain import consent
 from momently.domain.credentials import KeyKind
 from momently.domain.profile import document
@@ -127,7 +126,6 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
         os.environ["MOMENTLY_LOG_WRITER_SOCKET"] = socket_path
         if st.run_engine:  # here, in the supervisor; the writer's commits wake it
             c.services.start_engine(watch_commits=True)
-            heap.settle_after_startup()
         else:
             c.services.db.start_checkpoints()
         # each worker listens on a socket of its own, so connections spread over them
@@ -1100,7 +1098,6 @@ def worker(c: _Ctx, role: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # the API runs elsewhere: its commits (and the engine's, for the dispatcher) wake this one
     s.start_engine(watch_commits=True, engine=role != "dispatcher", dispatcher=role != "engine")
-    heap.settle_after_startup()
     click.echo(f"{role if role != 'all' else 'engine'} running on {s.db.safe_url}; Ctrl-C to stop", err=True)
     try:
         while not stop.wait(0.5):
