@@ -107,17 +107,15 @@ class EventLog:
             for i, f in enumerate(ROW_FIELDS)
         )
         pg_body = (
-            f"convert_from(substring(p.bodies FROM (t.e ->> {_BODY_AT})::int"
+            f"convert_from(substring(%(bodies)s::bytea FROM (t.e ->> {_BODY_AT})::int"
             f" FOR (t.e ->> {_BODY_AT + 1})::int), 'UTF8')"
         )
-        # All parts in one statement (one round trip): each part's fields, bodies and first
-        # sequence number are unnested side by side. The unique index turns a cross-node
-        # duplicate into no row (see the schema).
+        # One statement per part too: a single statement over all parts (unnest of the parts'
+        # arrays, then json_array_elements of each) was measured 40% slower than one per part,
+        # round trips included. The unique index turns a cross-node duplicate into no row.
         self._pg_insert_sql = (
-            f"INSERT INTO events ({names}) SELECT %(ws)s, p.first + t.i - 1, {pg_values}, {pg_body} "
-            "FROM unnest(%(fields)s::text[], %(bodies)s::bytea[], %(firsts)s::bigint[])"
-            " AS p(fields, bodies, first) "
-            "CROSS JOIN LATERAL json_array_elements(p.fields::json) WITH ORDINALITY AS t(e, i) "
+            f"INSERT INTO events ({names}) SELECT %(ws)s, %(first)s + t.i - 1, {pg_values}, {pg_body} "
+            "FROM json_array_elements(%(fields)s::json) WITH ORDINALITY AS t(e, i) "
             "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING seq"
         )
         # built once: the engine reads and the log writer appends many times a second
@@ -168,27 +166,22 @@ class EventLog:
             raise UnknownWorkspace(workspace_id)
         first = int(last) - count + 1
         notify(conn)  # an engine in another process wakes at commit (PostgreSQL)
-        # Each part's offsets point into its own bodies, so parts are not spliced together.
-        firsts: list[int] = []
+        # One statement per part (a request's ~100 events: its fixed cost is small beside its
+        # rows): each part's offsets point into its own bodies, so parts are not spliced.
+        pg = self.db.dialect == "postgresql"
+        stored: set[int] = set()
         at = first
         for part in parts:
-            firsts.append(at)
-            at += part.count
-        if self.db.dialect == "postgresql":
-            params = {
-                "ws": workspace_id,
-                "fields": [part.fields.decode() for part in parts],
-                "bodies": [part.bodies for part in parts],
-                "firsts": firsts,
-            }
-            stored = {int(r[0]) for r in conn.exec_driver_sql(self._pg_insert_sql, params)}
-            return [s if s in stored else None for s in range(first, first + count)]
-        # SQLite: one statement per part (of ~100 events: its fixed cost is small beside its rows)
-        for part, part_first in zip(parts, firsts, strict=True):
             if part.count:
-                conn.exec_driver_sql(
-                    self._sqlite_insert_sql, (workspace_id, part_first, part.fields.decode(), part.bodies)
-                )
+                fields = part.fields.decode()
+                if pg:
+                    params = {"ws": workspace_id, "first": at, "fields": fields, "bodies": part.bodies}
+                    stored.update(int(r[0]) for r in conn.exec_driver_sql(self._pg_insert_sql, params))
+                else:
+                    conn.exec_driver_sql(self._sqlite_insert_sql, (workspace_id, at, fields, part.bodies))
+            at += part.count
+        if pg:
+            return [s if s in stored else None for s in range(first, first + count)]
         return list(range(first, first + count))
 
     def read(self, workspace_id: str, *, after_seq: int, limit: int) -> list[LoggedEvent]:
