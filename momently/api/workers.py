@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from multiprocessing.context import SpawnProcess
 from types import FrameType
 
@@ -86,7 +87,7 @@ def serve_worker(host: str, port: int, log_level: str) -> None:
                 log.warning("the serve supervisor is gone; this HTTP worker stops")
                 server.should_exit = True
                 return
-            threading.Event().wait(_PARENT_POLL_SECONDS)
+            time.sleep(_PARENT_POLL_SECONDS)
 
     threading.Thread(target=watch_parent, name="momently-parent-watch", daemon=True).start()
     server.run(sockets=[sock])
@@ -103,9 +104,6 @@ class WorkerPool:
         self.log_level = log_level
         self._stop = threading.Event()
         self._context = multiprocessing.get_context("spawn")  # fresh processes: settings from env
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def _spawn(self) -> SpawnProcess:
         proc = self._context.Process(
