@@ -139,8 +139,9 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
 
 @main.command("log-writer", hidden=True)
 @click.option("--socket", "socket_path", required=True, help="Unix socket to serve HTTP workers on.")
+@click.option("--parent", "parent_pid", type=int, default=None, help="Stop when this process is gone.")
 @pass_ctx
-def log_writer(c: _Ctx, socket_path: str) -> None:
+def log_writer(c: _Ctx, socket_path: str, parent_pid: int | None) -> None:
     """The log writer process of `serve --workers N` (started by it; see engine.log_service)."""
     import signal
     import threading
@@ -157,7 +158,7 @@ def log_writer(c: _Ctx, socket_path: str) -> None:
     # after the HTTP workers (they wait for its replies); a stray Ctrl-C is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     s.db.start_checkpoints()
-    run_log_service(s.writer, socket_path, stop=stop)
+    run_log_service(s.writer, socket_path, stop=stop, parent=parent_pid)
 
 
 @main.command()

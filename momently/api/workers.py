@@ -71,23 +71,21 @@ def reuseport_socket(host: str, port: int, *, exclusive: bool = False) -> socket
     return sock
 
 
-def serve_worker(host: str, port: int, log_level: str) -> None:
+def serve_worker(host: str, port: int, log_level: str, supervisor: int) -> None:
     """The body of one worker process: its own socket, its own app built from the
-    environment (``app_from_env``), served until SIGTERM or SIGINT."""
+    environment (``app_from_env``), served until SIGTERM or SIGINT, or until the process
+    ``supervisor`` is no longer its parent (passed in: it may be gone before this runs)."""
     sock = reuseport_socket(host, port)
     config = uvicorn.Config(
         APP_FACTORY, factory=True, host=host, port=port, log_level=log_level, access_log=False
     )
     server = uvicorn.Server(config)
-    parent = os.getppid()
 
     def watch_parent() -> None:
-        while not server.should_exit:
-            if os.getppid() != parent:
-                log.warning("the serve supervisor is gone; this HTTP worker stops")
-                server.should_exit = True
-                return
+        while os.getppid() == supervisor:
             time.sleep(_PARENT_POLL_SECONDS)
+        log.warning("the serve supervisor is gone; this HTTP worker stops")
+        server.should_exit = True
 
     threading.Thread(target=watch_parent, name="momently-parent-watch", daemon=True).start()
     server.run(sockets=[sock])
@@ -107,7 +105,9 @@ class WorkerPool:
 
     def _spawn(self) -> SpawnProcess:
         proc = self._context.Process(
-            target=serve_worker, args=(self.host, self.port, self.log_level), name="momently-http"
+            target=serve_worker,
+            args=(self.host, self.port, self.log_level, os.getpid()),
+            name="momently-http",
         )
         proc.start()
         return proc

@@ -335,11 +335,13 @@ class RemoteLogWriter(EventAppender):
                 future.set_exception(reason)
 
 
-def run_log_service(writer: LogWriter, path: str, *, stop: threading.Event) -> None:
+def run_log_service(
+    writer: LogWriter, path: str, *, stop: threading.Event, parent: int | None = None
+) -> None:
     """The body of the writer process (``momently log-writer``): rebuild the window, serve
     until ``stop`` is set or the parent process (the ``serve`` supervisor) is gone, then
     commit what is queued (its replies still go out) and close."""
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent  # passed in: it may be gone already
     writer.start()
     heap.settle_after_startup()  # the rebuilt window is the bulk of this process's heap
     service = LogService(writer, path)
@@ -390,7 +392,16 @@ class WriterProcess:
         # their requests through this process; the supervisor stops it last. (Reaching it
         # too, it used to exit first and be started again by the watchdog meanwhile.)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "momently", "log-writer", "--socket", self.path],
+            [
+                sys.executable,
+                "-m",
+                "momently",
+                "log-writer",
+                "--socket",
+                self.path,
+                "--parent",
+                str(os.getpid()),
+            ],
             env=self.env,
             start_new_session=True,
         )

@@ -68,6 +68,13 @@ def _sockets_of(pid: int) -> set[str]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:200]
+    except OSError:
+        return f"{pid} (gone)"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -181,7 +188,8 @@ def test_workers_and_writer_stop_when_the_supervisor_is_killed(database_url: str
     # Then its workers and its log writer notice and stop, and the port is free again
     deadline = time.monotonic() + 15
     while any(_alive(p) for p in children):
-        assert time.monotonic() < deadline, f"orphans still running: {[p for p in children if _alive(p)]}"
+        alive = [p for p in children if _alive(p)]
+        assert time.monotonic() < deadline, f"orphans still running: {[_cmdline(p) for p in alive]}"
         time.sleep(0.05)
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections may linger
