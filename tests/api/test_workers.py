@@ -115,24 +115,27 @@ def test_connections_opened_together_spread_over_the_workers(database_url: str, 
         _stop_server(proc)
 
 
+def _assert_serve_refuses_port(database_url: str, port: int) -> None:
+    env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
+    done = subprocess.run(
+        [sys.executable, "-m", "momently", "serve", "--no-engine", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
 def test_a_port_in_use_fails_at_start_with_a_clear_error(database_url: str, tmp_path: Path) -> None:
     # Given a port some other program listens on
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        # When serve --workers 2 is asked to use it
-        env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
-        done = subprocess.run(
-            [sys.executable, "-m", "momently", "serve", "--no-engine", "--workers", "2"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    # Then it exits non-zero, saying why, and leaves no process behind
-    assert done.returncode != 0
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+        # When serve --workers 2 is asked to use it, then it exits non-zero, saying why
+        _assert_serve_refuses_port(database_url, port)
 
 
 def test_a_second_serve_on_the_same_port_is_refused(database_url: str, tmp_path: Path) -> None:
@@ -142,16 +145,7 @@ def test_a_second_serve_on_the_same_port_is_refused(database_url: str, tmp_path:
     port = free_port()
     proc = _start_server(database_url, port, tmp_path / "server.log", "--no-engine", "--workers", "2")
     try:
-        env = {**os.environ, "MOMENTLY_DATABASE_URL": database_url, "MOMENTLY_PORT": str(port)}
-        second = subprocess.run(
-            [sys.executable, "-m", "momently", "serve", "--no-engine", "--workers", "2"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode != 0
-        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+        _assert_serve_refuses_port(database_url, port)
     finally:
         _stop_server(proc)
 
