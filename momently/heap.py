@@ -7,8 +7,9 @@ and each older collection walked the whole framework heap built at start (FastAP
 SQLAlchemy: hundreds of thousands of objects that live as long as the process): `perf` put a
 quarter of a worker's interpreter time in the collector. Moving what exists after start-up
 into the permanent generation (``gc.freeze``) takes it out of every later walk, and a larger
-young threshold makes collections rarer; request garbage is freed by reference counting
-anyway, so memory does not grow. Measured in docs/benchmarks.md (ingest, seventh session).
+young threshold makes collections rarer; nearly all request garbage is freed by reference
+counting anyway, only cycles wait for the rarer collections. Measured in docs/benchmarks.md
+(ingest, 2026-12-01).
 """
 
 from __future__ import annotations
