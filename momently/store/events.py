@@ -6,6 +6,7 @@ these rows and can be rebuilt by replaying them in sequence order.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -168,20 +169,23 @@ class EventLog:
         notify(conn)  # an engine in another process wakes at commit (PostgreSQL)
         # One statement per part (a request's ~100 events: its fixed cost is small beside its
         # rows): each part's offsets point into its own bodies, so parts are not spliced.
-        pg = self.db.dialect == "postgresql"
-        stored: set[int] = set()
-        at = first
-        for part in parts:
-            if part.count:
-                fields = part.fields.decode()
-                if pg:
-                    params = {"ws": workspace_id, "first": at, "fields": fields, "bodies": part.bodies}
-                    stored.update(int(r[0]) for r in conn.exec_driver_sql(self._pg_insert_sql, params))
-                else:
-                    conn.exec_driver_sql(self._sqlite_insert_sql, (workspace_id, at, fields, part.bodies))
-            at += part.count
-        if pg:
+        firsts = itertools.accumulate((p.count for p in parts[:-1]), initial=first)
+        placed = [(part, at) for part, at in zip(parts, firsts, strict=True) if part.count]
+        if self.db.dialect == "postgresql":
+            stored: set[int] = set()
+            for part, at in placed:
+                params = {
+                    "ws": workspace_id,
+                    "first": at,
+                    "fields": part.fields.decode(),
+                    "bodies": part.bodies,
+                }
+                stored.update(int(r[0]) for r in conn.exec_driver_sql(self._pg_insert_sql, params))
             return [s if s in stored else None for s in range(first, first + count)]
+        for part, at in placed:
+            conn.exec_driver_sql(
+                self._sqlite_insert_sql, (workspace_id, at, part.fields.decode(), part.bodies)
+            )
         return list(range(first, first + count))
 
     def read(self, workspace_id: str, *, after_seq: int, limit: int) -> list[LoggedEvent]:

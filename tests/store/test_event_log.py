@@ -71,7 +71,11 @@ def test_selected_rows_keep_their_own_bodies(ws: Services) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(notes=st.lists(st.text(st.characters(exclude_characters="\x00"), max_size=40), min_size=1, max_size=8))
+@given(
+    notes=st.lists(
+        st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40), min_size=1, max_size=8
+    )
+)
 def test_any_text_round_trips(ws: Services, notes: list[str]) -> None:
     """Property: whatever text the properties hold (NUL is refused at ingest), the stored
     body is the payload."""
