@@ -16,6 +16,7 @@ from sqlalchemy import BindParameter, Connection, and_, bindparam, delete, func,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain.event import Event
+from momently.store.bulk import Bulk, binds
 from momently.store.commit_watch import notify
 from momently.store.database import Database
 from momently.store.events import EventLog
@@ -31,6 +32,38 @@ from momently.store.schema import (
 )
 
 _CHUNK = 500
+ENROLLMENT_COLUMNS = (
+    "workspace_id",
+    "flow_id",
+    "person_id",
+    "occurrence",
+    "flow_version",
+    "trigger_kind",
+    "trigger_seq",
+    "decided_ms",
+    "outcome",
+    "reason",
+    "detail",
+)
+# an outbox row as the flows stage builds it (``Changes.deliveries``), after the workspace
+OUTBOX_COLUMNS = (
+    "workspace_id",
+    "key",
+    "flow_id",
+    "flow_version",
+    "person_id",
+    "occurrence",
+    "trigger_seq",
+    "variant",
+    "channels",
+    "channel_index",
+    "status",
+    "attempts",
+    "next_attempt_ms",
+    "created_ms",
+    "updated_ms",
+    "kind",
+)
 
 TimerKey = tuple[str, str, str, str]  # person, kind, owner, key
 
@@ -120,44 +153,87 @@ class EngineState:
         self._claim = (
             delete(timers).where(timers.c.id.in_(bindparam("ids", expanding=True))).returning(timers.c.id)
         )
-        self._disarm = delete(timers).where(
-            timers.c.workspace_id == ws,
-            timers.c.person_id == bindparam("p"),
-            timers.c.kind == bindparam("k"),
-            timers.c.owner == bindparam("o"),
-            timers.c.key == bindparam("y"),
+        eng = self.db.engine
+        self._disarm = Bulk(
+            eng,
+            delete(timers).where(
+                timers.c.workspace_id == ws,
+                timers.c.person_id == bindparam("p"),
+                timers.c.kind == bindparam("k"),
+                timers.c.owner == bindparam("o"),
+                timers.c.key == bindparam("y"),
+            ),
+            ("ws", "p", "k", "o", "y"),
         )
-        arm = self._insert(timers)
-        self._arm = arm.on_conflict_do_update(
-            index_elements=["workspace_id", "person_id", "kind", "owner", "key"],
-            set_={"due_ms": arm.excluded.due_ms, "payload": arm.excluded.payload},
+        timer_names = ("workspace_id", "due_ms", "person_id", "kind", "owner", "key", "payload")
+        arm = self._insert(timers).values(binds(timer_names))
+        self._arm = Bulk(
+            eng,
+            arm.on_conflict_do_update(
+                index_elements=["workspace_id", "person_id", "kind", "owner", "key"],
+                set_={"due_ms": arm.excluded.due_ms, "payload": arm.excluded.payload},
+            ),
+            timer_names,
         )
-        self._leave = delete(segment_members).where(
-            segment_members.c.workspace_id == ws,
-            segment_members.c.person_id == bindparam("p"),
-            segment_members.c.segment_id == bindparam("s"),
+        self._leave = Bulk(
+            eng,
+            delete(segment_members).where(
+                segment_members.c.workspace_id == ws,
+                segment_members.c.person_id == bindparam("p"),
+                segment_members.c.segment_id == bindparam("s"),
+            ),
+            ("ws", "p", "s"),
         )
-        self._join = self._insert(segment_members).on_conflict_do_nothing()
-        state = self._insert(person_state)
-        self._save_state = state.on_conflict_do_update(
-            index_elements=["workspace_id", "person_id"], set_={"data": state.excluded.data}
+        member_names = ("workspace_id", "person_id", "segment_id", "since_ms")
+        self._join = Bulk(
+            eng,
+            self._insert(segment_members).values(binds(member_names)).on_conflict_do_nothing(),
+            member_names,
         )
-        names = self._insert(event_names)
-        self._count_names = names.on_conflict_do_update(
-            index_elements=["workspace_id", "name"],
-            set_={
-                "count": event_names.c.count + names.excluded.count,
-                "last_ms": func.max(event_names.c.last_ms, names.excluded.last_ms)
-                if self.db.dialect == "sqlite"
-                else func.greatest(event_names.c.last_ms, names.excluded.last_ms),
-            },
+        state_names = ("workspace_id", "person_id", "data")
+        state = self._insert(person_state).values(binds(state_names))
+        self._save_state = Bulk(
+            eng,
+            state.on_conflict_do_update(
+                index_elements=["workspace_id", "person_id"], set_={"data": state.excluded.data}
+            ),
+            state_names,
         )
-        self._enroll = self._insert(enrollments).on_conflict_do_nothing()
-        self._outbox = self._insert(deliveries).on_conflict_do_nothing(index_elements=["workspace_id", "key"])
+        name_names = ("workspace_id", "name", "count", "last_ms")
+        names = self._insert(event_names).values(binds(name_names))
+        self._count_names = Bulk(
+            eng,
+            names.on_conflict_do_update(
+                index_elements=["workspace_id", "name"],
+                set_={
+                    "count": event_names.c.count + names.excluded.count,
+                    "last_ms": func.max(event_names.c.last_ms, names.excluded.last_ms)
+                    if self.db.dialect == "sqlite"
+                    else func.greatest(event_names.c.last_ms, names.excluded.last_ms),
+                },
+            ),
+            name_names,
+        )
+        self._enroll = Bulk(
+            eng,
+            self._insert(enrollments).values(binds(ENROLLMENT_COLUMNS)).on_conflict_do_nothing(),
+            ENROLLMENT_COLUMNS,
+        )
+        self._outbox = Bulk(
+            eng,
+            self._insert(deliveries)
+            .values(binds(OUTBOX_COLUMNS))
+            .on_conflict_do_nothing(index_elements=["workspace_id", "key"]),
+            OUTBOX_COLUMNS,
+        )
         self._emitted = select(emitted.c.message_id).where(
             emitted.c.workspace_id == ws, emitted.c.message_id.in_(bindparam("ids", expanding=True))
         )
-        self._emit = emitted.insert()
+        self._emit = Bulk(
+            eng,
+            emitted.insert().values(binds(("workspace_id", "message_id"))),
+            ("workspace_id", "message_id"),
+        )
         self._next_due = select(func.min(timers.c.due_ms)).where(timers.c.workspace_id == ws)
 
     # reads -------------------------------------------------------------------------------
@@ -301,77 +377,41 @@ class EngineState:
                 raise TimerClaimed(f"{len(chunk) - len(claimed)} timers were fired by another engine")
         for loser, winner in ch.merges:
             self.repoint(conn, ws, loser, winner)
-        gone = [k for k, t in ch.timers.items() if t is None]
-        if gone:
-            conn.execute(self._disarm, [{"ws": ws, "p": p, "k": k, "o": o, "y": y} for p, k, o, y in gone])
-        armed = [t for t in ch.timers.values() if t is not None]
-        if armed:
-            conn.execute(
-                self._arm,
-                [
-                    {
-                        "workspace_id": ws,
-                        "due_ms": t.due_ms,
-                        "person_id": t.person_id,
-                        "kind": t.kind,
-                        "owner": t.owner,
-                        "key": t.key,
-                        "payload": orjson.dumps(t.payload).decode(),
-                    }
-                    for t in armed
-                ],
-            )
-        left = [(p, s) for (p, s), since in ch.members.items() if since is None]
-        if left:
-            conn.execute(self._leave, [{"ws": ws, "p": p, "s": s} for p, s in left])
-        joined = [(p, s, since) for (p, s), since in ch.members.items() if since is not None]
-        if joined:
-            conn.execute(
-                self._join,
-                [
-                    {"workspace_id": ws, "person_id": p, "segment_id": s, "since_ms": since}
-                    for p, s, since in joined
-                ],
-            )
-        if ch.states:
-            conn.execute(
-                self._save_state,
-                [
-                    {"workspace_id": ws, "person_id": p, "data": orjson.dumps(d).decode()}
-                    for p, d in ch.states.items()
-                ],
-            )
+        self._disarm.run(conn, [(ws, *key) for key, t in ch.timers.items() if t is None])
+        self._arm.run(
+            conn,
+            [
+                (ws, t.due_ms, t.person_id, t.kind, t.owner, t.key, orjson.dumps(t.payload).decode())
+                for t in ch.timers.values()
+                if t is not None
+            ],
+        )
+        self._leave.run(conn, [(ws, p, s) for (p, s), since in ch.members.items() if since is None])
+        self._join.run(conn, [(ws, p, s, since) for (p, s), since in ch.members.items() if since is not None])
+        self._save_state.run(conn, [(ws, p, orjson.dumps(d).decode()) for p, d in ch.states.items()])
         self._save_cohorts(conn, ws, ch.cohorts)
-        if ch.names:
-            conn.execute(
-                self._count_names,
-                [
-                    {"workspace_id": ws, "name": n, "count": c, "last_ms": last}
-                    for n, (c, last) in ch.names.items()
-                ],
-            )
-        if ch.enrollments:
-            conn.execute(
-                self._enroll,
-                [
-                    {
-                        "workspace_id": ws,
-                        "flow_id": e.flow_id,
-                        "person_id": e.person_id,
-                        "occurrence": e.occurrence,
-                        "flow_version": e.flow_version,
-                        "trigger_kind": e.trigger_kind,
-                        "trigger_seq": e.trigger_seq,
-                        "decided_ms": e.decided_ms,
-                        "outcome": e.outcome,
-                        "reason": e.reason,
-                        "detail": orjson.dumps(e.detail).decode(),
-                    }
-                    for e in ch.enrollments
-                ],
-            )
+        self._count_names.run(conn, [(ws, n, c, last) for n, (c, last) in ch.names.items()])
+        self._enroll.run(
+            conn,
+            [
+                (
+                    ws,
+                    e.flow_id,
+                    e.person_id,
+                    e.occurrence,
+                    e.flow_version,
+                    e.trigger_kind,
+                    e.trigger_seq,
+                    e.decided_ms,
+                    e.outcome,
+                    e.reason,
+                    orjson.dumps(e.detail).decode(),
+                )
+                for e in ch.enrollments
+            ],
+        )
         if ch.deliveries:
-            conn.execute(self._outbox, [{"workspace_id": ws, **row} for row in ch.deliveries])
+            self._outbox.run(conn, [(ws, *(row[n] for n in OUTBOX_COLUMNS[1:])) for row in ch.deliveries])
             notify(conn)  # a dispatcher in another process wakes at commit (PostgreSQL)
         if ch.derived:
             ids = [ev.message_id for ev in ch.derived]
@@ -384,7 +424,7 @@ class EngineState:
                     seen.add(ev.message_id)
                     fresh.append(ev)
             if fresh:
-                conn.execute(self._emit, [{"workspace_id": ws, "message_id": ev.message_id} for ev in fresh])
+                self._emit.run(conn, [(ws, ev.message_id) for ev in fresh])
                 self.log.append(conn, [(ws, ev) for ev in fresh])
 
     def _save_cohorts(

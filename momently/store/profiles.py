@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain.identity import Identity
 from momently.domain.profile import Profile
+from momently.store.bulk import Bulk, binds
 from momently.store.database import Database
 from momently.store.schema import cursors, identities, person_events, profiles, workspaces
 
@@ -64,16 +65,26 @@ class ProfileStore:
             profiles.c.workspace_id == bindparam("ws"),
             profiles.c.person_id.in_(bindparam("ids", expanding=True)),
         )
-        link = self._dialect_insert(identities)
-        self._link = link.on_conflict_do_update(
-            index_elements=["workspace_id", "kind", "value"], set_={"person_id": link.excluded.person_id}
+        link_names = ("workspace_id", "kind", "value", "person_id")
+        link = self._dialect_insert(identities).values(binds(link_names))
+        self._link = Bulk(
+            db.engine,
+            link.on_conflict_do_update(
+                index_elements=["workspace_id", "kind", "value"], set_={"person_id": link.excluded.person_id}
+            ),
+            link_names,
         )
-        upsert = self._dialect_insert(profiles)
-        columns = [c.name for c in profiles.c if c.name not in ("workspace_id", "person_id")]
-        self._upsert = upsert.on_conflict_do_update(
-            index_elements=["workspace_id", "person_id"], set_={c: upsert.excluded[c] for c in columns}
+        upsert = self._dialect_insert(profiles).values(binds(PROFILE_COLUMNS))
+        self._upsert = Bulk(
+            db.engine,
+            upsert.on_conflict_do_update(
+                index_elements=["workspace_id", "person_id"],
+                set_={c: upsert.excluded[c] for c in PROFILE_COLUMNS[2:]},
+            ),
+            PROFILE_COLUMNS,
         )
-        self._person_events = insert(person_events)
+        event_names = ("workspace_id", "person_id", "seq")
+        self._person_events = Bulk(db.engine, insert(person_events).values(binds(event_names)), event_names)
 
     # cursors -------------------------------------------------------------------------
     def cursor(self, conn: Connection, consumer: str, workspace_id: str) -> int:
@@ -198,21 +209,10 @@ class ProfileStore:
             conn.execute(
                 delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.person_id == loser)
             )
-        if links:
-            conn.execute(
-                self._link,
-                [
-                    {"workspace_id": workspace_id, "kind": k, "value": v, "person_id": p}
-                    for (k, v), p in links.items()
-                ],
-            )
-        if changed:
-            conn.execute(self._upsert, [_row(workspace_id, p) for p in changed])
-        if event_rows:
-            conn.execute(
-                self._person_events,
-                [{"workspace_id": workspace_id, "person_id": p, "seq": s} for p, s in event_rows],
-            )
+        ws = workspace_id
+        self._link.run(conn, [(ws, k, v, p) for (k, v), p in links.items()])
+        self._upsert.run(conn, [_row(ws, p) for p in changed])
+        self._person_events.run(conn, [(ws, p, s) for p, s in event_rows])
 
     def reset(self, workspace_id: str, consumer: str) -> None:
         """Drop everything derived for a workspace, ready for a replay from the start."""
@@ -224,30 +224,47 @@ class ProfileStore:
             )
 
 
-def _row(workspace_id: str, p: Profile) -> dict[str, Any]:
-    return {
-        "workspace_id": workspace_id,
-        "person_id": p.person_id,
-        "user_id": p.user_id,
-        "email": p.email,
-        "phone": p.phone,
-        "timezone": p.timezone,
-        "first_seen_ms": p.first_seen_ms,
-        "last_seen_ms": p.last_seen_ms,
-        "orders_count": p.orders_count,
-        "revenue": p.revenue,
-        "last_order_ms": p.last_order_ms,
-        "last_seq": p.last_seq,
-        "data": orjson.dumps(
-            {
-                "traits": p.traits,
-                "anonymous_ids": p.anonymous_ids,
-                "event_counts": p.event_counts,
-                "push_tokens": p.push_tokens,
-                "groups": p.groups,
-            }
-        ).decode(),
+PROFILE_COLUMNS = (
+    "workspace_id",
+    "person_id",
+    "user_id",
+    "email",
+    "phone",
+    "timezone",
+    "first_seen_ms",
+    "last_seen_ms",
+    "orders_count",
+    "revenue",
+    "last_order_ms",
+    "last_seq",
+    "data",
+)
+
+
+def _row(workspace_id: str, p: Profile) -> tuple[Any, ...]:
+    """A profile as a row in ``PROFILE_COLUMNS`` order."""
+    data = {
+        "traits": p.traits,
+        "anonymous_ids": p.anonymous_ids,
+        "event_counts": p.event_counts,
+        "push_tokens": p.push_tokens,
+        "groups": p.groups,
     }
+    return (
+        workspace_id,
+        p.person_id,
+        p.user_id,
+        p.email,
+        p.phone,
+        p.timezone,
+        p.first_seen_ms,
+        p.last_seen_ms,
+        p.orders_count,
+        p.revenue,
+        p.last_order_ms,
+        p.last_seq,
+        orjson.dumps(data).decode(),
+    )
 
 
 def _profile(m: Mapping[str, Any]) -> Profile:
