@@ -78,7 +78,14 @@ class Services:
         consent = ConsentLedger(db)
         people = People(db, events, profiles, consent)
         projector = ProfileProjector(
-            db, events, profiles, flows=flows, clock=clock, consent_ledger=consent, people=people
+            db,
+            events,
+            profiles,
+            flows=flows,
+            clock=clock,
+            consent_ledger=consent,
+            people=people,
+            cache_people=settings.engine_cache_people,
         )
         writer: EventAppender
         if settings.log_writer_socket:  # an HTTP worker of `serve --workers N`

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
         gt=0,
         description="a send decided longer ago than this (replays, new flows over history) is not delivered",
     )
+    engine_cache_people: int = Field(
+        default=100_000,
+        ge=0,
+        description="people the engine keeps in memory between batches (about 3 KB each); 0 turns it off",
+    )
     dispatch_max_attempts: int = Field(
         default=5, ge=1, description="attempts per channel before falling back"
     )

@@ -255,24 +255,25 @@ class Pass:
         self._cohorts: dict[tuple[str, str], dict[str, tuple[int, int, int]]] = {}
         self._conn = conn
         self._profiles: dict[str, Profile] = {}
-        self._load: Callable[[set[str]], dict[str, Profile]] = lambda _: {}
+        self._load: Callable[[set[str]], None] = lambda _: None
         for t in due:
             self._schedule(t, loaded=True)
         self.timer_persons = {t.person_id for t in due}
 
     # loading -----------------------------------------------------------------------------
-    def attach(self, profiles: dict[str, Profile], load: Callable[[set[str]], dict[str, Profile]]) -> None:
-        """The batch's profiles, and how to load one the batch did not (a cohort neighbour)."""
+    def attach(self, profiles: dict[str, Profile], load: Callable[[set[str]], None]) -> None:
+        """The batch's profiles, and how to load people the batch did not (a cohort
+        neighbour): ``load`` adds their profiles there and their state here."""
         self._profiles = profiles
         self._load = load
 
     def _profile(self, pid: str) -> Profile | None:
         if pid not in self._profiles:
-            self._profiles.update(self._load({pid}))
-            self.load_people({pid})
+            self._load({pid})
         return self._profiles.get(pid)
 
     def load_people(self, persons: set[str]) -> None:
+        """Memberships and event history of ``persons``, from the database."""
         self.members.update(self.stage.state.members(self._conn, self.ws, persons))
         for pid, data in self.stage.state.states(self._conn, self.ws, persons).items():
             self.history[pid] = {k: list(v) for k, v in data.get("history", {}).items()}

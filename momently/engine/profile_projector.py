@@ -23,6 +23,7 @@ from momently.domain.profile import LoggedEvent, Profile, apply, merge
 from momently.domain.timestamps import to_millis
 from momently.engine.background import Background, LoopHealth
 from momently.engine.flows import FlowStage, Pass
+from momently.engine.person_cache import PersonCache, WorkspaceCache
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.engine_state import TimerClaimed
@@ -45,8 +46,10 @@ class ErasedMeanwhile(RuntimeError):
 class _Batch:
     """Working state of one batch: what the database knew plus what this batch decided."""
 
+    workspace_id: str
     known: dict[Identity, str]
     profiles: dict[str, Profile]
+    wanted: set[str] = field(default_factory=set)  # people to load next
     links: dict[Identity, str] = field(default_factory=dict)
     merged: dict[str, str] = field(default_factory=dict)
     event_rows: list[tuple[str, int]] = field(default_factory=list)
@@ -65,6 +68,7 @@ class ProfileProjector:
         consent_ledger: ConsentLedger | None = None,
         people: People | None = None,
         batch_size: int = 5000,
+        cache_people: int = 100_000,
     ) -> None:
         self.db = db
         self.log = log_
@@ -75,6 +79,7 @@ class ProfileProjector:
         self.people = people
         self._next_retention_ms = 0
         self.batch_size = batch_size
+        self.cache = PersonCache(cache_people)
         # called after each committed batch with (workspace, cursor): for metrics and benchmarks
         self.on_batch: Callable[[str, int], None] | None = None
         # a failed batch moved no cursor, so the loop can simply try again
@@ -126,10 +131,11 @@ class ProfileProjector:
     def replay(self, workspace_id: str, progress: Callable[[str, int, int], None] | None = None) -> int:
         """Rebuild the workspace's profiles, segments and timers from the first event.
         Enrollments are kept: their keys stop the replay from enrolling anyone twice."""
-        self.store.reset(workspace_id, CONSUMER)
-        if self.flows is not None:
-            with self.db.write() as conn:
+        with self.db.write() as conn:
+            self.store.reset(conn, workspace_id, CONSUMER)  # moves the epoch: caches are stale
+            if self.flows is not None:
                 self.flows.state.reset(conn, workspace_id)
+        self.cache.drop(workspace_id)
         return self.run_until_idle(progress)
 
     # one batch -------------------------------------------------------------------------
@@ -177,9 +183,45 @@ class ProfileProjector:
             screened = self._screen_erased(workspace_id)
             if screened:
                 return screened
+        try:
+            return self._process_batch(workspace_id, timers_only_until=timers_only_until)
+        except BaseException:
+            self.cache.drop(workspace_id)  # the batch may have changed cached objects in place
+            raise
+
+    def _load_people(
+        self, conn: Connection, batch: _Batch, cache: WorkspaceCache, flows: Pass | None
+    ) -> None:
+        """Bring ``batch.wanted`` people into the batch: cached ones handed over, the rest read."""
+        hits, missing = cache.take(batch.wanted - batch.profiles.keys())
+        for pid, person in hits.items():
+            batch.profiles[pid] = person.profile
+        if flows is not None:
+            for pid, person in hits.items():
+                flows.members[pid] = person.members
+                flows.history[pid] = person.history
+        if missing:
+            batch.profiles.update(self.store.load(conn, batch.workspace_id, missing))
+            if flows is not None:
+                flows.load_people(missing)
+
+    def _remember(self, batch: _Batch, cache: WorkspaceCache, flows: Pass | None) -> None:
+        """After a commit the cache kept: the batch's people as they now are."""
+        for loser in batch.merged:
+            cache.forget(loser)
+        for pid, profile in batch.profiles.items():
+            if flows is None:
+                cache.put(pid, profile, {}, {})
+            else:
+                cache.put(pid, profile, flows.members.setdefault(pid, {}), flows.history.setdefault(pid, {}))
+        cache.link(batch.known)
+        cache.trim()
+
+    def _process_batch(self, workspace_id: str, *, timers_only_until: int | None) -> int:
         flows: Pass | None = None
         with self.db.read() as conn:
             cursor = self.store.cursor(conn, CONSUMER, workspace_id)
+            cache = self.cache.open(workspace_id, self.store.epoch(conn, workspace_id))
             if timers_only_until is None:
                 events = self.log.read_in(conn, workspace_id, after_seq=cursor, limit=self.batch_size)
                 if not events:
@@ -194,12 +236,18 @@ class ProfileProjector:
             wanted: set[Identity] = set()
             for ev in events:
                 wanted.update(_identities(ev))
-            known = self.store.lookup_identities(conn, workspace_id, wanted)
-            persons = set(known.values()) | (flows.timer_persons if flows is not None else set())
-            batch = _Batch(known=known, profiles=self.store.load(conn, workspace_id, persons))
+            known, unknown = cache.known(wanted)
+            known.update(self.store.lookup_identities(conn, workspace_id, unknown))
+            batch = _Batch(workspace_id=workspace_id, known=known, profiles={})
+            batch.wanted = set(known.values()) | (flows.timer_persons if flows is not None else set())
+            self._load_people(conn, batch, cache, flows)
             if flows is not None:
-                flows.load_people(persons)
-                flows.attach(batch.profiles, lambda ids: self.store.load(conn, workspace_id, ids))
+
+                def load(persons: set[str]) -> None:
+                    batch.wanted = persons
+                    self._load_people(conn, batch, cache, flows)
+
+                flows.attach(batch.profiles, load)
                 for ev in events:
                     flows.fire_until(ev.time_ms)
                     pid, is_new, losers = self._apply(batch, ev)
@@ -220,6 +268,7 @@ class ProfileProjector:
             # (see store.database); the consent ledger records below are derived from
             # identify events in the log too, and their own cursor moves with them
             with self.db.write(durable=False) as conn:
+                epoch = self.store.bump_epoch(conn, workspace_id)
                 if events:
                     self.store.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=events[-1].seq)
                     # the cursor row is now locked: an erasure that committed meanwhile shows
@@ -241,13 +290,18 @@ class ProfileProjector:
                     state.save(conn, workspace_id, changes)
         except CursorMoved:
             log.info("another projector advanced %s first; skipping this batch", workspace_id)
+            self.cache.drop(workspace_id)
             return 0
         except ErasedMeanwhile:
             log.info("a person in this batch of %s was erased meanwhile; recomputing", workspace_id)
+            self.cache.drop(workspace_id)
             return 0
         except TimerClaimed:
             log.info("another engine fired timers of %s first; recomputing", workspace_id)
+            self.cache.drop(workspace_id)
             return 0
+        if self.cache.committed(workspace_id, cache, epoch=epoch):
+            self._remember(batch, cache, flows)
         if self.on_batch is not None and events:
             self.on_batch(workspace_id, events[-1].seq)
         if flows is not None and flows.changes.derived:

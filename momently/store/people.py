@@ -128,6 +128,7 @@ class People:
         ws = workspace_id
         with self.db.write() as conn:
             self._lock_engine(conn, ws)
+            self.store.bump_epoch(conn, ws)  # an engine's cached copy of this person is stale
             ids = self._identities(conn, ws, person_id)
             if (
                 not ids

@@ -20,6 +20,7 @@ from momently.store.database import Database
 from momently.store.schema import cursors, identities, person_events, profiles, workspaces
 
 _CHUNK = 500  # keeps IN lists under every driver's parameter limit
+EPOCH = "profiles:epoch"  # a cursors row: see bump_epoch
 
 
 class CursorMoved(RuntimeError):
@@ -84,6 +85,10 @@ class ProfileStore:
             PROFILE_COLUMNS,
         )
         event_names = ("workspace_id", "person_id", "seq")
+        bump = self._dialect_insert(cursors).values(consumer=EPOCH, workspace_id=bindparam("ws"), seq=1)
+        self._bump = bump.on_conflict_do_update(
+            index_elements=["consumer", "workspace_id"], set_={"seq": cursors.c.seq + 1}
+        ).returning(cursors.c.seq)
         self._person_events = Bulk(db.engine, insert(person_events).values(binds(event_names)), event_names)
 
     # cursors -------------------------------------------------------------------------
@@ -111,6 +116,16 @@ class ProfileStore:
             if created is not None:
                 return
         raise CursorMoved(f"{consumer} cursor for {workspace_id} moved past {old}")
+
+    def epoch(self, conn: Connection, workspace_id: str) -> int:
+        """How many times the workspace's people's derived state was written (see
+        ``engine.person_cache``): equal epochs mean nobody wrote in between."""
+        return self.cursor(conn, EPOCH, workspace_id)
+
+    def bump_epoch(self, conn: Connection, workspace_id: str) -> int:
+        """Every transaction that writes profiles, identities, memberships or person state
+        calls this, so an engine's cache of them knows it is stale. Returns the new epoch."""
+        return int(conn.execute(self._bump, {"ws": workspace_id}).scalar_one())
 
     def backlog(self, consumer: str) -> list[tuple[str, int, int]]:
         """(workspace, cursor, last_seq) for every workspace."""
@@ -214,14 +229,14 @@ class ProfileStore:
         self._upsert.run(conn, [_row(ws, p) for p in changed])
         self._person_events.run(conn, [(ws, p, s) for p, s in event_rows])
 
-    def reset(self, workspace_id: str, consumer: str) -> None:
+    def reset(self, conn: Connection, workspace_id: str, consumer: str) -> None:
         """Drop everything derived for a workspace, ready for a replay from the start."""
-        with self.db.write() as conn:
-            for table in (profiles, identities, person_events):
-                conn.execute(delete(table).where(table.c.workspace_id == workspace_id))
-            conn.execute(
-                delete(cursors).where(cursors.c.workspace_id == workspace_id, cursors.c.consumer == consumer)
-            )
+        for table in (profiles, identities, person_events):
+            conn.execute(delete(table).where(table.c.workspace_id == workspace_id))
+        conn.execute(
+            delete(cursors).where(cursors.c.workspace_id == workspace_id, cursors.c.consumer == consumer)
+        )
+        self.bump_epoch(conn, workspace_id)
 
 
 PROFILE_COLUMNS = (
