@@ -22,6 +22,7 @@ Compilation validates; evaluation cannot fail.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -157,7 +158,12 @@ class _All(Condition):
         self.deps = _union(parts)
 
     def __call__(self, facts: Facts) -> bool:
-        return all(p(facts) for p in self.parts)
+        # loops, not all()/any() over a generator: these run several times for every event,
+        # and the generator made each call twice as slow (0.38 against 0.17 µs, three parts)
+        for p in self.parts:  # noqa: SIM110
+            if not p(facts):
+                return False
+        return True
 
     def next_change(self, facts: Facts) -> int | None:
         return _earliest(p.next_change(facts) for p in self.parts)
@@ -165,7 +171,10 @@ class _All(Condition):
 
 class _Any(_All):
     def __call__(self, facts: Facts) -> bool:
-        return any(p(facts) for p in self.parts)
+        for p in self.parts:  # noqa: SIM110 (see _All)
+            if p(facts):
+                return True
+        return False
 
 
 class _Not(Condition):
@@ -189,15 +198,22 @@ class _Atom(Condition):
     def __init__(self, get: Getter, tests: list[tuple[Test, Change | None]], deps: Deps) -> None:
         self.get = get
         self.tests = tests
+        self.checks = tuple(test for test, _ in tests if test is not _true)
+        self.changes = tuple(change for _, change in tests if change is not None)
         self.deps = deps
 
     def __call__(self, facts: Facts) -> bool:
         value = self.get(facts)
-        return all(test(value, facts) for test, _ in self.tests)
+        for test in self.checks:  # noqa: SIM110 (see _All)
+            if not test(value, facts):
+                return False
+        return True
 
     def next_change(self, facts: Facts) -> int | None:
+        if not self.changes:
+            return None
         value = self.get(facts)
-        return _earliest(change(value, facts) for _, change in self.tests if change is not None)
+        return _earliest(change(value, facts) for change in self.changes)
 
 
 def _union(parts: Sequence[Condition]) -> Deps:
@@ -333,9 +349,9 @@ def _subject(
     window = _duration(spec["in_last"], (*path, "in_last"))
 
     def count(f: Facts) -> Any:
-        seen = f.history.get(target, ())
-        start = f.now_ms - window
-        return sum(1 for t in seen if start < t <= f.now_ms)
+        seen = f.history.get(target, ())  # ascending
+        now = f.now_ms
+        return bisect_right(seen, now) - bisect_right(seen, now - window)
 
     return count, Deps(events=frozenset([target]), history={target: window}, clock=True)
 
@@ -401,6 +417,11 @@ def _duration(value: object, path: Sequence[str | int]) -> int:
 
 # operators -------------------------------------------------------------------------------
 def _is_number(v: Any) -> bool:
+    kind = type(v)
+    if kind is int:  # the usual cases first: this runs for most comparisons of every event
+        return True
+    if kind is float:
+        return not math.isnan(v)
     return (
         isinstance(v, int | float)
         and not isinstance(v, bool)
@@ -568,9 +589,13 @@ def _operator(op: str, arg: Any, subject: str, path: Sequence[str | int]) -> tup
 
 
 def count_changes(history: Sequence[int], window: int, now_ms: int) -> int | None:
-    """When the oldest event inside ``window`` leaves it: the next time a count can drop."""
-    start = now_ms - window
-    inside = [t for t in history if start < t <= now_ms]
-    future = [t for t in history if t > now_ms]
-    candidates = ([inside[0] + window] if inside else []) + ([future[0]] if future else [])
+    """When the oldest event inside ``window`` leaves it: the next time a count can drop.
+    ``history`` is ascending."""
+    first_inside = bisect_right(history, now_ms - window)
+    first_future = bisect_right(history, now_ms)
+    candidates = []
+    if first_inside < first_future:
+        candidates.append(history[first_inside] + window)
+    if first_future < len(history):
+        candidates.append(history[first_future])
     return min(candidates) if candidates else None

@@ -434,39 +434,62 @@ class Pass:
                         self._arm_date(flow, flow.trigger, pid, profile, t)
         if name is None:
             name = ""
-        for flow in c.on_event.get(name, ()):
-            assert isinstance(flow.trigger, EventTrigger)
-            if flow.trigger.where(self._facts(pid, profile, t, ev.body)):
-                self._occur(flow, pid, profile, f"e{ev.seq}", t, ev.seq, ev.body)
-        for flow in c.absence_then.get(name, ()):
-            trig = flow.trigger
-            assert isinstance(trig, AbsenceTrigger)
-            if trig.then_where(self._facts(pid, profile, t, ev.body)):
-                self._cancel((pid, "absence", flow.id, _key_value(trig.key, ev.body)))
-        for flow in c.absence_first.get(name, ()):
-            trig = flow.trigger
-            assert isinstance(trig, AbsenceTrigger)
-            if trig.first_where(self._facts(pid, profile, t, ev.body)):
-                body = {k: v for k, v in ev.body.items() if k != "integrations"}
-                key = _key_value(trig.key, ev.body)
-                self._schedule(
-                    Timer(t + trig.within_ms, pid, "absence", flow.id, key, {"seq": ev.seq, "event": body})
-                )
+        on_event = c.on_event.get(name, ())
+        then = c.absence_then.get(name, ())
+        first = c.absence_first.get(name, ())
+        cohort = c.cohort.get(name, ())
+        # one set of facts for every filter and audience of this event: nothing below changes
+        # the profile or the memberships they read
+        facts = self._facts(pid, profile, t, ev.body) if on_event or then or first or cohort else None
+        if facts is not None:
+            self._match(ev, pid, profile, facts, on_event, then, first)
         for flow in c.inactivity_named.get(name, ()):
             trig = flow.trigger
             assert isinstance(trig, InactivityTrigger)
             self._schedule(Timer(t + trig.for_ms, pid, "inactivity", flow.id, "", {"seq": ev.seq}))
         if c.inactivity_any:
-            first = c.inactivity_any[0].trigger
-            assert isinstance(first, InactivityTrigger)
+            shortest = c.inactivity_any[0].trigger
+            assert isinstance(shortest, InactivityTrigger)
             self._schedule(
-                Timer(t + first.for_ms, pid, "inactivity", ANY_ACTIVITY, "", {"seq": ev.seq, "t": t})
+                Timer(t + shortest.for_ms, pid, "inactivity", ANY_ACTIVITY, "", {"seq": ev.seq, "t": t})
             )
-        for flow in c.cohort.get(name, ()):
+        if facts is not None:
+            for flow in cohort:
+                trig = flow.trigger
+                assert isinstance(trig, CohortTrigger)
+                if trig.where(facts):
+                    self._cohort(flow, trig, pid, profile, ev, t)
+
+    def _match(
+        self,
+        ev: LoggedEvent,
+        pid: str,
+        profile: Profile,
+        facts: Facts,
+        on_event: Sequence[Flow],
+        then: Sequence[Flow],
+        first: Sequence[Flow],
+    ) -> None:
+        """Event triggers, and absences the event completes or starts."""
+        t = ev.time_ms
+        for flow in on_event:
+            assert isinstance(flow.trigger, EventTrigger)
+            if flow.trigger.where(facts):
+                self._occur(flow, pid, profile, f"e{ev.seq}", t, ev.seq, ev.body, facts=facts)
+        for flow in then:
             trig = flow.trigger
-            assert isinstance(trig, CohortTrigger)
-            if trig.where(self._facts(pid, profile, t, ev.body)):
-                self._cohort(flow, trig, pid, profile, ev, t)
+            assert isinstance(trig, AbsenceTrigger)
+            if trig.then_where(facts):
+                self._cancel((pid, "absence", flow.id, _key_value(trig.key, ev.body)))
+        for flow in first:
+            trig = flow.trigger
+            assert isinstance(trig, AbsenceTrigger)
+            if trig.first_where(facts):
+                body = {k: v for k, v in ev.body.items() if k != "integrations"}
+                key = _key_value(trig.key, ev.body)
+                self._schedule(
+                    Timer(t + trig.within_ms, pid, "absence", flow.id, key, {"seq": ev.seq, "event": body})
+                )
 
     def _remember(self, pid: str, name: str, t: int, window: int) -> None:
         per = self.history.setdefault(pid, {})
@@ -581,8 +604,13 @@ class Pass:
         now: int,
         seq: int | None,
         event: Mapping[str, Any] | None,
+        *,
+        facts: Facts | None = None,
     ) -> None:
-        ok = profile is not None and flow.audience(self._facts(pid, profile, now, event))
+        """``facts``, when given, are the person's at ``now`` with ``event``."""
+        if facts is None and profile is not None:
+            facts = self._facts(pid, profile, now, event)
+        ok = facts is not None and flow.audience(facts)
         self.candidates.append(
             _Candidate(flow, pid, occurrence, flow.trigger.kind, seq, now, ok, flow.id in self.c.paused)
         )

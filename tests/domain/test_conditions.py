@@ -13,6 +13,7 @@ from momently.domain.conditions import (
     ConditionError,
     Facts,
     compile_condition,
+    count_changes,
 )
 from momently.domain.profile import Profile
 
@@ -201,6 +202,26 @@ def test_count_window_changes_only_when_its_timer_says(times: list[int], probes:
     for dt in probes:
         if change is None or NOW + dt < change:
             assert cond(facts(history=history, now=NOW + dt)) is base
+
+
+@given(
+    times=st.lists(st.integers(NOW - 10 * DAY, NOW + DAY), max_size=12),
+    window_days=st.integers(1, 5),
+    now=st.integers(NOW - 5 * DAY, NOW + DAY),
+)
+def test_windowed_count_and_its_next_change_match_a_plain_scan(
+    times: list[int], window_days: int, now: int
+) -> None:
+    """The evaluator bisects the (ascending) history; a scan of every time is the reference."""
+    window = window_days * DAY
+    history = sorted(times)
+    inside = [t for t in history if now - window < t <= now]
+    future = [t for t in history if t > now]
+    flips = ([inside[0] + window] if inside else []) + ([future[0]] if future else [])
+    assert count_changes(history, window, now) == (min(flips) if flips else None)
+    for n in range(len(inside) + 2):
+        cond = compile_condition({"count": "X", "in_last": f"{window_days}d", "gte": n})
+        assert cond(facts(history={"X": history}, now=now)) is (len(inside) >= n)
 
 
 def test_subject_and_operator_lists_are_documented() -> None:
