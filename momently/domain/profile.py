@@ -21,9 +21,10 @@ PAGE_KEY: Final = "$page"
 SCREEN_KEY: Final = "$screen"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every event the engine reads; 0.5 against 1.2 µs
 class LoggedEvent:
-    """An event as read back from the log: its sequence number and normalized body."""
+    """An event as read back from the log: its sequence number and normalized body. Treat
+    it as immutable."""
 
     seq: int
     type: str
