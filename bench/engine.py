@@ -36,7 +36,7 @@ from typing import TypeVar
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.ingest import FreshDatabase
-from momently import catalog
+from momently import catalog, heap
 from momently.clock import ManualClock
 from momently.domain.definitions import load
 from momently.domain.event import BatchDefaults, Event, normalize
@@ -174,6 +174,7 @@ def read_rate(url: str) -> float:
 def engine_rate(url: str, n_events: int) -> tuple[float, int]:
     clock = ManualClock(START + timedelta(days=DAYS))
     s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
+    heap.settle_after_startup()  # as `momently replay` and `worker` do
     try:
         started = time.perf_counter()
         last = [started]
@@ -217,6 +218,7 @@ def fire_timers(url: str, days: int) -> tuple[int, int, float, float]:
     """Jump the clock and fire everything due: (fired, enrollments made, seconds, peak heap MB)."""
     clock = ManualClock(START + timedelta(days=DAYS + days))
     s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
+    heap.settle_after_startup()  # as `momently worker` does
     try:
         enrolled_before = len(s.engine_state.enrollments("w", limit=10_000_000))
         fired = {"n": 0}
@@ -240,6 +242,7 @@ def fire_timers(url: str, days: int) -> tuple[int, int, float, float]:
 def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
     s = Services.build(Settings(database_url=url), migrate=False)  # system clock, live engine
     s.db.start_checkpoints()  # as momently serve and worker do
+    heap.settle_after_startup()  # so do these
     try:
         s.projector.run_until_idle()
         s.writer.start()

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from momently import heap
 from momently.domain import consent
 from momently.domain.credentials import KeyKind
 from momently.domain.profile import document
@@ -327,6 +328,7 @@ def replay(c: _Ctx, workspace_id: str | None) -> None:
         if ws in targets:
             click.echo(f"\r{ws}: {cursor}/{last} events", nl=False, err=True)
 
+    heap.settle_after_startup()  # as in `worker`: see momently.heap
     total = 0
     for ws in targets:
         if s.workspaces.get(ws) is None:
@@ -1095,6 +1097,7 @@ def worker(c: _Ctx, role: str) -> None:
     import threading
 
     s = c.services
+    heap.settle_after_startup()  # the engine's person cache makes a large long-lived heap
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # the API runs elsewhere: its commits (and the engine's, for the dispatcher) wake this one

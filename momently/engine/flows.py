@@ -255,21 +255,23 @@ class Pass:
         self._cohorts: dict[tuple[str, str], dict[str, tuple[int, int, int]]] = {}
         self._conn = conn
         self._profiles: dict[str, Profile] = {}
-        self._load: Callable[[set[str]], None] = lambda _: None
+        self._load: Callable[[Pass, set[str]], None] = lambda _pass, _people: None
         for t in due:
             self._schedule(t, loaded=True)
         self.timer_persons = {t.person_id for t in due}
 
     # loading -----------------------------------------------------------------------------
-    def attach(self, profiles: dict[str, Profile], load: Callable[[set[str]], None]) -> None:
+    def attach(self, profiles: dict[str, Profile], load: Callable[[Pass, set[str]], None]) -> None:
         """The batch's profiles, and how to load people the batch did not (a cohort
-        neighbour): ``load`` adds their profiles there and their state here."""
+        neighbour): ``load(this pass, people)`` adds their profiles there and their state
+        here. The pass is an argument, not captured, so a batch is no reference cycle and
+        its objects are freed as soon as it is done, without the cyclic garbage collector."""
         self._profiles = profiles
         self._load = load
 
     def _profile(self, pid: str) -> Profile | None:
         if pid not in self._profiles:
-            self._load({pid})
+            self._load(self, {pid})
         return self._profiles.get(pid)
 
     def load_people(self, persons: set[str]) -> None:

@@ -243,7 +243,7 @@ class ProfileProjector:
             self._load_people(conn, batch, cache, flows)
             if flows is not None:
 
-                def load(persons: set[str]) -> None:
+                def load(flows: Pass, persons: set[str]) -> None:
                     batch.wanted = persons
                     self._load_people(conn, batch, cache, flows)
 
