@@ -174,7 +174,8 @@ def read_rate(url: str) -> float:
 def engine_rate(url: str, n_events: int) -> tuple[float, int]:
     clock = ManualClock(START + timedelta(days=DAYS))
     s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
-    heap.settle_after_startup()  # as `momently replay` and `worker` do
+    s.db.start_checkpoints()  # as `momently worker` and `replay` do
+    heap.settle_after_startup()
     try:
         started = time.perf_counter()
         last = [started]
@@ -218,7 +219,8 @@ def fire_timers(url: str, days: int) -> tuple[int, int, float, float]:
     """Jump the clock and fire everything due: (fired, enrollments made, seconds, peak heap MB)."""
     clock = ManualClock(START + timedelta(days=DAYS + days))
     s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
-    heap.settle_after_startup()  # as `momently worker` does
+    s.db.start_checkpoints()  # as `momently worker` does
+    heap.settle_after_startup()
     try:
         enrolled_before = len(s.engine_state.enrollments("w", limit=10_000_000))
         fired = {"n": 0}

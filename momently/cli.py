@@ -328,7 +328,8 @@ def replay(c: _Ctx, workspace_id: str | None) -> None:
         if ws in targets:
             click.echo(f"\r{ws}: {cursor}/{last} events", nl=False, err=True)
 
-    heap.settle_after_startup()  # as in `worker`: see momently.heap
+    s.db.start_checkpoints()  # as in `worker`: off the engine's commits
+    heap.settle_after_startup()  # see momently.heap
     total = 0
     for ws in targets:
         if s.workspaces.get(ws) is None:
