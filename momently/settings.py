@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     engine_cache_people: int = Field(
         default=100_000,
         ge=0,
-        description="people the engine keeps in memory between batches (about 3 KB each); 0 turns it off",
+        description="people the engine keeps in memory between batches (about 4 KB each); 0 turns it off",
     )
     dispatch_max_attempts: int = Field(
         default=5, ge=1, description="attempts per channel before falling back"

@@ -17,7 +17,7 @@ from momently.engine.flows import Pass
 from momently.engine.profile_projector import _Batch
 from momently.services import Services
 from momently.store.engine_state import Enrollment, Timer
-from tests.engine.test_person_cache import BUYERS
+from tests.engine.test_flow_idempotency import FLOWS
 from tests.engine.test_profile_projector import STORY, append
 
 ENGINE_TYPES = (Pass, _Batch, LoggedEvent, Timer, Enrollment)
@@ -39,7 +39,7 @@ def test_an_engine_batch_is_freed_without_the_cycle_collector(
 ) -> None:
     s = services
     s.workspaces.create("w", name=None, now=s.clock.now())
-    docs, problems = load(BUYERS, "buyers.yaml")
+    docs, problems = load(FLOWS, "flows.yaml")
     assert not problems
     catalog.apply(s, "w", catalog.Loaded(docs, []))
     append(s, [*STORY, {"type": "track", "userId": "ada", "event": "Order Completed"}])

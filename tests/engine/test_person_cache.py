@@ -15,6 +15,7 @@ from momently.domain.definitions import load
 from momently.domain.timestamps import to_millis
 from momently.engine.profile_projector import ProfileProjector
 from momently.services import Services
+from tests.engine.test_flow_idempotency import FLOWS
 from tests.engine.test_profile_projector import STORY, append, profiles_of
 
 
@@ -102,21 +103,10 @@ def test_another_process_starting_a_replay_makes_the_cache_stale(services: Servi
     assert profiles_of(s) == before
 
 
-BUYERS = """
-kind: segment
-id: buyers
-rule: {count: Order Completed, in_last: 3h, gte: 1}
----
-id: buyer-welcome
-trigger: {segment: {id: buyers}}
-reentry: every_time
-"""
-
-
 def test_a_failed_batch_leaves_nothing_of_itself_in_the_cache(services: Services) -> None:
     s = services
     s.workspaces.create("w", name=None, now=s.clock.now())
-    docs, problems = load(BUYERS, "buyers.yaml")
+    docs, problems = load(FLOWS, "flows.yaml")  # a segment and a flow on entering it
     assert not problems
     catalog.apply(s, "w", catalog.Loaded(docs, []))
     append(s, [{"type": "track", "userId": "ann", "event": "App Opened"}])
