@@ -268,12 +268,14 @@ class ProfileProjector:
             # (see store.database); the consent ledger records below are derived from
             # identify events in the log too, and their own cursor moves with them
             with self.db.write(durable=False) as conn:
-                epoch = self.store.bump_epoch(conn, workspace_id)
                 if events:
                     self.store.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=events[-1].seq)
                     # the cursor row is now locked: an erasure that committed meanwhile shows
                     if self.people is not None and self.people.tombstones(conn, workspace_id) & wanted:
                         raise ErasedMeanwhile(workspace_id)
+                # after the cursor, as erasure does: on PostgreSQL both rows are locked until
+                # commit, and taking them in the other order could deadlock with an erasure
+                epoch = self.store.bump_epoch(conn, workspace_id)
                 self.store.save(
                     conn,
                     workspace_id,

@@ -4,11 +4,14 @@ SQLite and PostgreSQL, and that its size never changes a result."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 
 from momently import catalog
 from momently.domain.definitions import load
@@ -129,3 +132,32 @@ def test_a_failed_batch_leaves_nothing_of_itself_in_the_cache(services: Services
     assert [p for p, _ in s.engine_state.segment_members("w", "buyers", limit=10)] == [
         s.profiles.person_for("w", ("user", "ann"))
     ]
+
+
+def test_an_engine_batch_takes_the_cursor_row_before_the_epoch_row(
+    database_url: str, services: Services
+) -> None:
+    """Erasure locks the cursor row, then moves the epoch; on PostgreSQL both row locks are
+    held to commit, so an engine batch must take them in the same order or the two deadlock.
+    Holding the cursor row as an erasure does, the epoch row must stay free while a batch
+    waits."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL only (a SQLite write transaction is exclusive)")
+    s = services
+    s.workspaces.create("w", name=None, now=s.clock.now())
+    append(s, [{"type": "identify", "userId": "ada", "traits": {"n": 1}}])
+    s.projector.run_until_idle()
+    append(s, [{"type": "track", "userId": "ada", "event": "Tick"}])
+    with s.db.engine.connect() as eraser:
+        tx = eraser.begin()
+        eraser.execute(
+            text("SELECT seq FROM cursors WHERE consumer = 'profiles' AND workspace_id = 'w' FOR UPDATE")
+        )
+        batch = threading.Thread(target=s.projector.run_until_idle)
+        batch.start()
+        time.sleep(0.5)  # the batch is now waiting for the cursor row
+        eraser.execute(text("SET LOCAL lock_timeout = '2s'"))
+        s.profiles.bump_epoch(eraser, "w")  # raises if the waiting batch holds the epoch row
+        tx.commit()
+    batch.join()
+    assert profiles_of(s)["ada"]["eventCounts"] == {"Tick": 1}
