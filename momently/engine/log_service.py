@@ -288,7 +288,13 @@ class RemoteLogWriter(EventAppender):
                 self._disconnect(WriterUnavailable(f"the log writer at {self.path} is unreachable: {exc}"))
 
     def _connected(self) -> socket.socket:
-        if self._sock is None:
+        """The connection to send on. The one just opened is returned even if its receiving
+        thread has already found it lost and forgotten it (a writer dying as it accepts):
+        sending on it then fails with an OSError like any lost connection. Returning
+        ``self._sock`` there returned None and ended the sending thread, after which every
+        request of this worker waited forever."""
+        sock = self._sock
+        if sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self.connect_timeout)
             try:
@@ -301,7 +307,7 @@ class RemoteLogWriter(EventAppender):
             threading.Thread(
                 target=self._receive_loop, args=(sock,), name="momently-log-client-recv", daemon=True
             ).start()
-        return self._sock
+        return sock
 
     def _receive_loop(self, sock: socket.socket) -> None:
         try:

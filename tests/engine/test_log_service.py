@@ -3,12 +3,15 @@ a real ``LogWriter`` on each database behind a real socket, the worker-side clie
 
 from __future__ import annotations
 
+import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from momently.engine import log_service
 from momently.engine.log_service import (
     LogService,
     RemoteLogWriter,
@@ -101,3 +104,43 @@ def test_worker_fails_fast_while_the_writer_is_down_and_reconnects_when_it_is_ba
     finally:
         replacement.stop()
     assert [e.body["messageId"] for e in s.events.read("w", after_seq=0, limit=10)] == ["before", "after"]
+
+
+class _InlineThread:
+    """Runs its target when started: puts the receiving side of a new connection ahead of
+    the sending side, the order a writer that dies right after accepting can produce."""
+
+    def __init__(self, target: Callable[..., None], args: tuple[object, ...] = (), **_: object) -> None:
+        self._run = lambda: target(*args)
+
+    def start(self) -> None:
+        self._run()
+
+
+def test_a_connection_lost_as_it_opens_fails_its_requests_and_the_next_ones(
+    services: Services, socket_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen()
+
+    def accept_and_drop() -> None:  # a writer that dies as each worker connects
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=accept_and_drop, daemon=True).start()
+    client = RemoteLogWriter(socket_path, connect_timeout=1.0)
+    client.start()
+    monkeypatch.setattr(log_service.threading, "Thread", _InlineThread)
+    try:
+        for message_id in ("first", "second"):  # the sending thread survives the first
+            with pytest.raises(WriterUnavailable):
+                client.submit("w", [make(services, message_id)]).result(timeout=5)
+    finally:
+        monkeypatch.undo()
+        client.stop()
+        listener.close()
