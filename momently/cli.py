@@ -127,6 +127,7 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
         os.environ["MOMENTLY_LOG_WRITER_SOCKET"] = socket_path
         if st.run_engine:  # here, in the supervisor; the writer's commits wake it
             c.services.start_engine(watch_commits=True)
+            heap.settle_after_startup()  # as in `worker`: the engine's person cache
         else:
             c.services.db.start_checkpoints()
         # each worker listens on a socket of its own, so connections spread over them

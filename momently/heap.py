@@ -11,7 +11,8 @@ young threshold makes collections rarer; nearly all request garbage is freed by 
 counting anyway, only cycles wait for the rarer collections. Measured in docs/benchmarks.md
 (ingest, 2026-12-01).
 
-The engine (``momently worker`` and ``replay``; ``serve`` already settles) needs it more: its
+The engine (``momently worker``, ``replay`` and the ``serve --workers N`` supervisor that runs
+it; one-process ``serve`` already settles) needs it more: its
 person cache (``engine.person_cache``) holds millions of objects, and every full collection
 walked them all. On the 1M-event benchmark, full collections took 15 of 120 seconds; settled,
 the collector took 5 seconds in all, 4,452 -> 4,941 events/s. This is safe only because an

@@ -198,7 +198,6 @@ Change = Callable[[Any, Facts], int | None]
 class _Atom(Condition):
     def __init__(self, get: Getter, tests: list[tuple[Test, Change | None]], deps: Deps) -> None:
         self.get = get
-        self.tests = tests
         self.checks = tuple(test for test, _ in tests if test is not _true)
         self.changes = tuple(change for _, change in tests if change is not None)
         self.deps = deps

@@ -49,7 +49,6 @@ class _Batch:
     workspace_id: str
     known: dict[Identity, str]
     profiles: dict[str, Profile]
-    wanted: set[str] = field(default_factory=set)  # people to load next
     links: dict[Identity, str] = field(default_factory=dict)
     merged: dict[str, str] = field(default_factory=dict)
     event_rows: list[tuple[str, int]] = field(default_factory=list)
@@ -190,10 +189,10 @@ class ProfileProjector:
             raise
 
     def _load_people(
-        self, conn: Connection, batch: _Batch, cache: WorkspaceCache, flows: Pass | None
+        self, conn: Connection, batch: _Batch, cache: WorkspaceCache, flows: Pass | None, people: set[str]
     ) -> None:
-        """Bring ``batch.wanted`` people into the batch: cached ones handed over, the rest read."""
-        hits, missing = cache.take(batch.wanted - batch.profiles.keys())
+        """Bring ``people`` into the batch: cached ones handed over, the rest read."""
+        hits, missing = cache.take(people - batch.profiles.keys())
         for pid, person in hits.items():
             batch.profiles[pid] = person.profile
         if flows is not None:
@@ -205,7 +204,7 @@ class ProfileProjector:
             if flows is not None:
                 flows.load_people(missing)
 
-    def _remember(self, batch: _Batch, cache: WorkspaceCache, flows: Pass | None) -> None:
+    def _keep_in_cache(self, batch: _Batch, cache: WorkspaceCache, flows: Pass | None) -> None:
         """After a commit the cache kept: the batch's people as they now are."""
         for loser in batch.merged:
             cache.forget(loser)
@@ -239,13 +238,12 @@ class ProfileProjector:
             known, unknown = cache.known(wanted)
             known.update(self.store.lookup_identities(conn, workspace_id, unknown))
             batch = _Batch(workspace_id=workspace_id, known=known, profiles={})
-            batch.wanted = set(known.values()) | (flows.timer_persons if flows is not None else set())
-            self._load_people(conn, batch, cache, flows)
+            people = set(known.values()) | (flows.timer_persons if flows is not None else set())
+            self._load_people(conn, batch, cache, flows, people)
             if flows is not None:
 
-                def load(flows: Pass, persons: set[str]) -> None:
-                    batch.wanted = persons
-                    self._load_people(conn, batch, cache, flows)
+                def load(into: Pass, persons: set[str]) -> None:
+                    self._load_people(conn, batch, cache, into, persons)
 
                 flows.attach(batch.profiles, load)
                 for ev in events:
@@ -303,7 +301,7 @@ class ProfileProjector:
             self.cache.drop(workspace_id)
             return 0
         if self.cache.committed(workspace_id, cache, epoch=epoch):
-            self._remember(batch, cache, flows)
+            self._keep_in_cache(batch, cache, flows)
         if self.on_batch is not None and events:
             self.on_batch(workspace_id, events[-1].seq)
         if flows is not None and flows.changes.derived:
