@@ -10,7 +10,9 @@ of reading the same log; event-to-decision latency at a steady rate; 1M pending 
 2. Baseline: the same log read back in 2,000-event batches and decoded (what the engine must
    do at least), in events/s.
 3. Engine: the whole log processed by the engine (``run_until_idle``) on virtual time at the
-   end of the 30 days: events/s, and the ratio to the baseline.
+   end of the 30 days: events/s, and the ratio to the baseline. Also the part of that time
+   SQLite spent executing the batches' row writes and committing them (``StorageTime``): the
+   rate those writes alone would allow, a ceiling for any engine that stores the same rows.
 4. Timers: 10 yearly date flows are applied, which plans one timer per person each (1M with
    100k people) on top of those already pending; then the clock jumps a year and the engine
    fires them all (each date timer enrolls and re-plans the next year): timers/s, peak memory.
@@ -27,11 +29,13 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
+
+from sqlalchemy import Connection
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,6 +47,8 @@ from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import format_timestamp
 from momently.services import Services
 from momently.settings import Settings
+from momently.store.bulk import Bulk
+from momently.store.database import Database
 from momently.store.engine_state import Changes
 
 T = TypeVar("T")
@@ -171,7 +177,48 @@ def read_rate(url: str) -> float:
         s.close()
 
 
-def engine_rate(url: str, n_events: int) -> tuple[float, int]:
+class StorageTime:
+    """Seconds SQLite spends executing the engine's batch row writes (every ``Bulk``
+    statement: profiles, person events, timers, memberships, person state, enrollments,
+    outbox rows, emitted ids) and committing: what storing a batch costs whatever the Python
+    around it, so ``events / seconds`` is the most any engine writing these rows could do.
+    Reads and the few statements outside ``Bulk`` are not counted, so it is an upper bound."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.seconds = 0.0
+
+    def __enter__(self) -> StorageTime:
+        run, dialect = Bulk.run, self.db.engine.dialect
+        commit = dialect.do_commit
+
+        def timed_run(bulk: Bulk, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
+            t = time.perf_counter()
+            try:
+                run(bulk, conn, rows)
+            finally:
+                self.seconds += time.perf_counter() - t
+
+        def timed_commit(dbapi_connection: object) -> None:
+            t = time.perf_counter()
+            try:
+                commit(dbapi_connection)
+            finally:
+                self.seconds += time.perf_counter() - t
+
+        self._restore = (run, dialect, commit)
+        Bulk.run = timed_run  # type: ignore[method-assign]
+        dialect.do_commit = timed_commit  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        run, dialect, commit = self._restore
+        Bulk.run = run  # type: ignore[method-assign]
+        dialect.do_commit = commit  # type: ignore[method-assign]
+
+
+def engine_rate(url: str, n_events: int) -> tuple[float, int, float]:
+    """(events/s, timers pending after, seconds of it SQLite spent writing and committing)."""
     clock = ManualClock(START + timedelta(days=DAYS))
     s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
     s.db.start_checkpoints()  # as `momently worker` and `replay` do
@@ -186,9 +233,10 @@ def engine_rate(url: str, n_events: int) -> tuple[float, int]:
                 last[0] = now
                 print(f"  engine {cursor}/{total} events, {cursor / (now - started):,.0f}/s", flush=True)
 
-        s.projector.run_until_idle(progress)
+        with StorageTime(s.db) as storage:
+            s.projector.run_until_idle(progress)
         elapsed = time.perf_counter() - started
-        return n_events / elapsed, s.engine_state.pending_timers("w")
+        return n_events / elapsed, s.engine_state.pending_timers("w"), storage.seconds
     finally:
         s.close()
 
@@ -366,8 +414,14 @@ def main() -> None:
         )
         baseline = isolated(read_rate, url)
         print(f"baseline: read and decode the log      {baseline:12,.0f} events/s", flush=True)
-        rate, pending = isolated(engine_rate, url, args.events)
+        rate, pending, stored = isolated(engine_rate, url, args.events)
         print(f"engine: profiles + segments + flows    {rate:12,.0f} events/s  (ratio {rate / baseline:.2f})")
+        print(
+            f"  of which SQLite writing and committing {stored:.0f}s = "
+            f"{stored * 1e6 / args.events:.0f} µs/event: those rows alone allow at most "
+            f"{args.events / stored:,.0f} events/s",
+            flush=True,
+        )
         print(f"pending timers after the run           {pending:12,}", flush=True)
         pending, secs, rss = isolated(plan_million, url, args.date_flows)
         print(

@@ -30,7 +30,7 @@ def build(path: Path, events: int, people: int) -> None:
     started = time.perf_counter()
     url = f"sqlite:///{path}"
     setup(url, generate(events, people))
-    rate, _ = isolated(engine_rate, url, events)
+    rate, _, _ = isolated(engine_rate, url, events)
     print(f"built {path} ({events:,} events, engine {rate:,.0f}/s) in {time.perf_counter() - started:.0f}s")
 
 
