@@ -17,8 +17,9 @@ of reading the same log; event-to-decision latency at a steady rate; 1M pending 
    100k people) on top of those already pending; then the clock jumps a year and the engine
    fires them all (each date timer enrolls and re-plans the next year): timers/s, peak memory.
 5. Latency: the engine thread running live while a writer appends at a steady ``--rate``
-   events/s for ``--seconds``; latency is commit of the event to commit of the engine batch
-   that decided it (the cursor moves in the same transaction), p50/p99.
+   events/s for ``--seconds``, after 2 seconds of the same load reported apart (warm-up);
+   latency is commit of the event to commit of the engine batch that decided it (the cursor
+   moves in the same transaction), p50/p99.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from momently.store.engine_state import Changes
 T = TypeVar("T")
 START = datetime(2026, 10, 1, tzinfo=UTC)
 DAYS = 30
+WARMUP = 2.0  # seconds of live load before the latency phase counts
 NAMES = [f"Event {i:02d}" for i in range(22)] + [
     "Product Viewed",
     "Product Added",
@@ -289,7 +291,11 @@ def fire_timers(url: str, days: int) -> tuple[int, int, float, float]:
         s.close()
 
 
-def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
+def latency(url: str, rate: int, seconds: float, warmup: float = WARMUP) -> tuple[float, float, int, float]:
+    """(p50, p99, events counted, p99 of the warm-up): the first ``warmup`` seconds of the
+    load are reported apart. A just-started engine meets people, pages and compiled flows for
+    the first time there (its worst latencies, in traces of this phase, all fell in its first
+    half second), which is not the steady rate the figure is about."""
     s = Services.build(Settings(database_url=url), migrate=False)  # system clock, live engine
     s.db.start_checkpoints()  # as momently serve and worker do
     heap.settle_after_startup()  # so do these
@@ -304,7 +310,7 @@ def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
         per_tick = max(1, rate // 100)
         started = time.perf_counter()
         i = 0
-        while time.perf_counter() - started < seconds:
+        while time.perf_counter() - started < warmup + seconds:
             tick = started + i * per_tick / rate
             delay = tick - time.perf_counter()
             if delay > 0:
@@ -328,14 +334,17 @@ def latency(url: str, rate: int, seconds: float) -> tuple[float, float, int]:
             i += 1
         time.sleep(1.0)
         lat: list[float] = []
+        warm: list[float] = []
         j = 0
         for at, seq in committed:
             while j < len(seen) and (seen[j][1] < seq or seen[j][0] < at):
                 j += 1
             if j < len(seen):
-                lat.append((seen[j][0] - at) * 1000)
+                (warm if at - started < warmup else lat).append((seen[j][0] - at) * 1000)
         lat.sort()
-        return statistics.median(lat), lat[int(len(lat) * 0.99)], len(lat)
+        warm.sort()
+        warm_p99 = warm[int(len(warm) * 0.99)] if warm else 0.0
+        return statistics.median(lat), lat[int(len(lat) * 0.99)], len(lat), warm_p99
     finally:
         s.close()
 
@@ -435,10 +444,10 @@ def main() -> None:
             f"{enrolled:,} enrollments, peak heap {rss:,.0f} MB",
             flush=True,
         )
-        p50, p99, n = isolated(latency, url, args.rate, args.seconds)
+        p50, p99, n, warm_p99 = isolated(latency, url, args.rate, args.seconds)
         print(
-            f"latency at {args.rate}/s for {args.seconds:.0f}s ({n:,} events): "
-            f"event-to-decision p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+            f"latency at {args.rate}/s for {args.seconds:.0f}s ({n:,} events, after {WARMUP:.0f}s of "
+            f"warm-up whose p99 was {warm_p99:.1f} ms): event-to-decision p50 {p50:.1f} ms, p99 {p99:.1f} ms"
         )
     finally:
         fresh.cleanup()
