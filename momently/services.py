@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,6 +35,8 @@ from momently.store.profiles import ProfileStore
 from momently.store.push import PushSubscriptions
 from momently.store.workspaces import Workspaces
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Services:
@@ -65,6 +68,8 @@ class Services:
         db = Database(settings.database_url)
         if migrate:
             db.migrate()
+            for warning in db.maintenance_warnings():
+                log.warning(warning)
         events = EventLog(db)
         profiles = ProfileStore(db)
         definitions = Definitions(db)
