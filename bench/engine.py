@@ -13,8 +13,9 @@ of reading the same log; event-to-decision latency at a steady rate; 1M pending 
    do at least), in events/s.
 3. Engine: the whole log processed by the engine (``run_until_idle``) on virtual time at the
    end of the 30 days: events/s, and the ratio to the baseline. Also the part of that time
-   SQLite spent executing the batches' row writes and committing them (``StorageTime``): the
-   rate those writes alone would allow, a ceiling for any engine that stores the same rows.
+   the database spent executing the batches' row writes and committing them
+   (``StorageTime``): the rate those writes alone would allow, a ceiling for any engine that
+   stores the same rows.
 4. Timers: 10 yearly date flows are applied, which plans one timer per person each (1M with
    100k people) on top of those already pending; then the clock jumps a year and the engine
    fires them all (each date timer enrolls and re-plans the next year): timers/s, peak memory.
@@ -224,7 +225,7 @@ class StorageTime:
 
 
 def engine_rate(url: str, n_events: int) -> tuple[float, int, float]:
-    """(events/s, timers pending after, seconds of it SQLite spent writing and committing)."""
+    """(events/s, timers pending after, seconds of it the database spent writing and committing)."""
     clock = ManualClock(START + timedelta(days=DAYS))
     s = Services.build(Settings(database_url=url, run_engine=False), clock=clock, migrate=False)
     s.db.start_checkpoints()  # as `momently worker` and `replay` do
