@@ -120,7 +120,10 @@ class Services:
         email: EmailChannel | None = None
         if settings.smtp_url:
             email = EmailChannel(
-                settings.smtp_url, settings.email_from, timeout=settings.smtp_timeout_seconds
+                settings.smtp_url,
+                settings.email_from,
+                timeout=settings.smtp_timeout_seconds,
+                require_tls=settings.smtp_require_tls,
             )
             channels["email"] = email
         base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")

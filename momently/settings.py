@@ -71,7 +71,13 @@ class Settings(BaseSettings):
     )
     smtp_url: str | None = Field(
         default=None,
-        description="email channel: smtp://USER:PASS@HOST:587 (STARTTLS when offered) or smtps://HOST:465",
+        description="email channel: smtp://USER:PASS@HOST:587 (STARTTLS required), smtps://HOST:465, "
+        "or smtp+insecure://HOST:25 (plain text, local test servers only)",
+    )
+    smtp_require_tls: bool = Field(
+        default=True,
+        description="refuse to log in or send over smtp:// unless the server upgrades with STARTTLS; "
+        "false only for local test servers",
     )
     email_from: str = Field(default="Momently <no-reply@localhost>", description="From: of emails")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
