@@ -10,11 +10,13 @@ from pathlib import Path
 from momently.channels.base import Channel
 from momently.channels.console import ConsoleChannel
 from momently.channels.email import EmailChannel
+from momently.channels.guarded_http import GuardedHttp
 from momently.channels.in_app import InAppChannel
 from momently.channels.sms import SmsChannel
 from momently.channels.webhook import WebhookChannel
 from momently.channels.webpush import WebPushChannel
 from momently.clock import Clock, SystemClock
+from momently.domain.addresses import AddressPolicy
 from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
 from momently.engine.flows import FlowStage
 from momently.engine.log_service import RemoteLogWriter
@@ -54,6 +56,7 @@ class Services:
     dispatcher: Dispatcher
     webhook: WebhookChannel
     push: PushSubscriptions
+    push_http: GuardedHttp
     consent: ConsentLedger
     inbox: Inbox
     guardrails: GuardrailPolicies
@@ -104,12 +107,13 @@ class Services:
                 on_commit=projector.wake,
             )
         outbox = Outbox(db)
-        webhook = WebhookChannel(
-            settings.webhook_url,
-            settings.webhook_secret,
-            timeout=settings.webhook_timeout_seconds,
-            allow_private=settings.allow_private_webhooks,
+        webhook_http = GuardedHttp(
+            AddressPolicy.of(settings.webhook_networks()), timeout=settings.webhook_timeout_seconds
         )
+        push_http = GuardedHttp(
+            AddressPolicy.of(settings.push_allow_networks), timeout=5.0, hosts=settings.push_hosts
+        )
+        webhook = WebhookChannel(settings.webhook_url, settings.webhook_secret, http=webhook_http)
         channels: dict[str, Channel] = {
             "console": ConsoleChannel(Path(settings.console_path) if settings.console_path else None)
         }
@@ -140,7 +144,9 @@ class Services:
             channels["sms"] = sms
         push = PushSubscriptions(db)
         if settings.vapid_private_key:
-            channels["push"] = WebPushChannel(push, settings.vapid_private_key, settings.vapid_subject)
+            channels["push"] = WebPushChannel(
+                push, settings.vapid_private_key, settings.vapid_subject, http=push_http
+            )
         workspaces = Workspaces(db)
         guardrails = GuardrailPolicies(db)
         dispatcher = Dispatcher(
@@ -178,6 +184,7 @@ class Services:
             dispatcher,
             webhook,
             push,
+            push_http,
             consent,
             inbox,
             guardrails,
@@ -218,7 +225,8 @@ class Services:
         self.dispatcher.stop()
         self.projector.stop()
         self.writer.stop()
-        self.webhook.close()
+        self.webhook.http.close()
+        self.push_http.close()
         if self.email is not None:
             self.email.close()
         if self.sms is not None:

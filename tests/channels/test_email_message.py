@@ -43,7 +43,9 @@ def test_message_ids_are_unique_at_the_from_domain() -> None:
         ("smtp+insecure://127.0.0.1:2525", True, False, None),
     ],
 )
-def test_tls_is_required_unless_opted_out(url: str, require_tls: bool, use_tls: bool, start_tls: bool) -> None:
+def test_tls_is_required_unless_opted_out(
+    url: str, require_tls: bool, use_tls: bool, start_tls: bool
+) -> None:
     got = parse_smtp_url(url, require_tls=require_tls)
     assert (got["use_tls"], got["start_tls"]) == (use_tls, start_tls)
 
