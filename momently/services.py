@@ -12,6 +12,7 @@ from momently.channels.console import ConsoleChannel
 from momently.channels.email import EmailChannel
 from momently.channels.guarded_http import GuardedHttp
 from momently.channels.in_app import InAppChannel
+from momently.channels.registry import ChannelFactory, ChannelRegistry
 from momently.channels.sms import SmsChannel
 from momently.channels.webhook import WebhookChannel
 from momently.channels.webpush import WebPushChannel
@@ -23,6 +24,7 @@ from momently.engine.log_service import RemoteLogWriter
 from momently.engine.log_writer import EventAppender, LogWriter
 from momently.engine.profile_projector import ProfileProjector
 from momently.settings import Settings
+from momently.store.channel_config import ChannelConfigs, SecretBox
 from momently.store.commit_watch import CommitWatcher
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
@@ -57,6 +59,8 @@ class Services:
     webhook: WebhookChannel
     push: PushSubscriptions
     push_http: GuardedHttp
+    channel_configs: ChannelConfigs
+    channels: ChannelRegistry
     consent: ConsentLedger
     inbox: Inbox
     guardrails: GuardrailPolicies
@@ -147,6 +151,22 @@ class Services:
             channels["push"] = WebPushChannel(
                 push, settings.vapid_private_key, settings.vapid_subject, http=push_http
             )
+        channel_configs = ChannelConfigs(db, SecretBox(settings.secrets_key))
+        registry = ChannelRegistry(
+            channels,
+            channel_configs,
+            ChannelFactory(
+                webhook_http=webhook_http,
+                push_http=push_http,
+                push=push,
+                status_callback=base_url + "/v1/sms/{workspace}/status",
+                smtp_timeout=settings.smtp_timeout_seconds,
+                smtp_require_tls=settings.smtp_require_tls,
+                sms_timeout=settings.sms_timeout_seconds,
+                sms_base_url=settings.sms_base_url,
+            ),
+            ttl_seconds=settings.channel_cache_seconds,
+        )
         workspaces = Workspaces(db)
         guardrails = GuardrailPolicies(db)
         dispatcher = Dispatcher(
@@ -155,7 +175,7 @@ class Services:
             events,
             profiles,
             definitions,
-            channels,
+            registry,
             clock,
             links=ActionLinks(base_url, workspaces),
             consent_ledger=consent,
@@ -185,6 +205,8 @@ class Services:
             webhook,
             push,
             push_http,
+            channel_configs,
+            registry,
             consent,
             inbox,
             guardrails,
@@ -225,6 +247,7 @@ class Services:
         self.dispatcher.stop()
         self.projector.stop()
         self.writer.stop()
+        self.channels.close()
         self.webhook.http.close()
         self.push_http.close()
         if self.email is not None:

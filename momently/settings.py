@@ -62,6 +62,17 @@ class Settings(BaseSettings):
         description="Standard Webhooks signing secret, whsec_<base64>; required for the webhook channel",
     )
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    secrets_key: str | None = Field(
+        default=None,
+        description="Fernet key that encrypts workspaces' channel secrets in the database; "
+        "`momently channels key` makes one",
+    )
+    channel_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="how long a workspace's channels are kept built; another process's change "
+        "to a channel configuration is used within this",
+    )
     webhook_allow_networks: list[str] = Field(
         default_factory=list,
         description='networks webhooks may reach besides public addresses, JSON: ["10.0.0.0/8"]',
