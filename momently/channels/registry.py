@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from momently.channels.base import Channel
 from momently.channels.email import EmailChannel
@@ -166,6 +167,7 @@ class ChannelRegistry:
         instance = instance_name(channel, name)
         existing = configs.get(workspace_id, channel, instance)
         settings, secrets = split(channel, merged(existing, values))
+        self._check_provider_host(channel, settings, secrets)
         if channel == "sms":
             for number in settings["numbers"]:
                 owner = configs.workspace_for_number(number)
@@ -175,6 +177,32 @@ class ChannelRegistry:
         configs.put(config, now_ms=now_ms)
         self.invalidate(workspace_id)
         return shown(config)
+
+    def _check_provider_host(
+        self, channel: str, settings: Mapping[str, Any], secrets: Mapping[str, str]
+    ) -> None:
+        """A workspace's SMS API or SMTP server must be on an address webhooks may reach: a
+        workspace admin must not point the server at the inside of its network."""
+        url = settings.get("base_url") if channel == "sms" else secrets.get("smtp_url")
+        if not url or self.factory is None:
+            return
+        parts = urlsplit(url)
+        try:
+            port = parts.port or 443
+        except ValueError:
+            raise ConfigError(f"the {channel} server URL has a bad port") from None
+        if not parts.hostname:
+            raise ConfigError(f"the {channel} server URL has no host")
+        http = self.factory.webhook_http
+        try:
+            addresses = list(http.resolver(parts.hostname, port))
+        except (OSError, UnicodeError):
+            raise ConfigError(f"the {channel} server {parts.hostname!r} does not resolve") from None
+        if http.policy.refused(addresses) is not None:
+            raise ConfigError(
+                f"the {channel} server {parts.hostname!r} is not on a public address "
+                "(MOMENTLY_WEBHOOK_ALLOW_NETWORKS opens networks)"
+            )
 
     def unconfigure(self, workspace_id: str, channel: str, name: str | None) -> bool:
         """Removes a workspace's own configuration of a channel (it then uses the

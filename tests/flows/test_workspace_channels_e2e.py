@@ -176,7 +176,7 @@ def test_secrets_are_masked_in_api_and_cli_and_encrypted_in_the_table(
 ) -> None:
     sms = {"account_sid": SID_A, "auth_token": ACCOUNTS[SID_A], "from": "+15550000001"}
     assert configure(env, "sms", sms).status_code == 200
-    smtp = {"smtp_url": "smtp://mailer:pa55word-xyz@smtp.acme.example:587", "from": "hi@acme.example"}
+    smtp = {"smtp_url": "smtp://mailer:pa55word-xyz@127.0.0.1:587", "from": "hi@acme.example"}
     assert configure(env, "email", smtp).status_code == 200
     # an update that leaves the secret out (or sends back the mask) keeps it
     assert (
@@ -190,11 +190,14 @@ def test_secrets_are_masked_in_api_and_cli_and_encrypted_in_the_table(
         assert c.put("/v1/channels/fax", json={}).json()["code"] == "unknown_channel"
         bad = c.put("/v1/channels/webhook", json={"url": "ftp://x", "secret": "whsec_x"})
         assert (bad.status_code, bad.json()["code"]) == (400, "invalid_channel_config")
+        # a workspace admin cannot point its SMS API at cloud metadata
+        inside = c.put("/v1/channels/sms", json={**sms, "base_url": "http://169.254.169.254/latest"})
+        assert (inside.status_code, inside.json()["code"]) == (400, "invalid_channel_config")
     for secret in (ACCOUNTS[SID_A], "pa55word-xyz"):
         assert secret not in listed
     assert one["auth_token"] == "********"
     assert one["numbers"] == ["+15550000001", "+15550000009"]  # the sender first
-    assert "smtp://mailer:********@smtp.acme.example:587" in listed
+    assert "smtp://mailer:********@127.0.0.1:587" in listed
     # the stored secret still works: the SMS channel is built with the original token
     channel = env.services.channels.channels_for(env.workspace)["sms"]
     assert getattr(channel, "auth_token", None) == ACCOUNTS[SID_A]
