@@ -59,7 +59,8 @@ def test_own_destinations_replace_the_process_webhook_and_are_chosen_per_flow(db
 def test_an_unreadable_configuration_never_falls_back_to_the_process_account(db: Database) -> None:
     process_webhook = WebhookChannel("https://ops.example/all", SECRET, http=GuardedHttp(AddressPolicy()))
     reg = registry(db, KEY, {"webhook": process_webhook})
-    reg.configure("acme", "webhook", None, {"url": "https://hooks.acme.example/h", "secret": SECRET}, now_ms=1)
+    hook = {"url": "https://hooks.acme.example/h", "secret": SECRET}
+    reg.configure("acme", "webhook", None, hook, now_ms=1)
     # another process, started with another secrets key, cannot decrypt acme's secret
     other = registry(db, new_key(), {"webhook": process_webhook})
     assert other.channel("acme", "webhook") is None
