@@ -121,7 +121,7 @@ def services(url: str, receiver: Receiver) -> Services:
             database_url=url,
             webhook_url=receiver.url,
             webhook_secret=SECRET,
-            allow_private_webhooks=True,
+            webhook_allow_networks=["127.0.0.0/8"],
             run_engine=True,
         )
     )

@@ -635,6 +635,92 @@ def push_keys() -> None:
     click.echo(f"# applicationServerKey for the browser: {b64(public)}")
 
 
+# channels per workspace ----------------------------------------------------------------
+@main.group("channels")
+def channels_group() -> None:
+    """A workspace's own channel configuration (SMTP, SMS account and numbers, webhook
+    destinations, VAPID keys). Secrets are stored encrypted (MOMENTLY_SECRETS_KEY) and only
+    ever shown masked. A workspace without its own uses the process-level settings."""
+
+
+@channels_group.command("key")
+def channels_key() -> None:
+    """Make a MOMENTLY_SECRETS_KEY (keep it outside the database, like a password)."""
+    from momently.store.channel_config import new_key
+
+    click.echo(f"MOMENTLY_SECRETS_KEY={new_key()}")
+
+
+def _channel_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: use KEY=VALUE", param_hint="SETTINGS")
+        values[key.strip()] = value
+    return values
+
+
+@channels_group.command("set")
+@click.argument("channel", type=click.Choice(["email", "sms", "webhook", "push"]))
+@click.argument("settings", nargs=-1)
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--destination", default=None, help="webhook destination name (default: default)")
+@pass_ctx
+def channels_set(
+    c: _Ctx, channel: str, settings: tuple[str, ...], workspace_id: str, destination: str | None
+) -> None:
+    """Set a channel's configuration from KEY=VALUE settings; secrets left out keep their
+    stored value.
+
+    \b
+      email    smtp_url=smtp://USER:PASS@HOST:587 from='Acme <hi@acme.example>'
+      sms      account_sid=AC… auth_token=… from=+15550000000 [numbers=+1555…,+1556…] [base_url=…]
+      webhook  url=https://hooks.example/momently secret=whsec_… [--destination crm]
+      push     vapid_private_key=… [vapid_subject=mailto:ops@acme.example]
+    """
+    from momently.domain.channel_config import ConfigError
+    from momently.domain.timestamps import to_millis
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    try:
+        shown = s.channels.configure(
+            workspace_id, channel, destination, _channel_values(settings), now_ms=to_millis(s.clock.now())
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_json(shown)
+
+
+@channels_group.command("list")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def channels_list(c: _Ctx, workspace_id: str) -> None:
+    """The workspace's own channel configuration, secrets masked."""
+    s = c.services
+    _require_workspace(s, workspace_id)
+    _print_json(s.channels.shown(workspace_id))
+
+
+@channels_group.command("remove")
+@click.argument("channel", type=click.Choice(["email", "sms", "webhook", "push"]))
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--destination", default=None, help="webhook destination name (default: default)")
+@pass_ctx
+def channels_remove(c: _Ctx, channel: str, workspace_id: str, destination: str | None) -> None:
+    """Remove a channel's own configuration: the process-level settings apply again."""
+    from momently.domain.channel_config import ConfigError
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    try:
+        removed = s.channels.unconfigure(workspace_id, channel, destination)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("removed" if removed else "nothing to remove")
+
+
 @main.group()
 def messages() -> None:
     """Look at message content before it is sent."""

@@ -10,17 +10,21 @@ from pathlib import Path
 from momently.channels.base import Channel
 from momently.channels.console import ConsoleChannel
 from momently.channels.email import EmailChannel
+from momently.channels.guarded_http import GuardedHttp
 from momently.channels.in_app import InAppChannel
+from momently.channels.registry import ChannelFactory, ChannelRegistry
 from momently.channels.sms import SmsChannel
 from momently.channels.webhook import WebhookChannel
 from momently.channels.webpush import WebPushChannel
 from momently.clock import Clock, SystemClock
+from momently.domain.addresses import AddressPolicy
 from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
 from momently.engine.flows import FlowStage
 from momently.engine.log_service import RemoteLogWriter
 from momently.engine.log_writer import EventAppender, LogWriter
 from momently.engine.profile_projector import ProfileProjector
 from momently.settings import Settings
+from momently.store.channel_config import ChannelConfigs, SecretBox
 from momently.store.commit_watch import CommitWatcher
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
@@ -54,6 +58,9 @@ class Services:
     dispatcher: Dispatcher
     webhook: WebhookChannel
     push: PushSubscriptions
+    push_http: GuardedHttp
+    channel_configs: ChannelConfigs
+    channels: ChannelRegistry
     consent: ConsentLedger
     inbox: Inbox
     guardrails: GuardrailPolicies
@@ -104,12 +111,13 @@ class Services:
                 on_commit=projector.wake,
             )
         outbox = Outbox(db)
-        webhook = WebhookChannel(
-            settings.webhook_url,
-            settings.webhook_secret,
-            timeout=settings.webhook_timeout_seconds,
-            allow_private=settings.allow_private_webhooks,
+        webhook_http = GuardedHttp(
+            AddressPolicy.of(settings.webhook_networks()), timeout=settings.webhook_timeout_seconds
         )
+        push_http = GuardedHttp(
+            AddressPolicy.of(settings.push_allow_networks), timeout=5.0, hosts=settings.push_hosts
+        )
+        webhook = WebhookChannel(settings.webhook_url, settings.webhook_secret, http=webhook_http)
         channels: dict[str, Channel] = {
             "console": ConsoleChannel(Path(settings.console_path) if settings.console_path else None)
         }
@@ -120,7 +128,10 @@ class Services:
         email: EmailChannel | None = None
         if settings.smtp_url:
             email = EmailChannel(
-                settings.smtp_url, settings.email_from, timeout=settings.smtp_timeout_seconds
+                settings.smtp_url,
+                settings.email_from,
+                timeout=settings.smtp_timeout_seconds,
+                require_tls=settings.smtp_require_tls,
             )
             channels["email"] = email
         base_url = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
@@ -137,7 +148,25 @@ class Services:
             channels["sms"] = sms
         push = PushSubscriptions(db)
         if settings.vapid_private_key:
-            channels["push"] = WebPushChannel(push, settings.vapid_private_key, settings.vapid_subject)
+            channels["push"] = WebPushChannel(
+                push, settings.vapid_private_key, settings.vapid_subject, http=push_http
+            )
+        channel_configs = ChannelConfigs(db, SecretBox(settings.secrets_key))
+        registry = ChannelRegistry(
+            channels,
+            channel_configs,
+            ChannelFactory(
+                webhook_http=webhook_http,
+                push_http=push_http,
+                push=push,
+                status_callback=base_url + "/v1/sms/{workspace}/status",
+                smtp_timeout=settings.smtp_timeout_seconds,
+                smtp_require_tls=settings.smtp_require_tls,
+                sms_timeout=settings.sms_timeout_seconds,
+                sms_base_url=settings.sms_base_url,
+            ),
+            ttl_seconds=settings.channel_cache_seconds,
+        )
         workspaces = Workspaces(db)
         guardrails = GuardrailPolicies(db)
         dispatcher = Dispatcher(
@@ -146,7 +175,7 @@ class Services:
             events,
             profiles,
             definitions,
-            channels,
+            registry,
             clock,
             links=ActionLinks(base_url, workspaces),
             consent_ledger=consent,
@@ -175,6 +204,9 @@ class Services:
             dispatcher,
             webhook,
             push,
+            push_http,
+            channel_configs,
+            registry,
             consent,
             inbox,
             guardrails,
@@ -215,7 +247,9 @@ class Services:
         self.dispatcher.stop()
         self.projector.stop()
         self.writer.stop()
-        self.webhook.close()
+        self.channels.close()
+        self.webhook.http.close()
+        self.push_http.close()
         if self.email is not None:
             self.email.close()
         if self.sms is not None:

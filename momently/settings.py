@@ -8,6 +8,8 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from momently.domain.addresses import DEFAULT_PUSH_HOSTS, LOOPBACK_AND_PRIVATE
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MOMENTLY_", extra="ignore")
@@ -60,9 +62,48 @@ class Settings(BaseSettings):
         description="Standard Webhooks signing secret, whsec_<base64>; required for the webhook channel",
     )
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
-    allow_private_webhooks: bool = Field(
-        default=False, description="allow webhook URLs on private, loopback or link-local addresses"
+    secrets_key: str | None = Field(
+        default=None,
+        description="Fernet key that encrypts workspaces' channel secrets in the database; "
+        "`momently channels key` makes one",
     )
+    channel_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="how long a workspace's channels are kept built; another process's change "
+        "to a channel configuration is used within this",
+    )
+    webhook_allow_networks: list[str] = Field(
+        default_factory=list,
+        description='networks webhooks may reach besides public addresses, JSON: ["10.0.0.0/8"]',
+    )
+    allow_private_webhooks: bool = Field(
+        default=False,
+        description="deprecated: adds loopback and private networks to MOMENTLY_WEBHOOK_ALLOW_NETWORKS "
+        "(never link-local)",
+    )
+    push_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_PUSH_HOSTS),
+        description="the only hosts web push endpoints may be on (*.domain for subdomains), JSON list",
+    )
+    push_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="networks push endpoints may reach besides public addresses (a test push service)",
+    )
+
+    @field_validator("webhook_allow_networks", "push_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from momently.domain.addresses import parse_networks
+
+        parse_networks(value)  # raises with the bad entry named
+        return value
+
+    def webhook_networks(self) -> list[str]:
+        """The networks webhooks may reach, the deprecated boolean included."""
+        extra = list(LOOPBACK_AND_PRIVATE) if self.allow_private_webhooks else []
+        return [*self.webhook_allow_networks, *extra]
+
     vapid_private_key: str | None = Field(
         default=None, description="VAPID private key (base64url) for web push; `momently push keys` makes one"
     )
@@ -71,7 +112,13 @@ class Settings(BaseSettings):
     )
     smtp_url: str | None = Field(
         default=None,
-        description="email channel: smtp://USER:PASS@HOST:587 (STARTTLS when offered) or smtps://HOST:465",
+        description="email channel: smtp://USER:PASS@HOST:587 (STARTTLS required), smtps://HOST:465, "
+        "or smtp+insecure://HOST:25 (plain text, local test servers only)",
+    )
+    smtp_require_tls: bool = Field(
+        default=True,
+        description="refuse to log in or send over smtp:// unless the server upgrades with STARTTLS; "
+        "false only for local test servers",
     )
     email_from: str = Field(default="Momently <no-reply@localhost>", description="From: of emails")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -154,3 +154,12 @@ def test_messages_preview_and_deliveries(tmp_path: Path) -> None:
     assert "[b / email]\n  body:   Hello friend" in out
     assert "no deliveries" in run(tmp_path, "deliveries", "list", "--workspace", "shop", "--failed")
     assert "no dead delivery 7" in run(tmp_path, "deliveries", "retry", "7", "--workspace", "shop", ok=False)
+
+
+def test_a_webhook_destination_is_validated(tmp_path: Path) -> None:
+    flow = "id: crm\ntrigger: {event: Signed Up}\nchannels: [webhook]\nwebhook: {%s}\nmessage: {body: hi}\n"
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(flow % "destination: crm")
+    bad.write_text(flow % "destinaton: crm")
+    assert "ok: 1 flow(s)" in run(tmp_path, "flows", "validate", str(good))
+    assert "destinaton" in run(tmp_path, "flows", "validate", str(bad), ok=False)

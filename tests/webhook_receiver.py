@@ -27,6 +27,7 @@ class Receiver:
         self.delays: list[float] = []
         self.received: list[dict[str, Any]] = []
         self.ids: list[str] = []
+        self.hosts: list[str] = []  # the Host header of each request
         receiver = self
 
         class Handler(QuietHandler):
@@ -36,6 +37,7 @@ class Receiver:
                 payload = Webhook(SECRET).verify(body, headers)  # raises on a bad signature
                 receiver.received.append(payload)
                 receiver.ids.append(headers["webhook-id"])
+                receiver.hosts.append(headers.get("host", ""))
                 if receiver.delays:
                     time.sleep(receiver.delays.pop(0))
                 status = receiver.script.pop(0) if receiver.script else 200
@@ -59,7 +61,7 @@ def webhook_env(database_url: str, receiver: Receiver, **overrides: Any) -> Iter
         database_url,
         webhook_url=receiver.url,
         webhook_secret=SECRET,
-        allow_private_webhooks=True,
+        webhook_allow_networks=["127.0.0.0/8"],
         **overrides,
     ) as env:
         yield env

@@ -20,6 +20,7 @@ from momently import heap
 from momently.api import (
     actions,
     admin,
+    channels,
     consent,
     deliveries,
     errors,
@@ -80,6 +81,7 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
     app.include_router(consent.router(services, auth))
     app.include_router(unsubscribe.router(services))
     app.include_router(sms.router(services))
+    app.include_router(channels.router(services, auth))
     app.include_router(inbox.router(services, auth))
     app.include_router(guardrails.router(services, auth))
     app.include_router(people.router(services, auth))

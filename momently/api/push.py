@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from momently.api.auth import Authenticator
 from momently.api.body import read_json
 from momently.api.errors import ApiError
+from momently.channels.webpush import endpoint_refused
 from momently.domain.timestamps import to_millis
 from momently.services import Services
 from momently.store.push import Subscription
@@ -56,6 +57,13 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         body = await read_json(request, limit=MAX_BODY)
         principal = auth.write_key(authorization, body.get("writeKey") if isinstance(body, dict) else None)
         identity, sub = _subscription(body)
+        refused = await run_in_threadpool(endpoint_refused, services.push_http, sub.endpoint)
+        if refused is not None:
+            raise ApiError(
+                400,
+                "push_endpoint_not_allowed",
+                f"the endpoint is not on a known push service's public address ({refused})",
+            )
         now = to_millis(services.clock.now())
         await run_in_threadpool(services.push.add, principal.workspace_id, identity, sub, now_ms=now)
         return {"subscribed": True}

@@ -5,12 +5,16 @@
   records the action of the last SMS the person got (the flow's goal, like a tap on its
   link). Every reply from a known person is also a ``Message Replied`` event. Answers are
   TwiML.
+- ``POST /v1/sms/inbound``: the same, for every workspace: routed by the receiving number
+  (``To``) to the workspace whose SMS configuration lists it.
 - ``POST /v1/sms/{workspace}/status``: delivery status. ``delivered`` becomes a ``Message
   Delivered`` event, ``undelivered``/``failed`` a final ``Message Failed``, each with the
   provider id.
 
 The signature covers the URL the provider called, so it is checked against this server's
-public URL (``MOMENTLY_PUBLIC_URL``) when set, as a proxy in front changes what we see.
+public URL (``MOMENTLY_PUBLIC_URL``) when set, as a proxy in front changes what we see. The key
+is the workspace's own auth token when it has its own SMS account, the process-level one
+otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from momently.api.errors import ApiError
-from momently.channels.sms import valid_signature
+from momently.channels.sms import SmsChannel, valid_signature
 from momently.domain import consent
 from momently.domain.actions import action_track, goal_of
 from momently.domain.event import BatchDefaults, Event, normalize
@@ -52,21 +56,38 @@ def router(services: Services) -> APIRouter:
     r = APIRouter(tags=["sms"])
     settings = services.settings
 
-    async def verified(request: Request, workspace_id: str) -> dict[str, str]:
-        token = settings.sms_auth_token
-        if not token:
-            raise ApiError(404, "sms_not_configured", "set MOMENTLY_SMS_AUTH_TOKEN to receive SMS callbacks")
+    def auth_token(workspace_id: str) -> str | None:
+        """The workspace's own account's token, or (without one) the process-level token."""
+        channel = services.channels.channels_for(workspace_id).get("sms")
+        if isinstance(channel, SmsChannel):
+            return channel.auth_token
+        if services.channel_configs.stored(workspace_id, "sms"):
+            return None  # its own account, unusable: never another account's token
+        return settings.sms_auth_token
+
+    async def verified(request: Request, workspace_id: str | None) -> tuple[str, dict[str, str]]:
         body = await request.body()
         if len(body) > MAX_BODY:
             raise ApiError(400, "request_too_large", "callback body too large")
         params = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        if workspace_id is None:
+            to = normalize_phone(params.get("To"))
+            owner = await run_in_threadpool(services.channel_configs.workspace_for_number, to) if to else None
+            if owner is None:
+                raise ApiError(404, "number_not_configured", "no workspace receives SMS on this number")
+            workspace_id = owner
+        token = await run_in_threadpool(auth_token, workspace_id)
+        if not token:
+            raise ApiError(
+                404, "sms_not_configured", "configure the workspace's SMS channel to receive SMS callbacks"
+            )
         base = (settings.public_url or str(request.base_url)).rstrip("/")
         url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if not valid_signature(token, url, params, request.headers.get("X-Twilio-Signature")):
             raise ApiError(403, "invalid_signature", "X-Twilio-Signature does not match this request")
         if await run_in_threadpool(services.workspaces.get, workspace_id) is None:
             raise ApiError(404, "workspace_not_found", f"no workspace {workspace_id!r}")
-        return params
+        return workspace_id, params
 
     async def log_event(workspace_id: str, raw: dict[str, Any]) -> None:
         ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=services.clock.now())
@@ -77,9 +98,15 @@ def router(services: Services) -> APIRouter:
         pid = services.profiles.person_by_phone(workspace_id, phone)
         return services.profiles.get(workspace_id, pid) if pid else None
 
+    @r.post("/v1/sms/inbound", summary="Provider webhook: an SMS reply, routed by the receiving number")
+    async def inbound_by_number(request: Request) -> Response:
+        return await reply(*await verified(request, None))
+
     @r.post("/v1/sms/{workspace_id}/inbound", summary="Provider webhook: an SMS reply (TwiML answer)")
     async def inbound(workspace_id: str, request: Request) -> Response:
-        params = await verified(request, workspace_id)
+        return await reply(*await verified(request, workspace_id))
+
+    async def reply(workspace_id: str, params: dict[str, str]) -> Response:
         phone = normalize_phone(params.get("From"))
         if phone is None:
             raise ApiError(400, "invalid_request", "From is required")
@@ -165,7 +192,7 @@ def router(services: Services) -> APIRouter:
 
     @r.post("/v1/sms/{workspace_id}/status", summary="Provider webhook: delivery status of a sent SMS")
     async def status(workspace_id: str, request: Request) -> Response:
-        params = await verified(request, workspace_id)
+        workspace_id, params = await verified(request, workspace_id)
         sid = params.get("MessageSid") or params.get("SmsSid")
         state = params.get("MessageStatus") or params.get("SmsStatus")
         if not sid or not state:

@@ -2,9 +2,15 @@
 
 Marketing messages carry ``List-Unsubscribe`` with an HTTPS link and
 ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058), so mail clients show their
-own unsubscribe button and a single POST revokes consent. The ``Message-ID`` is derived from
-the delivery key: a retry after a crash re-sends the same message id, which receiving
-systems use to drop duplicates.
+own unsubscribe button and a single POST revokes consent. The ``Message-ID`` is unique per
+message (a random part at the From domain), as RFC 5322 asks: one derived from the delivery key
+alone would be the same on every install. The delivery key travels as ``X-Momently-Delivery``,
+stable across retries, for receivers that de-duplicate.
+
+TLS is required by default: ``smtp://`` must be upgraded with STARTTLS before the password or
+the message goes out, ``smtps://`` is TLS from the first byte. A server that offers no STARTTLS
+is refused (``smtp_tls_required``), unless the URL says ``smtp+insecure://`` or
+``MOMENTLY_SMTP_REQUIRE_TLS=false`` (local test servers).
 
 SMTP replies map onto the dispatcher's rules: 4xx replies, timeouts and dropped connections
 are retried; 5xx replies (unknown mailbox, rejected content) are permanent and fall back to
@@ -14,11 +20,10 @@ the next channel of the plan.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html
 import threading
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate, make_msgid, parseaddr
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -31,22 +36,32 @@ class SmtpConfigError(ValueError):
     pass
 
 
-def parse_smtp_url(url: str) -> dict[str, object]:
-    """``smtp://user:pass@host:587`` (STARTTLS when the server offers it) or ``smtps://host:465``
-    (TLS from the first byte), into aiosmtplib keyword arguments."""
+SCHEMES = ("smtp", "smtps", "smtp+insecure")
+
+
+def parse_smtp_url(url: str, *, require_tls: bool = True) -> dict[str, object]:
+    """``smtp://user:pass@host:587`` (STARTTLS, required unless ``require_tls`` is off),
+    ``smtps://host:465`` (TLS from the first byte) or ``smtp+insecure://host:25`` (plain text,
+    for local test servers), into aiosmtplib keyword arguments."""
     parts = urlsplit(url)
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+    if parts.scheme not in SCHEMES or not parts.hostname:
         raise SmtpConfigError(
-            f"MOMENTLY_SMTP_URL must be smtp://HOST[:PORT] or smtps://HOST[:PORT], not {url!r}"
+            "the SMTP URL must be smtp://HOST[:PORT], smtps://HOST[:PORT] or smtp+insecure://HOST[:PORT]"
         )
     implicit = parts.scheme == "smtps"
+    if implicit:
+        start_tls: bool | None = False
+    elif parts.scheme == "smtp+insecure":
+        start_tls = None  # upgrade when offered, send in clear when not
+    else:
+        start_tls = True if require_tls else None
     return {
         "hostname": parts.hostname,
         "port": parts.port or (465 if implicit else 587),
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
         "use_tls": implicit,
-        "start_tls": False if implicit else None,  # None: upgrade when offered
+        "start_tls": start_tls,
     }
 
 
@@ -58,7 +73,7 @@ def build_message(outgoing: Outgoing, to: str, sender: str) -> EmailMessage:
     msg["Subject"] = m.title or ""
     msg["Date"] = formatdate(localtime=False)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
-    msg["Message-ID"] = f"<{hashlib.sha256(outgoing.key.encode()).hexdigest()[:32]}@{domain}>"
+    msg["Message-ID"] = make_msgid(domain=domain)
     msg["X-Momently-Delivery"] = outgoing.key
     if outgoing.unsubscribe_url:
         msg["List-Unsubscribe"] = f"<{outgoing.unsubscribe_url}>"
@@ -98,8 +113,10 @@ def build_message(outgoing: Outgoing, to: str, sender: str) -> EmailMessage:
 class EmailChannel:
     name = "email"
 
-    def __init__(self, smtp_url: str, sender: str, *, timeout: float = 10.0) -> None:
-        self.smtp = parse_smtp_url(smtp_url)
+    def __init__(
+        self, smtp_url: str, sender: str, *, timeout: float = 10.0, require_tls: bool = True
+    ) -> None:
+        self.smtp = parse_smtp_url(smtp_url, require_tls=require_tls)
         self.sender = sender
         self.timeout = timeout
         # aiosmtplib is asyncio; the dispatcher's send threads hand coroutines to one loop
@@ -130,7 +147,11 @@ class EmailChannel:
             return Failed("timeout", retryable=True)
         except aiosmtplib.SMTPResponseException as exc:
             return Failed(f"smtp_{exc.code}", retryable=_transient([exc.code]))
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except aiosmtplib.SMTPException as exc:
+            if "STARTTLS" in str(exc):  # TLS required, and this server does not offer it
+                return Failed("smtp_tls_required", retryable=False)
+            return Failed(f"connection_error: {type(exc).__name__}", retryable=True)
+        except OSError as exc:
             return Failed(f"connection_error: {type(exc).__name__}", retryable=True)
         return Sent(provider_id=msg["Message-ID"])
 

@@ -60,6 +60,7 @@ class SmsChannel:
         timeout: float = 10.0,
     ) -> None:
         self.account_sid = account_sid
+        self.auth_token = auth_token  # also the key the provider's callbacks are signed with
         self.sender = sender
         self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self.status_callback = status_callback  # "{base}/v1/sms/{workspace}/status"

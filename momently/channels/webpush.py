@@ -3,17 +3,23 @@ encryption (RFC 8291), through pywebpush, to every browser subscription register
 person (``POST /v1/push/subscriptions``).
 
 A subscription the push service reports gone (404/410) is deleted; 429 and 5xx are retried.
+Every request goes through the address guard (``channels.guarded_http``): only the known push
+services' hosts, only public addresses, connected to the address that was checked. The same
+check refuses an endpoint at registration (``endpoint_refused``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from py_vapid import Vapid02
 from pywebpush import WebPushException, webpush
 
 from momently.channels.base import Failed, Outgoing, Result, Sent
+from momently.channels.guarded_http import GuardedHttp, Refused
 from momently.domain.identity import Identity
 from momently.domain.profile import Profile
 from momently.store.push import PushSubscriptions
@@ -28,6 +34,38 @@ def identities(profile: Profile) -> list[Identity]:
     return ids
 
 
+def endpoint_refused(http: GuardedHttp, endpoint: str) -> str | None:
+    """Why a subscription's endpoint may not be used (resolves its host), or None."""
+    try:
+        http.target(endpoint, schemes=("https",))
+    except Refused as exc:
+        return exc.reason
+    return None
+
+
+class _Reply:
+    """What pywebpush reads of a ``requests`` response."""
+
+    def __init__(self, status: int, reason: str | None, body: bytes, headers: Mapping[str, str]) -> None:
+        self.status_code = status
+        self.reason = reason or ""
+        self.text = body.decode("utf-8", "replace")
+        self.headers = dict(headers)
+
+
+class _GuardedSession:
+    """pywebpush's ``requests_session``: its one POST goes through the guard."""
+
+    def __init__(self, http: GuardedHttp) -> None:
+        self.http = http
+
+    def post(self, url: str, *, data: bytes | None = None, headers: Mapping[str, Any], **_: Any) -> _Reply:
+        if not url.startswith("https://"):
+            raise Refused("invalid_url")
+        reply = self.http.post(url, data or b"", {k: str(v) for k, v in headers.items()})
+        return _Reply(reply.status, reply.reason, reply.data, reply.headers)
+
+
 class WebPushChannel:
     name = "push"
 
@@ -37,10 +75,12 @@ class WebPushChannel:
         private_key: str,
         subject: str,
         *,
+        http: GuardedHttp,
         timeout: float = 5.0,
         ttl: int = 3600,
     ) -> None:
         self.subscriptions = subscriptions
+        self.session = _GuardedSession(http)
         self.vapid = Vapid02.from_string(private_key)
         self.subject = subject
         self.timeout = timeout
@@ -74,8 +114,11 @@ class WebPushChannel:
                     timeout=self.timeout,
                     ttl=self.ttl,
                     headers={"Topic": outgoing.flow_id[:32].replace("_", "-")},
+                    requests_session=self.session,
                 )
                 sent += 1
+            except Refused as exc:
+                failures.append(Failed(f"push_{exc.reason}", retryable=False))
             except WebPushException as exc:
                 status = exc.response.status_code if exc.response is not None else None
                 if status in (404, 410):

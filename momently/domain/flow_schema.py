@@ -105,6 +105,12 @@ SCHEMA: Final[dict[str, Any]] = {
                     "description": "send again on another channel if the goal is not reached in time",
                     "properties": {"channel": {"enum": list(CHANNELS)}, "after": _duration},
                 },
+                "webhook": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "which of the workspace's webhook destinations this flow posts to",
+                    "properties": {"destination": {"type": "string", "pattern": ID_PATTERN}},
+                },
                 "reentry": {
                     "oneOf": [
                         {"enum": ["once", "every_time"]},

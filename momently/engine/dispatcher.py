@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
+from momently.channels.registry import ChannelRegistry
 from momently.clock import Clock
 from momently.domain import consent, ratelimit
 from momently.domain.actions import Action, Unsubscribe, goal_of, sign, sign_unsubscribe
@@ -95,7 +96,7 @@ class Dispatcher:
         events: EventLog,
         profiles: ProfileStore,
         definitions: Definitions,
-        channels: Mapping[str, Channel],
+        channels: Mapping[str, Channel] | ChannelRegistry,
         clock: Clock,
         *,
         retry: RetryPolicy = RetryPolicy(),
@@ -115,7 +116,8 @@ class Dispatcher:
         self.events = events
         self.profiles = profiles
         self.definitions = definitions
-        self.channels = dict(channels)
+        # per workspace: its own configuration, or the process-level channels
+        self.channels = channels if isinstance(channels, ChannelRegistry) else ChannelRegistry(channels)
         self.clock = clock
         self.retry = retry
         self.links = links
@@ -364,7 +366,7 @@ class Dispatcher:
             return self._suppress(d, profile, "goal_reached", "the goal was reached before the follow-up")
         trigger = context.triggers.get((d.workspace_id, d.trigger_seq)) if d.trigger_seq is not None else None
         name = d.channel
-        channel = self.channels.get(name) if name is not None else None
+        channel = self.channels.channel(d.workspace_id, name, flow) if name is not None else None
         if channel is None:
             return self._next_channel(d, profile, "channel_not_configured")
         purpose = consent.purpose_of(str(flow.get("tier", "B")))

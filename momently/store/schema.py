@@ -365,3 +365,18 @@ erased_identities = Table(
     Column("value", Text, primary_key=True),
     Column("erased_ms", BigInteger, nullable=False),
 )
+
+# A workspace's own channel settings (SMTP, SMS account and numbers, webhook destinations,
+# VAPID keys). ``name`` tells a channel's instances apart (webhook destinations); "" for the
+# others. ``settings`` is the public part as JSON; ``secret`` the secret part, encrypted
+# (Fernet, key from MOMENTLY_SECRETS_KEY), never stored or returned in clear.
+channel_configs = Table(
+    "channel_configs",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("channel", String(16), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("settings", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)

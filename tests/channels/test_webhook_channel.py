@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from momently.channels.base import Failed, Outgoing, Sent
+from momently.channels.guarded_http import GuardedHttp
 from momently.channels.webhook import WebhookChannel
+from momently.domain.addresses import AddressPolicy
 from momently.domain.message import Rendered
 from momently.domain.profile import Profile
 from tests.webhook_receiver import SECRET, Receiver
@@ -29,9 +31,9 @@ OUT = Outgoing(
 
 @pytest.fixture
 def channel() -> Iterator[WebhookChannel]:
-    ch = WebhookChannel("unused", SECRET, timeout=0.3, allow_private=True)
+    ch = WebhookChannel("unused", SECRET, http=GuardedHttp(AddressPolicy.of(["127.0.0.0/8"]), timeout=0.3))
     yield ch
-    ch.close()
+    ch.http.close()
 
 
 def test_a_2xx_is_sent_with_the_provider_request_id(channel: WebhookChannel, receiver: Receiver) -> None:
@@ -69,9 +71,71 @@ def test_a_refused_connection_is_retryable(channel: WebhookChannel) -> None:
 
 
 def test_loopback_is_refused_unless_allowed(receiver: Receiver) -> None:
-    ch = WebhookChannel("unused", SECRET)
+    ch = WebhookChannel("unused", SECRET, http=GuardedHttp(AddressPolicy()))
     try:
         assert ch.send(OUT, receiver.url) == Failed("address_not_allowed", retryable=False)
         assert receiver.ids == []
     finally:
-        ch.close()
+        ch.http.close()
+
+
+class RebindingDns:
+    """A hostile name server: a public address to the first question, then ``then``."""
+
+    def __init__(self, then: str) -> None:
+        self.then = then
+        self.questions: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.questions.append(host)
+        return ["93.184.216.34"] if len(self.questions) == 1 else [self.then]
+
+
+def test_a_name_that_rebinds_to_loopback_never_reaches_it(receiver: Receiver) -> None:
+    """Given a name that resolves to a public address when checked and to 127.0.0.1 when
+    connected to, the request goes to the checked address (or nowhere), never to 127.0.0.1."""
+    dns = RebindingDns(then="127.0.0.1")
+    http = GuardedHttp(AddressPolicy(), timeout=0.3, resolver=dns)
+    ch = WebhookChannel("unused", SECRET, http=http)
+    try:
+        result = ch.send(OUT, receiver.url.replace("127.0.0.1", "hooks.rebind.test"))
+        assert isinstance(result, Failed)  # the public address does not answer us
+        assert dns.questions == ["hooks.rebind.test"]  # resolved once
+        assert receiver.ids == []
+        # the next send asks again, gets the private answer, and is refused before connecting
+        assert ch.send(OUT, receiver.url.replace("127.0.0.1", "hooks.rebind.test")) == Failed(
+            "address_not_allowed", retryable=False
+        )
+        assert receiver.ids == []
+    finally:
+        http.close()
+
+
+def test_the_checked_address_is_used_with_the_name_kept_in_host(receiver: Receiver) -> None:
+    port = receiver.url.split(":")[2].split("/")[0]
+    http = GuardedHttp(AddressPolicy.of(["127.0.0.0/8"]), resolver=lambda host, port: ["127.0.0.1"])
+    ch = WebhookChannel("unused", SECRET, http=http)
+    try:
+        assert isinstance(ch.send(OUT, f"http://hooks.example.test:{port}/hooks"), Sent)
+        assert receiver.hosts == [f"hooks.example.test:{port}"]
+    finally:
+        http.close()
+
+
+@pytest.mark.parametrize(
+    "answer", [["100.64.0.7"], ["169.254.169.254"], ["10.1.2.3"], ["93.184.216.34", "192.168.1.1"]]
+)
+def test_non_public_answers_are_refused_before_connecting(answer: list[str]) -> None:
+    http = GuardedHttp(AddressPolicy(), resolver=lambda host, port: answer)
+    ch = WebhookChannel("unused", SECRET, http=http)
+    assert ch.send(OUT, "https://hooks.example.test/x") == Failed("address_not_allowed", retryable=False)
+
+
+def test_the_deprecated_private_switch_opens_loopback_but_never_metadata() -> None:
+    from momently.settings import Settings
+
+    networks = Settings(allow_private_webhooks=True).webhook_networks()
+    policy = AddressPolicy.of(networks)
+    assert policy.refused(["127.0.0.1"]) is None
+    assert policy.refused(["169.254.169.254"]) == "address_not_allowed"
+    assert AddressPolicy.of(Settings().webhook_networks()).refused(["127.0.0.1"]) == "address_not_allowed"

@@ -306,7 +306,7 @@ def test_a_channel_rate_limit_defers_without_spending_attempts(
         database_url,
         webhook_url=receiver.url,
         webhook_secret=SECRET,
-        allow_private_webhooks=True,
+        webhook_allow_networks=["127.0.0.0/8"],
         channel_rate_limits={"webhook": 2},
     ) as env:
         env.flow("tip", TIP % "[webhook]")

@@ -30,7 +30,8 @@ class Mailbox:
         self.refuse: set[str] = set()
         self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
         self.controller.start()
-        self.url = f"smtp://127.0.0.1:{self.controller.port}"
+        # no TLS here: the test server is opted out explicitly (smtp:// would require STARTTLS)
+        self.url = f"smtp+insecure://127.0.0.1:{self.controller.port}"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address in self.refuse:
@@ -196,3 +197,30 @@ def test_smtp_4xx_is_retried_and_5xx_falls_back(env: FlowEnv, mailbox: Mailbox) 
     bob = env.services.outbox.list(env.workspace)[0]
     assert (bob.status, bob.channel) == ("sent", "console")
     assert any(f.get("reason") == "smtp_550_recipient_refused" for f in log_of(env, "Message Failed"))
+
+
+@pytest.mark.parametrize("require_tls", [True, False])
+def test_smtp_without_starttls_is_refused_unless_tls_is_explicitly_not_required(
+    database_url: str, mailbox: Mailbox, tmp_path: Path, require_tls: bool
+) -> None:
+    """Given a server that offers no STARTTLS and an smtp:// URL (with a password, it would go
+    out in clear), nothing is sent unless TLS was explicitly not required."""
+    plain = mailbox.url.replace("smtp+insecure://", "smtp://ops:s3cret@" if require_tls else "smtp://")
+    with make_env(
+        database_url,
+        smtp_url=plain,
+        smtp_require_tls=require_tls,
+        email_from="Acme <hello@acme.example>",
+        console_path=str(tmp_path / "console.jsonl"),
+    ) as env:
+        env.flow("nudge", NUDGE % "[email, console]")
+        viewed(env, email_opt_in=True)
+        dispatch(env)
+        [d] = env.services.outbox.list(env.workspace)
+        if require_tls:
+            assert mailbox.messages == []
+            assert (d.status, d.channel) == ("sent", "console")
+            assert [f["reason"] for f in log_of(env, "Message Failed")] == ["smtp_tls_required"]
+        else:
+            assert (d.status, d.channel) == ("sent", "email")
+            assert len(mailbox.messages) == 1

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 from py_vapid import Vapid02
 
+from momently.store.push import Subscription
 from tests.flows.conftest import FlowEnv, make_env
 from tests.local_http import LocalServer, QuietHandler
 
@@ -124,17 +125,24 @@ SUBJECT = "mailto:ops@momently.test"
 @pytest.fixture
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PushService]:
     s = PushService(tmp_path, SUBJECT)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(s.ca))  # trust the test push service's certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(s.ca))  # trust the test push service's certificate
     yield s
     s.http.close()
 
 
-@pytest.fixture
-def env(database_url: str, service: PushService) -> Iterator[FlowEnv]:
+def vapid_key() -> str:
     v = Vapid02()
     v.generate_keys()
-    private = b64(v.private_key.private_numbers().private_value.to_bytes(32, "big"))
-    with make_env(database_url, vapid_private_key=private, vapid_subject=SUBJECT) as e:
+    return b64(v.private_key.private_numbers().private_value.to_bytes(32, "big"))
+
+
+# the test push service runs on loopback: opened explicitly, as nothing else would be
+LOCAL_PUSH = {"push_hosts": ["127.0.0.1"], "push_allow_networks": ["127.0.0.1/32"]}
+
+
+@pytest.fixture
+def env(database_url: str, service: PushService) -> Iterator[FlowEnv]:
+    with make_env(database_url, vapid_private_key=vapid_key(), vapid_subject=SUBJECT, **LOCAL_PUSH) as e:
         yield e
 
 
@@ -198,3 +206,58 @@ def test_gone_subscriptions_are_removed_and_bad_ones_refused(env: FlowEnv, servi
     assert subscribe(env, {"subscription": service.subscription()}).json()["code"] == "no_user_anon_id"
     with httpx.Client(base_url=env.url) as c:
         assert c.post("/v1/push/subscriptions", json={"userId": "x"}).status_code == 401
+
+
+def keys_of(service: PushService) -> dict[str, str]:
+    return dict(service.subscription()["keys"])
+
+
+@pytest.mark.parametrize("hosts", [None, ["127.0.0.1", "10.0.0.1", "169.254.169.254"]])
+def test_endpoints_on_private_addresses_are_refused_at_registration(
+    database_url: str, service: PushService, hosts: list[str] | None
+) -> None:
+    """Not a known push service: refused. Listed as a push host, yet on a private, loopback or
+    link-local address: refused all the same."""
+    extra = {"push_hosts": hosts} if hosts else {}
+    with make_env(database_url, vapid_private_key=vapid_key(), vapid_subject=SUBJECT, **extra) as e:
+        for endpoint in (
+            f"{service.origin}/push/abc",
+            "https://10.0.0.1/push",
+            "https://169.254.169.254/latest/meta-data",
+        ):
+            r = subscribe(
+                e, {"userId": "ada", "subscription": {"endpoint": endpoint, "keys": keys_of(service)}}
+            )
+            assert (r.status_code, r.json()["code"]) == (400, "push_endpoint_not_allowed"), endpoint
+        assert e.services.push.for_identities(e.workspace, [("user", "ada")]) == []
+
+
+@pytest.mark.parametrize(
+    ("hosts", "reason"), [(None, "push_host_not_allowed"), (["127.0.0.1"], "push_address_not_allowed")]
+)
+def test_endpoints_on_private_addresses_are_refused_at_send(
+    database_url: str, service: PushService, hosts: list[str] | None, reason: str
+) -> None:
+    """A subscription stored before the guard existed (or by any other way in) is checked
+    again at send time, and the push service on loopback gets nothing."""
+    extra = {"push_hosts": hosts} if hosts else {}
+    with make_env(database_url, vapid_private_key=vapid_key(), vapid_subject=SUBJECT, **extra) as e:
+        e.flow("back-in-stock", FLOW)
+        e.send({"type": "identify", "userId": "ada"})
+        for endpoint in (f"{service.origin}/push/abc", "https://10.0.0.1/p", "https://169.254.169.254/p"):
+            k = keys_of(service)
+            e.services.push.add(
+                e.workspace, ("user", "ada"), Subscription(endpoint, k["p256dh"], k["auth"]), now_ms=0
+            )
+        e.send(
+            {
+                "type": "track",
+                "userId": "ada",
+                "event": "Back In Stock",
+                "properties": {"product": "Pan", "sku": "p"},
+            }
+        )
+        e.services.dispatcher.run_until_idle()
+        [d] = e.services.outbox.list(e.workspace)
+        assert (d.status, d.last_error) == ("dead", reason)
+        assert service.received == []
