@@ -1,5 +1,5 @@
-"""Single-purpose lint for message content, run by ``flows validate``: one call to action per
-message, lengths that fit the channel, links that lead somewhere.
+"""Single-purpose lint for message content, run by ``flows validate``: templates that parse,
+one call to action per message, lengths that fit the channel, links that lead somewhere.
 
 Lengths are checked on the template text with its Liquid tags removed: the shortest the
 message can be. A message already too long before any value is filled in always is.
@@ -14,6 +14,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from momently.domain.durations import HINT, parse_duration
+from momently.domain.message import FIELDS, template_error
 
 # GSM 03.38: the basic set costs one septet, the extension table two; anything else forces UCS-2.
 GSM7_BASIC: Final = frozenset(
@@ -75,6 +76,7 @@ def lint_message(message: object, channels: list[str]) -> list[Finding]:
                     (*path, "actions"), "a micro-moment asks for one thing: give one 'action', not a list"
                 )
             )
+        out += _template_findings(path, variant)
         blocks: list[tuple[tuple[str | int, ...], str, Mapping[str, Any]]] = []
         for channel in channels:
             override = variant.get(channel)
@@ -84,6 +86,24 @@ def lint_message(message: object, channels: list[str]) -> list[Finding]:
             out += _lint_block(where, channel, spec)
     unique = {(f.path, f.message): f for f in out}  # the same finding for several channels, once
     return list(unique.values())
+
+
+def _template_findings(path: tuple[str | int, ...], spec: Mapping[str, Any]) -> list[Finding]:
+    """Every template of a variant and of its channel blocks must parse: a broken one would
+    suppress every message of the flow at send time."""
+    out: list[Finding] = []
+    fields: list[tuple[tuple[str | int, ...], object]] = [((*path, f), spec.get(f)) for f in FIELDS]
+    action = spec.get("action")
+    if isinstance(action, Mapping):
+        fields += [((*path, "action", f), action.get(f)) for f in ("label", "url")]
+    for at, source in fields:
+        if isinstance(source, str) and (error := template_error(source)):
+            out.append(Finding(at, f"{'.'.join(map(str, at))}: not valid Liquid: {error}"))
+    for channel in CHANNELS_WITH_CONTENT:
+        override = spec.get(channel)
+        if isinstance(override, Mapping):
+            out += _template_findings((*path, channel), override)
+    return out
 
 
 def _lint_block(path: tuple[str | int, ...], channel: str, spec: Mapping[str, Any]) -> list[Finding]:

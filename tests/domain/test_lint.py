@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -56,3 +57,40 @@ def test_validate_reports_lint_with_lines() -> None:
     found = [str(p) for p in validate(docs)]
     assert found[0].startswith("f.yaml:5: the SMS body is 4 GSM-7 segments")
     assert found[1] == "f.yaml:6: the action link 'not a link' is not an http(s) URL"
+
+
+BROKEN_LIQUID = [
+    ("{% if traits.vip %}VIP", "not valid Liquid: expected tag endif"),
+    ("Hi {{ traits.name | upcasee }}", "not valid Liquid: unknown filter 'upcasee' (did you mean 'upcase'?)"),
+    ("{% frobnicate %}", "not valid Liquid: unexpected tag 'frobnicate'"),
+    ("Hi {{ traits.name }", "not valid Liquid: expected '}}'"),
+]
+
+
+@pytest.mark.parametrize(("body", "error"), BROKEN_LIQUID)
+def test_broken_liquid_is_refused_with_its_field(body: str, error: str) -> None:
+    [finding] = lint_message({"body": body}, ["console"])
+    assert finding.path == ("message", "body")
+    assert error in finding.message
+
+
+def test_every_template_of_every_variant_and_channel_block_is_parsed() -> None:
+    message = {
+        "variants": [
+            {"id": "a", "body": "fine", "email": {"subject": "{% if x %}open", "body": "ok"}},
+            {"id": "b", "body": "ok", "action": {"label": "{{ x | nope }}", "url": "https://a.example/{{ x }"}},
+        ]
+    }
+    paths = sorted(f.path for f in lint_message(message, ["email"]))
+    assert paths == [
+        ("message", "variants", 0, "email", "subject"),
+        ("message", "variants", 1, "action", "label"),
+        ("message", "variants", 1, "action", "url"),
+    ]
+
+
+def test_validate_points_at_the_line_of_the_broken_template() -> None:
+    text = "id: tip\ntrigger: {event: Feature Used}\nmessage:\n  title: ok\n  body: '{% if traits.vip %}VIP'\n"
+    docs, _ = load(text, "f.yaml")
+    [problem] = validate(docs)
+    assert str(problem).startswith("f.yaml:5: message.body: not valid Liquid: expected tag endif")

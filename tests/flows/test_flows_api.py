@@ -64,3 +64,19 @@ def test_segments_list_with_sizes(env: FlowEnv) -> None:
     env.send({"type": "identify", "userId": "ada", "traits": {"plan": "free"}})
     with env.admin() as c:
         assert c.get("/v1/segments").json()["segments"][0]["members"] == 0
+
+
+def test_put_refuses_broken_liquid_with_the_field_and_line(env: FlowEnv) -> None:
+    body = FLOW + "message:\n  title: Hi\n  body: \"{% if traits.vip %}VIP {{ traits.name | upcasee }}\"\n"
+    r = env.put("flow", "tip", body)
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid_definition"
+    [problem] = r.json()["problems"]
+    assert problem["line"] == 6
+    assert problem["message"].startswith("message.body: not valid Liquid: expected tag endif")
+    fixed = body.replace("upcasee }}", "upcase }}{% endif %}")
+    assert env.put("flow", "tip", fixed).status_code == 200
+    r = env.put("flow", "tip", fixed.replace("upcase", "upcasee"))
+    assert r.json()["problems"][0]["message"] == (
+        "message.body: not valid Liquid: unknown filter 'upcasee' (did you mean 'upcase'?)"
+    )
