@@ -32,7 +32,6 @@ NO_CONTENT = "no_content"
 FIELDS = ("title", "subject", "body")
 
 
-
 class _Missing(Undefined):
     """A missing value: false, empty and equal to ``nil`` when tested, an error when printed.
     ``default`` replaces it (``force_liquid_default``)."""

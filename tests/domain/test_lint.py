@@ -78,7 +78,14 @@ def test_every_template_of_every_variant_and_channel_block_is_parsed() -> None:
     message = {
         "variants": [
             {"id": "a", "body": "fine", "email": {"subject": "{% if x %}open", "body": "ok"}},
-            {"id": "b", "body": "ok", "action": {"label": "{{ x | nope }}", "url": "https://a.example/{{ x }"}},
+            {
+                "id": "b",
+                "body": "ok",
+                "action": {
+                    "label": "{{ x | nope }}",
+                    "url": "https://a.example/{{ x }",
+                },
+            },
         ]
     }
     paths = sorted(f.path for f in lint_message(message, ["email"]))
@@ -90,7 +97,8 @@ def test_every_template_of_every_variant_and_channel_block_is_parsed() -> None:
 
 
 def test_validate_points_at_the_line_of_the_broken_template() -> None:
-    text = "id: tip\ntrigger: {event: Feature Used}\nmessage:\n  title: ok\n  body: '{% if traits.vip %}VIP'\n"
+    text = "id: tip\ntrigger: {event: Feature Used}\nmessage:\n  title: ok\n"
+    text += "  body: '{% if traits.vip %}VIP'\n"
     docs, _ = load(text, "f.yaml")
     [problem] = validate(docs)
     assert str(problem).startswith("f.yaml:5: message.body: not valid Liquid: expected tag endif")

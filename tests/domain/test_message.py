@@ -20,7 +20,7 @@ RENDERED = [
     ("{% for t in traits.tags %}{{ t }} {% endfor %}Hi", "Hi"),
     ("{% case traits.tier %}{% when 'gold' %}Gold{% else %}Hi{% endcase %}", "Hi"),
     ("{% if traits.vip == nil %}Hi{% endif %}", "Hi"),
-    ("{% if traits.vip and traits.orders > 2 %}VIP{% elsif traits.orders > 2 %}Regular{% endif %}", "Regular"),
+    ("{% if traits.vip and traits.orders > 2 %}VIP{% elsif traits.orders %}Regular{% endif %}", "Regular"),
     ("Hi {{ traits.nickname | default: traits.name }}", "Hi Ada"),
 ]
 

@@ -67,7 +67,7 @@ def test_segments_list_with_sizes(env: FlowEnv) -> None:
 
 
 def test_put_refuses_broken_liquid_with_the_field_and_line(env: FlowEnv) -> None:
-    body = FLOW + "message:\n  title: Hi\n  body: \"{% if traits.vip %}VIP {{ traits.name | upcasee }}\"\n"
+    body = FLOW + 'message:\n  title: Hi\n  body: "{% if traits.vip %}VIP {{ traits.name | upcasee }}"\n'
     r = env.put("flow", "tip", body)
     assert r.status_code == 400
     assert r.json()["code"] == "invalid_definition"
