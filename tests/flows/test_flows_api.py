@@ -80,3 +80,16 @@ def test_put_refuses_broken_liquid_with_the_field_and_line(env: FlowEnv) -> None
     assert r.json()["problems"][0]["message"] == (
         "message.body: not valid Liquid: unknown filter 'upcasee' (did you mean 'upcase'?)"
     )
+
+
+def test_yaml_alias_loops_and_bombs_are_refused_with_a_code(env: FlowEnv) -> None:
+    loop = FLOW + "audience: &a\n  all: [*a]\n"
+    r = env.put("flow", "tip", loop)
+    assert (r.status_code, r.json()["code"]) == (400, "definition_too_complex")
+    assert r.json()["message"] == "a YAML alias refers to its own anchor (a loop)"
+    levels = ["x0: &x0 lol"] + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 40)]
+    r = env.put("flow", "tip", FLOW + "\n".join(levels) + "\n")  # 9**39 strings if expanded
+    assert (r.status_code, r.json()["code"]) == (400, "definition_too_complex")
+    r = env.put("flow", "tip", FLOW + "x: " + "[" * 10_000 + "\n")
+    assert (r.status_code, r.json()["code"]) == (400, "definition_too_complex")
+    assert env.send({"type": "track", "userId": "ada", "event": "Feature Used"})["success"] is True
