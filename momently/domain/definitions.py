@@ -23,11 +23,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+from momently.domain.actions import ACTION_TAKEN
 from momently.domain.conditions import ConditionError, compile_condition
 from momently.domain.durations import HINT, InvalidDuration, parse_duration, parse_offset
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
-from momently.domain.lint import lint_message
+from momently.domain.lint import DEFAULT_LINK_BASE, LinkSpec, lint_message
 
 Path = tuple[str | int, ...]
 MAX_YAML_CHARS = 256 * 1024
@@ -201,6 +202,7 @@ class Known:
 
     events: frozenset[str] = frozenset()
     segments: frozenset[str] = frozenset()
+    link_base: str = DEFAULT_LINK_BASE  # ``{public URL}/a/{workspace}``: one-tap links' length in SMS
 
 
 def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
@@ -234,7 +236,7 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
         seen[key] = doc
         if doc.kind == "events":
             continue
-        problems += _meaning(doc, catalog, segments)
+        problems += _meaning(doc, catalog, segments, known.link_base)
     return sorted(problems, key=lambda p: (p.source, p.line))
 
 
@@ -282,7 +284,7 @@ def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
     return path, f"{where}: {error.message}"
 
 
-def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Problem]:
+def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str) -> list[Problem]:
     data = doc.data
     problems: list[Problem] = []
 
@@ -353,7 +355,9 @@ def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Proble
         check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
         condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))
     condition(data.get("audience"), ("audience",))
-    for finding in lint_message(data.get("message"), list(data.get("channels", ["console"]))):
+    goal_event = str(data["goal"]["event"]) if "goal" in data else ACTION_TAKEN
+    link = LinkSpec(link_base, doc.id, goal_event)
+    for finding in lint_message(data.get("message"), list(data.get("channels", ["console"])), link):
         problem(finding.path, finding.message)
     if "goal" in data:
         check_event(("goal", "event"), data["goal"]["event"])

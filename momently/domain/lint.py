@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from momently.domain.actions import ACTION_TAKEN, link_length
 from momently.domain.durations import HINT, parse_duration
 from momently.domain.message import FIELDS, template_error
 
@@ -28,6 +29,18 @@ PUSH_BODY_MAX: Final = 150
 EMAIL_SUBJECT_MAX: Final = 78
 _LIQUID = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 CHANNELS_WITH_CONTENT: Final = ("email", "sms", "push", "in_app", "webhook", "console")
+# where one-tap links point when the workspace (and so the public URL) is not known
+DEFAULT_LINK_BASE: Final = "https://moments.example.com/a/workspace"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """What a one-tap link's length depends on: the server's ``{public URL}/a/{workspace}``
+    and what the flow's token carries (its id and goal event)."""
+
+    base: str = DEFAULT_LINK_BASE
+    flow_id: str = "flow"
+    event: str = ACTION_TAKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +50,22 @@ class Finding:
 
 
 def sms_segments(text: str) -> tuple[int, str]:
-    """(segments, encoding): GSM-7 fits 160 characters in one SMS and 153 per part when
-    split; a single character outside GSM-7 (an emoji, say) makes it UCS-2: 70, then 67."""
+    """(segments, encoding): GSM-7 fits 160 septets in one SMS and 153 per part when split;
+    a single character outside GSM-7 (an emoji, say) makes it UCS-2: 70 UTF-16 units, then 67.
+    An extension character (``€``: escape + septet) and an emoji (a surrogate pair) cost two
+    and are never split between two parts, so a part may end one short of its limit."""
     if all(c in GSM7_BASIC or c in GSM7_EXTENDED for c in text):
-        units = sum(2 if c in GSM7_EXTENDED else 1 for c in text)
-        return (1 if units <= 160 else -(-units // 153)), "GSM-7"
-    units = sum(2 if ord(c) > 0xFFFF else 1 for c in text)  # UTF-16 code units
-    return (1 if units <= 70 else -(-units // 67)), "UCS-2"
+        costs, single, part, encoding = [2 if c in GSM7_EXTENDED else 1 for c in text], 160, 153, "GSM-7"
+    else:
+        costs, single, part, encoding = [2 if ord(c) > 0xFFFF else 1 for c in text], 70, 67, "UCS-2"
+    if sum(costs) <= single:
+        return 1, encoding
+    segments, used = 1, 0
+    for cost in costs:
+        if used + cost > part:
+            segments, used = segments + 1, 0
+        used += cost
+    return segments, encoding
 
 
 def literal(template: str) -> str:
@@ -60,7 +82,7 @@ def _variants(message: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...
         yield ("message",), message
 
 
-def lint_message(message: object, channels: list[str]) -> list[Finding]:
+def lint_message(message: object, channels: list[str], link: LinkSpec = LinkSpec()) -> list[Finding]:
     if not isinstance(message, Mapping) or not message:
         return []
     out: list[Finding] = []
@@ -83,7 +105,7 @@ def lint_message(message: object, channels: list[str]) -> list[Finding]:
             merged = {**variant, **override} if isinstance(override, Mapping) else dict(variant)
             blocks.append((path, channel, merged))
         for where, channel, spec in blocks:
-            out += _lint_block(where, channel, spec)
+            out += _lint_block(where, channel, spec, link)
     unique = {(f.path, f.message): f for f in out}  # the same finding for several channels, once
     return list(unique.values())
 
@@ -106,7 +128,9 @@ def _template_findings(path: tuple[str | int, ...], spec: Mapping[str, Any]) -> 
     return out
 
 
-def _lint_block(path: tuple[str | int, ...], channel: str, spec: Mapping[str, Any]) -> list[Finding]:
+def _lint_block(
+    path: tuple[str | int, ...], channel: str, spec: Mapping[str, Any], link: LinkSpec
+) -> list[Finding]:
     out: list[Finding] = []
     body = spec.get("body")
     if not isinstance(body, str) or not body.strip():
@@ -114,14 +138,16 @@ def _lint_block(path: tuple[str | int, ...], channel: str, spec: Mapping[str, An
         return out
     text = literal(body)
     if channel == "sms":
-        segments, encoding = sms_segments(text)
+        tail = _sms_link(spec.get("action"), link)
+        segments, encoding = sms_segments(text + tail)
         if segments > SMS_MAX_SEGMENTS:
+            with_link = f" with its call to action and link ({len(tail)} characters)" if tail else ""
             out.append(
                 Finding(
                     (*path, "body"),
-                    f"the SMS body is {segments} {encoding} segments before any value is filled in "
-                    f"(at most {SMS_MAX_SEGMENTS}); one emoji switches the whole message to UCS-2 "
-                    "(70 characters a segment)",
+                    f"the SMS body{with_link} is {segments} {encoding} segments before any value is "
+                    f"filled in (at most {SMS_MAX_SEGMENTS}); one emoji switches the whole message to "
+                    "UCS-2 (70 characters a segment)",
                 )
             )
     if channel == "push":
@@ -152,6 +178,17 @@ def _lint_block(path: tuple[str | int, ...], channel: str, spec: Mapping[str, An
         if not action.get("label"):
             out.append(Finding((*path, "action", "label"), "the call to action needs a label"))
     return out
+
+
+def _sms_link(action: object, link: LinkSpec) -> str:
+    """What the SMS channel appends to the body for the call to action: a new line, the label
+    and the one-tap link (``channels.sms.sms_text``)."""
+    if not isinstance(action, Mapping) or not (action.get("url") or action.get("label")):
+        return ""
+    label = literal(str(action["label"])) if action.get("label") else None
+    url = literal(str(action["url"])) if action.get("url") else None
+    length = link_length(link.base, flow_id=link.flow_id, event=link.event, label=label, redirect=url)
+    return "\n" + (f"{label}: " if label else "") + "x" * length
 
 
 def _templated_origin(url: str) -> bool:

@@ -5,7 +5,40 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from momently.domain.definitions import load, validate
-from momently.domain.lint import GSM7_BASIC, GSM7_EXTENDED, lint_message, sms_segments
+from momently.domain.lint import GSM7_BASIC, GSM7_EXTENDED, LinkSpec, lint_message, sms_segments
+
+SEGMENTS = [
+    # GSM-7: 160 septets in one SMS, 153 a part; € is escape + septet and is never split
+    ("a" * 160, 1, "GSM-7"),
+    ("a" * 161, 2, "GSM-7"),
+    ("a" * 158 + "€", 1, "GSM-7"),
+    ("a" * 159 + "€", 2, "GSM-7"),
+    ("€" * 80, 1, "GSM-7"),
+    ("€" * 81, 2, "GSM-7"),
+    ("a" * 306, 2, "GSM-7"),
+    ("a" * 307, 3, "GSM-7"),
+    ("a" * 152 + "€" + "a" * 151, 2, "GSM-7"),
+    ("a" * 152 + "€" + "a" * 152, 3, "GSM-7"),  # 306 septets, but the € cannot straddle two parts
+    ("a" * 153 * 3, 3, "GSM-7"),
+    ("a" * 152 + "€" + "a" * 153 * 2, 4, "GSM-7"),
+    # UCS-2: 70 UTF-16 units in one SMS, 67 a part; an emoji is a surrogate pair, never split
+    ("ж" * 70, 1, "UCS-2"),
+    ("ж" * 71, 2, "UCS-2"),
+    ("ж" * 68 + "📦", 1, "UCS-2"),
+    ("ж" * 69 + "📦", 2, "UCS-2"),
+    ("📦" * 35, 1, "UCS-2"),
+    ("📦" * 36, 2, "UCS-2"),
+    ("ж" * 134, 2, "UCS-2"),
+    ("ж" * 135, 3, "UCS-2"),
+    ("ж" * 65 + "📦" + "ж" * 66, 2, "UCS-2"),
+    ("ж" * 66 + "📦" + "ж" * 66, 3, "UCS-2"),  # 134 units, but the pair cannot straddle two parts
+    ("a" * 69 + "📦", 2, "UCS-2"),  # one emoji makes the whole text UCS-2
+]
+
+
+@pytest.mark.parametrize(("text", "segments", "encoding"), SEGMENTS)
+def test_sms_segment_limits(text: str, segments: int, encoding: str) -> None:
+    assert sms_segments(text) == (segments, encoding)
 
 
 def test_sms_segments_gsm7_and_ucs2() -> None:
@@ -30,7 +63,7 @@ def test_gsm7_segments_hold_the_text(text: str) -> None:
 
 def test_lint_findings() -> None:
     long_sms = {"body": "Your order is ready " * 30, "action": {"label": "Go", "url": "https://x.example"}}
-    assert [f.message[:31] for f in lint_message(long_sms, ["sms"])] == ["the SMS body is 4 GSM-7 segment"]
+    assert [f.message[:31] for f in lint_message(long_sms, ["sms"])] == ["the SMS body with its call to a"]
     assert (
         lint_message({"body": "Hi {{ traits.name }}" + "x" * 140}, ["push"]) == []
     )  # the tag does not count
@@ -55,7 +88,7 @@ def test_validate_reports_lint_with_lines() -> None:
     )
     docs, _ = load(text, "f.yaml")
     found = [str(p) for p in validate(docs)]
-    assert found[0].startswith("f.yaml:5: the SMS body is 4 GSM-7 segments")
+    assert found[0].startswith("f.yaml:5: the SMS body with its call to action and link (")
     assert found[1] == "f.yaml:6: the action link 'not a link' is not an http(s) URL"
 
 
@@ -102,3 +135,16 @@ def test_validate_points_at_the_line_of_the_broken_template() -> None:
     docs, _ = load(text, "f.yaml")
     [problem] = validate(docs)
     assert str(problem).startswith("f.yaml:5: message.body: not valid Liquid: expected tag endif")
+
+
+def test_the_sms_lint_counts_the_one_tap_link() -> None:
+    body = "Your parcel arrives tomorrow between 9 and 11. " * 9  # 423 characters: 3 segments alone
+    assert sms_segments(body) == (3, "GSM-7")
+    assert lint_message({"body": body}, ["sms"]) == []
+    action = {"label": "Reschedule", "url": "https://shop.example/reschedule"}
+    [finding] = lint_message({"body": body, "action": action}, ["sms"])
+    assert finding.message.startswith("the SMS body with its call to action and link (")
+    assert " is 5 GSM-7 segments " in finding.message
+    assert lint_message({"body": body, "action": action}, ["email"]) == []  # only SMS appends it
+    short = lint_message({"body": "a" * 150, "action": action}, ["sms"], LinkSpec("https://m.example/a/acme"))
+    assert short == []
