@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from momently.domain.actions import ACTION_TAKEN, link_length
+from momently.domain.actions import ACTION_TAKEN, link_length, templated_origin
 from momently.domain.durations import HINT, parse_duration
 from momently.domain.message import FIELDS, template_error
 
@@ -27,6 +27,7 @@ SMS_MAX_SEGMENTS: Final = 3
 PUSH_TITLE_MAX: Final = 50
 PUSH_BODY_MAX: Final = 150
 EMAIL_SUBJECT_MAX: Final = 78
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _LIQUID = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 CHANNELS_WITH_CONTENT: Final = ("email", "sms", "push", "in_app", "webhook", "console")
 # where one-tap links point when the workspace (and so the public URL) is not known
@@ -91,6 +92,17 @@ def lint_message(message: object, channels: list[str], link: LinkSpec = LinkSpec
             parse_duration(message["expires_in"])
         except ValueError as exc:
             out.append(Finding(("message", "expires_in"), f"{exc} ({HINT})"))
+    declared = message.get("link_hosts")
+    if declared is not None and (
+        not isinstance(declared, list)
+        or not all(isinstance(h, str) and _HOST.match(h.lower()) for h in declared)
+    ):
+        out.append(
+            Finding(
+                ("message", "link_hosts"),
+                "link_hosts is a list of host names (shop.example), without scheme, port or path",
+            )
+        )
     for path, variant in _variants(message):
         if "actions" in variant or isinstance(variant.get("action"), list):
             out.append(
@@ -105,7 +117,7 @@ def lint_message(message: object, channels: list[str], link: LinkSpec = LinkSpec
             merged = {**variant, **override} if isinstance(override, Mapping) else dict(variant)
             blocks.append((path, channel, merged))
         for where, channel, spec in blocks:
-            out += _lint_block(where, channel, spec, link)
+            out += _lint_block(where, channel, spec, link, hosts_declared=bool(declared))
     unique = {(f.path, f.message): f for f in out}  # the same finding for several channels, once
     return list(unique.values())
 
@@ -129,7 +141,12 @@ def _template_findings(path: tuple[str | int, ...], spec: Mapping[str, Any]) -> 
 
 
 def _lint_block(
-    path: tuple[str | int, ...], channel: str, spec: Mapping[str, Any], link: LinkSpec
+    path: tuple[str | int, ...],
+    channel: str,
+    spec: Mapping[str, Any],
+    link: LinkSpec,
+    *,
+    hosts_declared: bool,
 ) -> list[Finding]:
     out: list[Finding] = []
     body = spec.get("body")
@@ -169,12 +186,20 @@ def _lint_block(
     action = spec.get("action")
     if isinstance(action, Mapping):
         url = action.get("url")
-        if isinstance(url, str) and url.strip() and not _templated_origin(url):
+        if isinstance(url, str) and url.strip() and not templated_origin(url):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 out.append(
                     Finding((*path, "action", "url"), f"the action link {url!r} is not an http(s) URL")
                 )
+        elif isinstance(url, str) and not hosts_declared:
+            out.append(
+                Finding(
+                    (*path, "action", "url"),
+                    "the action link's host comes from data: list the hosts it may lead to in "
+                    "message.link_hosts (a link elsewhere would be an open redirect)",
+                )
+            )
         if not action.get("label"):
             out.append(Finding((*path, "action", "label"), "the call to action needs a label"))
     return out
@@ -189,8 +214,3 @@ def _sms_link(action: object, link: LinkSpec) -> str:
     url = literal(str(action["url"])) if action.get("url") else None
     length = link_length(link.base, flow_id=link.flow_id, event=link.event, label=label, redirect=url)
     return "\n" + (f"{label}: " if label else "") + "x" * length
-
-
-def _templated_origin(url: str) -> bool:
-    """A link whose scheme or host is a template value can only be checked when rendered."""
-    return "{{" in "/".join(url.split("/", 3)[:3])

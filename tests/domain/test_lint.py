@@ -73,8 +73,13 @@ def test_lint_findings() -> None:
     assert two[0].message.startswith("a micro-moment asks for one thing")
     bad_link = lint_message({"body": "hi", "action": {"label": "Go", "url": "shop.example/cart"}}, ["email"])
     assert bad_link[0].path == ("message", "action", "url")
-    templated = lint_message({"body": "hi", "action": {"label": "Go", "url": "{{ traits.link }}"}}, ["email"])
-    assert templated == []
+    templated = {"body": "hi", "action": {"label": "Go", "url": "{{ traits.link }}"}}
+    [open_redirect] = lint_message(templated, ["email"])
+    assert open_redirect.path == ("message", "action", "url")
+    assert open_redirect.message.startswith("the action link's host comes from data: list the hosts")
+    assert lint_message({**templated, "link_hosts": ["links.example"]}, ["email"]) == []
+    [bad_hosts] = lint_message({**templated, "link_hosts": ["https://links.example/"]}, ["email"])
+    assert bad_hosts.path == ("message", "link_hosts")
     assert lint_message({"push": {"body": "only for push"}}, ["push", "console"])[0].message == (
         "no body for the console channel"
     )
