@@ -290,3 +290,21 @@ def test_a_body_the_lint_accepts_goes_out_in_at_most_three_segments(
     [form] = provider.sent
     assert form["Body"].startswith("a" * longest + "\nReschedule: " + env.url + "/a/acme/")
     assert sms_segments(form["Body"])[0] <= 3
+
+
+def test_a_stop_sent_before_the_number_was_known_also_wins_over_the_trait(
+    env: FlowEnv, provider: FakeProvider
+) -> None:
+    env.flow("promo", PROMO)
+    stop = {"From": "+15550104477", "To": "+15550000000", "Body": "STOP", "MessageSid": "SMstop"}
+    callback(env, "/v1/sms/acme/inbound", stop)  # nobody has this number yet
+    env.advance(seconds=1)
+    env.send({"type": "identify", "userId": "ada", "traits": {"phone": "+15550104477"}})
+    env.advance(seconds=1)
+    env.send(
+        {"type": "identify", "userId": "ada", "traits": {"phone": "+15550104477", "sms_opt_in": True}},
+        {"type": "track", "userId": "ada", "event": "Cart Viewed"},
+    )
+    dispatch(env)
+    assert provider.sent == []
+    assert [s["reason"] for s in log_of(env, "Message Suppressed")] == ["stop_contact"]
