@@ -50,7 +50,9 @@ def known(services: Services, workspace_id: str) -> Known:
     workspace's log has seen, and the segments already stored."""
     names = services.engine_state.known_event_names(workspace_id)
     segments = {s.id for s in services.definitions.heads(workspace_id, "segment") if s.status != "archived"}
-    return Known(events=frozenset(names), segments=frozenset(segments))
+    settings = services.settings
+    base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    return Known(events=frozenset(names), segments=frozenset(segments), link_base=f"{base}/a/{workspace_id}")
 
 
 def check(services: Services, workspace_id: str, loaded: Loaded) -> list[Problem]:

@@ -163,3 +163,22 @@ def test_a_webhook_destination_is_validated(tmp_path: Path) -> None:
     bad.write_text(flow % "destinaton: crm")
     assert "ok: 1 flow(s)" in run(tmp_path, "flows", "validate", str(good))
     assert "destinaton" in run(tmp_path, "flows", "validate", str(bad), ok=False)
+
+
+def test_validate_and_apply_refuse_broken_liquid_and_alias_bombs(tmp_path: Path) -> None:
+    run(tmp_path, "workspace", "create", "shop")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "id: tip\ntrigger: {event: Feature Used}\nmessage:\n  body: '{{ traits.name | upcasee }}'\n"
+    )
+    out = run(tmp_path, "flows", "validate", str(broken), ok=False)
+    assert (
+        f"{broken}:4: message.body: not valid Liquid: unknown filter 'upcasee' (did you mean 'upcase'?)"
+        in out
+    )
+    assert "1 problem(s)" in run(tmp_path, "flows", "apply", str(broken), "--workspace", "shop", ok=False)
+    bomb = tmp_path / "bomb.yaml"
+    levels = ["x0: &x0 lol"] + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 40)]
+    bomb.write_text("id: tip\ntrigger: {event: Feature Used}\n" + "\n".join(levels) + "\n")
+    out = run(tmp_path, "flows", "validate", str(bomb), ok=False)
+    assert "YAML aliases expand to more than 10000 nodes" in out

@@ -1,6 +1,12 @@
-"""One-tap actions: ``GET /a/{workspace}/{token}`` records the action as an event for the
-person the link was sent to (the flow's goal event, so it counts as the micro-conversion),
-durably, then redirects to the action's URL or shows a small confirmation page."""
+"""One-tap actions: ``/a/{workspace}/{token}``.
+
+``GET`` records nothing: mail security scanners and link previews fetch every URL in a
+message. It checks the link and shows a page that submits itself (``POST`` to the same
+address) in the person's browser, with a button where scripts do not run. ``POST`` records
+the action as an event for the person the link was sent to (the flow's goal event, so it
+counts as the micro-conversion), durably, then redirects to the action's URL or shows a small
+confirmation page. The URL was checked against the flow's link hosts when the link was made.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from momently.domain.actions import ExpiredAction, InvalidAction, action_track, read
+from momently.domain.actions import Action, ExpiredAction, InvalidAction, action_track, read
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.engine.log_writer import WriterStopped
 from momently.services import Services
@@ -22,6 +28,14 @@ PAGE = """<!doctype html><html lang="en"><meta charset="utf-8">
 <main style="text-align:center;max-width:24rem;padding:1rem"><h1 style="font-size:1.4rem">{title}</h1>
 <p>{text}</p></main></body></html>"""
 
+CONFIRM = """<!doctype html><html lang="en"><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex">
+<title>{label}</title>
+<body style="font:16px system-ui,sans-serif;display:grid;place-items:center;min-height:90vh;margin:0">
+<main style="text-align:center;max-width:24rem;padding:1rem">
+<form method="post" id="act"><button style="font:inherit;padding:.6rem 1.2rem">{label}</button></form>
+<script>document.getElementById("act").submit()</script></main></body></html>"""
+
 
 def page(status: int, title: str, text: str) -> HTMLResponse:
     return HTMLResponse(PAGE.format(title=html.escape(title), text=html.escape(text)), status_code=status)
@@ -30,21 +44,34 @@ def page(status: int, title: str, text: str) -> HTMLResponse:
 def router(services: Services) -> APIRouter:
     r = APIRouter(tags=["actions"])
 
-    @r.get("/a/{workspace_id}/{token}", summary="A one-tap action link", include_in_schema=True)
-    async def take_action(workspace_id: str, token: str) -> Response:
+    async def decode(workspace_id: str, token: str) -> Action | Response:
         if await run_in_threadpool(services.workspaces.get, workspace_id) is None:
             return page(404, "Link not found", "This link does not lead anywhere.")
         secret = await run_in_threadpool(
             services.workspaces.signing_key, workspace_id, now=services.clock.now()
         )
         try:
-            action = read(secret, token, now=services.clock.now)
+            return read(secret, token, now=services.clock.now)
         except ExpiredAction:
             return page(
                 410, "This link has expired", "It was only valid for a while. Open the app to carry on."
             )
         except InvalidAction:
             return page(400, "This link is not valid", "It may have been cut short when it was copied.")
+
+    @r.get("/a/{workspace_id}/{token}", summary="A one-tap action link: a page that submits the action")
+    async def confirm_action(workspace_id: str, token: str) -> Response:
+        action = await decode(workspace_id, token)
+        if isinstance(action, Response):
+            return action
+        label = html.escape(action.label or "Continue")
+        return HTMLResponse(CONFIRM.format(label=label), headers={"Cache-Control": "no-store"})
+
+    @r.post("/a/{workspace_id}/{token}", summary="Take a one-tap action: records it, then redirects")
+    async def take_action(workspace_id: str, token: str) -> Response:
+        action = await decode(workspace_id, token)
+        if isinstance(action, Response):
+            return action
         raw = action_track(
             delivery_key=action.delivery_key,
             flow_id=action.flow_id,

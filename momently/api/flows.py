@@ -64,7 +64,13 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ApiError(400, "invalid_definition", "the body must be UTF-8 YAML or JSON") from exc
-        docs, problems = load(text, f"{kind}:{id_}")
+        # parsed off the event loop: a slow parse must not hold up ingest or any other request
+        docs, problems = await run_in_threadpool(load, text, f"{kind}:{id_}")
+        for p in problems:
+            if p.code:  # beyond the YAML bounds
+                raise ApiError(
+                    400, p.code, p.message, extra={"problems": [{"line": p.line, "message": p.message}]}
+                )
         if not problems and len(docs) != 1:
             raise ApiError(400, "invalid_definition", "send exactly one document")
         if docs and docs[0].kind != kind:

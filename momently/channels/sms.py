@@ -8,6 +8,8 @@ delivery key goes along as ``Idempotency-Key`` for providers that honour it.
 
 Callbacks carry ``X-Twilio-Signature``: base64 HMAC-SHA1, keyed with the auth token, over the
 URL the provider called followed by every POST parameter's name and value, sorted by name.
+A signature over the URL with or without its default port (``https://host:443/…``) is
+accepted, as Twilio's own validator does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import hashlib
 import hmac
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -35,7 +38,30 @@ def signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
 
 
 def valid_signature(auth_token: str, url: str, params: Mapping[str, str], given: str | None) -> bool:
-    return given is not None and hmac.compare_digest(signature(auth_token, url, params), given)
+    """As Twilio's own validator: the URL as we know it, and with its default port (``:443``,
+    ``:80``) added or removed, since the provider may sign either form."""
+    if given is None:
+        return False
+    return any(hmac.compare_digest(signature(auth_token, u, params), given) for u in _port_forms(url))
+
+
+def _port_forms(url: str) -> list[str]:
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return [url]
+    if default is None or port not in (None, default):
+        return [url]
+    userinfo = parts.netloc.rpartition("@")[0]
+    prefix = f"{userinfo}@" if userinfo else ""
+    bare = urlunsplit(parts._replace(netloc=f"{prefix}{host}"))
+    with_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{default}"))
+    return list(dict.fromkeys([url, bare, with_port]))
 
 
 def sms_text(outgoing: Outgoing) -> str:

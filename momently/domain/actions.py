@@ -4,15 +4,27 @@ that records the action as an event for the person it was sent to.
 The token carries who it is for and what it records, signed with the workspace's own key
 (itsdangerous, HMAC-SHA256): it cannot be forged, altered to record for another person, or used
 after it expires. Using it twice records the action once (its event's messageId is fixed).
+
+Opening the link records nothing: mail security scanners and link previews fetch every URL
+they see. The page it shows submits itself (a ``POST`` to the same address) in the person's
+browser, and that records the action; a button does the same where scripts do not run.
+
+The link then redirects to the action's URL only on a host the flow declares: the host of a
+literal action URL in its message (``https://shop.example/orders/{{ event.order_id }}``), or
+one listed in ``message.link_hosts`` when the host itself comes from data. Any other target
+(``{{ event.url }}`` set to a stranger's site) would make the sender's domain an open
+redirect, so the message is suppressed (``link_not_allowed``) instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
@@ -21,6 +33,7 @@ from momently.domain.durations import parse_duration
 SALT = "momently.action.v1"
 DEFAULT_TTL_SECONDS = 7 * 86_400
 ACTION_TAKEN = "Action Taken"  # recorded when the flow has no goal event
+LINK_NOT_ALLOWED = "link_not_allowed"  # suppression reason: an action URL on an undeclared host
 
 
 class InvalidAction(ValueError):
@@ -55,6 +68,48 @@ class Action:
             "r": self.redirect,
             "t": self.ttl_seconds,
         }
+
+
+def templated_origin(url: str) -> bool:
+    """Does the scheme or host of this action URL template come from data?"""
+    origin = "/".join(url.split("/", 3)[:3])
+    return "{{" in origin or "{%" in origin
+
+
+def action_urls(message: object) -> Iterator[str]:
+    """Every action URL template of a flow's message: its variants and their channel blocks."""
+    if isinstance(message, Mapping):
+        action = message.get("action")
+        if isinstance(action, Mapping) and isinstance(action.get("url"), str):
+            yield action["url"]
+        for key, value in message.items():
+            if key != "action":
+                yield from action_urls(value)
+    elif isinstance(message, list):
+        for item in message:
+            yield from action_urls(item)
+
+
+def link_hosts(message: Mapping[str, Any]) -> frozenset[str]:
+    """The hosts a flow's one-tap links may redirect to: those written out in its action URL
+    templates, and those listed in ``message.link_hosts``."""
+    declared = message.get("link_hosts")
+    hosts = {str(h).lower() for h in declared} if isinstance(declared, list) else set()
+    for url in action_urls(message):
+        if not templated_origin(url) and (host := urlsplit(url).hostname):
+            hosts.add(host)
+    return frozenset(hosts)
+
+
+def redirect_allowed(url: str, hosts: Iterable[str]) -> bool:
+    """An http(s) URL on one of ``hosts``, with nothing a browser reads differently from us:
+    no user part (``https://shop.example@evil.example``), backslash, space or control character."""
+    if any(c == "\\" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return False
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
+        return False
+    return parts.hostname is not None and parts.hostname in set(hosts)
 
 
 def goal_of(flow: dict[str, Any]) -> tuple[str, int]:
@@ -123,6 +178,27 @@ def read(secret: str, token: str, *, now: Callable[[], datetime]) -> Action:
         redirect=data.get("r"),
         ttl_seconds=ttl,
     )
+
+
+def link_length(base: str, *, flow_id: str, event: str, label: str | None, redirect: str | None) -> int:
+    """How long a one-tap link (``{base}/{token}``, base being ``…/a/{workspace}``) of a flow
+    is, for the SMS segment lint: a real token, signed over ids of typical length (a 36-character
+    userId and anonymousId, the delivery key's own format)."""
+    # ids that do not compress (the token is zlib-compressed when that makes it shorter)
+    noise = hashlib.sha256(f"{flow_id}\x00{event}".encode()).hexdigest()
+    person = f"p_{noise[:20]}"
+    action = Action(
+        delivery_key=f"{flow_id}:{person}:e{noise[20:32]}",
+        flow_id=flow_id,
+        person_id=person,
+        user_id=noise[:36],
+        anonymous_id=noise[28:64],
+        event=event,
+        label=label,
+        redirect=redirect,
+    )
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    return len(base.rstrip("/")) + 1 + len(sign("s" * 32, action, lambda: at))
 
 
 # unsubscribe links ------------------------------------------------------------------------

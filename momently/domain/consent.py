@@ -254,7 +254,9 @@ def trait_grants(
 ) -> list[Grant]:
     """The records an identify call's consent traits add: only changes, so re-sending the
     same traits (every SDK does on each identify) does not grow the ledger, and replaying
-    the log or a late identify never overrides what was recorded after it."""
+    the log or a late identify never overrides what was recorded after it. A trait never
+    lifts a stop (an SMS STOP, a stop-contact): ``sms_opt_in: true`` sent by the app after the
+    handset said STOP grants nothing until the handset says START (or an operator grants)."""
     out: list[Grant] = []
     for trait, (channel, purpose) in policy.traits.items():
         value = traits.get(trait)
@@ -265,6 +267,8 @@ def trait_grants(
         latest = current(records, channel, purpose)
         if latest is not None and latest.grant.at_ms > at_ms:
             continue  # a late identify does not override newer news
+        if value and latest is not None and not latest.grant.granted and latest.grant.source in STOP_SOURCES:
+            continue  # a STOP is lifted by the person (START) or an operator, never by an app's trait
         live = (
             latest is not None
             and latest.grant.granted

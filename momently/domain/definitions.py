@@ -4,6 +4,12 @@ file, line, what is wrong and, for a misspelt key or name, a suggestion
 
 Pure: callers read the files and pass their text, plus what the workspace already knows
 (event names seen in its log, stored segments) so references can be checked.
+
+YAML is bounded before it is built: a file of at most ``MAX_YAML_CHARS``, nested at most
+``MAX_YAML_DEPTH`` levels, and anchors/aliases (handy to share a condition between flows)
+that add at most ``MAX_ALIAS_NODES`` nodes once expanded. An alias inside its own anchor (a
+loop) and an alias bomb ("billion laughs") are refused by counting the composed graph, which
+costs as much as its distinct nodes, before anything is expanded.
 """
 
 from __future__ import annotations
@@ -17,13 +23,18 @@ from typing import Any
 import jsonschema
 import yaml
 
+from momently.domain.actions import ACTION_TAKEN
 from momently.domain.conditions import ConditionError, compile_condition
 from momently.domain.durations import HINT, InvalidDuration, parse_duration, parse_offset
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
-from momently.domain.lint import lint_message
+from momently.domain.lint import DEFAULT_LINK_BASE, LinkSpec, lint_message
 
 Path = tuple[str | int, ...]
+MAX_YAML_CHARS = 256 * 1024
+MAX_YAML_DEPTH = 64
+MAX_ALIAS_NODES = 10_000
+TOO_COMPLEX = "definition_too_complex"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +42,7 @@ class Problem:
     source: str
     line: int
     message: str
+    code: str | None = None  # set for a document refused before it is read (``TOO_COMPLEX``)
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.message}"
@@ -77,16 +89,31 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _TooLarge(ValueError):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 def load(text: str, source: str) -> tuple[list[Document], list[Problem]]:
     """Every document in ``text`` (several per file, separated by ``---``)."""
     docs: list[Document] = []
+    if len(text) > MAX_YAML_CHARS:
+        message = f"a definition file may be at most {MAX_YAML_CHARS} characters"
+        return [], [Problem(source, 1, message, TOO_COMPLEX)]
     try:
+        _check_depth(text)
         nodes = list(yaml.compose_all(text, Loader=_Loader))
+        for node in nodes:
+            if node is not None:
+                _check_aliases(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
         return [], [Problem(source, line, f"not valid YAML: {problem}")]
+    except _TooLarge as exc:
+        return [], [Problem(source, exc.line, str(exc), TOO_COMPLEX)]
     for node in nodes:
         if node is None:
             continue
@@ -94,6 +121,56 @@ def load(text: str, source: str) -> tuple[list[Document], list[Problem]]:
         data = _construct(node, (), lines)
         docs.append(Document(source, node.start_mark.line + 1, data, lines))
     return docs, []
+
+
+def _check_depth(text: str) -> None:
+    """Nesting, from the parser's event stream (iterative): composing and building the
+    document recurse once a level, so a deep one is refused before either runs."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 1
+                raise _TooLarge(line, f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Refuse a document whose aliases loop or expand by more than ``MAX_ALIAS_NODES`` nodes.
+    The composer shares one node object for an anchor and its aliases, so reaching a node a
+    second time is an alias; its expanded size is counted once per node (memoised), and the
+    walk keeps an explicit stack, so an alias bomb costs its size in bytes, not its expansion."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    extra = 0
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            continue
+        if key in on_path:
+            raise _TooLarge(node.start_mark.line + 1, "a YAML alias refers to its own anchor (a loop)")
+        if key in size:  # seen before: an alias, expanded where it is used
+            extra += size[key]
+            if extra > MAX_ALIAS_NODES:
+                raise _TooLarge(
+                    node.start_mark.line + 1,
+                    f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes",
+                )
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in reversed(children))
 
 
 def _construct(node: yaml.Node, path: Path, lines: dict[Path, int]) -> Any:
@@ -125,6 +202,7 @@ class Known:
 
     events: frozenset[str] = frozenset()
     segments: frozenset[str] = frozenset()
+    link_base: str = DEFAULT_LINK_BASE  # ``{public URL}/a/{workspace}``: one-tap links' length in SMS
 
 
 def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
@@ -158,7 +236,7 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
         seen[key] = doc
         if doc.kind == "events":
             continue
-        problems += _meaning(doc, catalog, segments)
+        problems += _meaning(doc, catalog, segments, known.link_base)
     return sorted(problems, key=lambda p: (p.source, p.line))
 
 
@@ -206,7 +284,7 @@ def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
     return path, f"{where}: {error.message}"
 
 
-def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Problem]:
+def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str) -> list[Problem]:
     data = doc.data
     problems: list[Problem] = []
 
@@ -277,7 +355,9 @@ def _meaning(doc: Document, events: set[str], segments: set[str]) -> list[Proble
         check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
         condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))
     condition(data.get("audience"), ("audience",))
-    for finding in lint_message(data.get("message"), list(data.get("channels", ["console"]))):
+    goal_event = str(data["goal"]["event"]) if "goal" in data else ACTION_TAKEN
+    link = LinkSpec(link_base, doc.id, goal_event)
+    for finding in lint_message(data.get("message"), list(data.get("channels", ["console"])), link):
         problem(finding.path, finding.message)
     if "goal" in data:
         check_event(("goal", "event"), data["goal"]["event"])

@@ -3,19 +3,25 @@ template language Braze, Customer.io and Shopify users already write).
 
 Templates see only the data given to them (traits, computed attributes, the trigger event);
 Liquid cannot reach Python objects or files. A missing value never renders as "Hi ,": null
-and empty values count as missing, a template must give a ``default``, or the send is
-suppressed with reason ``render_missing_value``.
+and empty values count as missing, and *printing* one (``{{ traits.name }}``, also through a
+filter) suppresses the send with reason ``render_missing_value`` unless the template gives a
+``default``. *Testing* one is fine, as in Shopify Liquid: ``{% if traits.vip %}`` is false,
+``{% unless %}`` true, a loop over it runs zero times, and the rest of the message renders.
+
+Templates are checked when a flow is validated (:func:`template_error`): a syntax error, an
+unknown tag or an unknown filter is refused then, not discovered at send time.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from liquid import BoundTemplate, Environment, StrictDefaultUndefined
-from liquid.exceptions import LiquidError
+from liquid import BoundTemplate, Environment, Undefined
+from liquid.exceptions import LiquidError, UndefinedError
 
 from momently.domain.profile import Profile
 from momently.domain.timestamps import format_timestamp, from_millis
@@ -25,7 +31,32 @@ RENDER_ERROR = "render_error"
 NO_CONTENT = "no_content"
 FIELDS = ("title", "subject", "body")
 
-_env = Environment(undefined=StrictDefaultUndefined)
+
+class _Missing(Undefined):
+    """A missing value: false, empty and equal to ``nil`` when tested, an error when printed.
+    ``default`` replaces it (``force_liquid_default``)."""
+
+    force_liquid_default = True
+
+    def __str__(self) -> str:
+        raise UndefinedError(self.hint or f"{self.name} is undefined", token=self.token)
+
+
+_env = Environment(undefined=_Missing)
+
+
+def template_error(source: str) -> str | None:
+    """Why ``source`` is not a template we can render (syntax, unknown tag, unknown filter),
+    or None. Filters are checked here because Liquid only finds an unknown one when it runs."""
+    try:
+        template = _template(source)
+    except LiquidError as exc:
+        return str(exc).splitlines()[0]
+    for name in template.analyze().filters:
+        if name not in _env.filters:
+            match = difflib.get_close_matches(name, list(_env.filters), n=1, cutoff=0.6)
+            return f"unknown filter '{name}'" + (f" (did you mean '{match[0]}'?)" if match else "")
+    return None
 
 
 @lru_cache(maxsize=4096)

@@ -29,7 +29,16 @@ from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.channels.registry import ChannelRegistry
 from momently.clock import Clock
 from momently.domain import consent, ratelimit
-from momently.domain.actions import Action, Unsubscribe, goal_of, sign, sign_unsubscribe
+from momently.domain.actions import (
+    LINK_NOT_ALLOWED,
+    Action,
+    Unsubscribe,
+    goal_of,
+    link_hosts,
+    redirect_allowed,
+    sign,
+    sign_unsubscribe,
+)
 from momently.domain.caps import Send
 from momently.domain.conditions import Facts, compile_condition
 from momently.domain.durations import parse_duration
@@ -395,6 +404,10 @@ class Dispatcher:
             rendered = render(message, variant, channel.name, generic_data(profile))
         if isinstance(rendered, NotRendered):
             return self._suppress(d, profile, rendered.reason, rendered.detail)
+        if rendered.action_url and not redirect_allowed(rendered.action_url, link_hosts(message)):
+            # a target from data on a host the flow did not declare: an open redirect on our domain
+            detail = f"action link {rendered.action_url[:200]!r} is not on the flow's link hosts"
+            return self._suppress(d, profile, LINK_NOT_ALLOWED, detail)
         rendered = self._with_action_link(d, flow, profile, rendered)
         outgoing = Outgoing(
             key=f"{d.workspace_id}:{d.key}",

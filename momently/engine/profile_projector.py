@@ -24,7 +24,7 @@ from momently.domain.timestamps import to_millis
 from momently.engine.background import Background, LoopHealth
 from momently.engine.flows import FlowStage, Pass
 from momently.engine.person_cache import PersonCache, WorkspaceCache
-from momently.store.consent import ConsentLedger
+from momently.store.consent import ConsentLedger, phone_key
 from momently.store.database import Database
 from momently.store.engine_state import TimerClaimed
 from momently.store.events import EventLog
@@ -53,6 +53,21 @@ class _Batch:
     merged: dict[str, str] = field(default_factory=dict)
     event_rows: list[tuple[str, int]] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
+
+
+def _phone_keys(batch: _Batch, ev: LoggedEvent) -> list[str]:
+    """The consent key of the phone number of the person this event is about, if known."""
+    keys: list[str] = []
+    ids = [("user", ev.user_id)] if ev.user_id else []
+    ids += [("anon", ev.anonymous_id)] if ev.anonymous_id else []
+    for identity in ids:
+        person = batch.links.get(identity) or batch.known.get(identity)
+        while person in batch.merged:
+            person = batch.merged[person]
+        profile = batch.profiles.get(person) if person else None
+        if profile is not None and profile.phone:
+            keys.append(phone_key(profile.phone))
+    return keys
 
 
 class ProfileProjector:
@@ -283,7 +298,7 @@ class ProfileProjector:
                     event_rows=batch.event_rows,
                 )
                 if self.consent is not None and events:
-                    self._record_consent_traits(conn, workspace_id, events)
+                    self._record_consent_traits(conn, workspace_id, events, batch)
                 if flows is not None and state is not None:
                     changes = flows.finish(conn)
                     fired = len(changes.fired)
@@ -308,9 +323,13 @@ class ProfileProjector:
             self.wake()  # the derived events it appended are new log entries to process
         return len(events) + fired
 
-    def _record_consent_traits(self, conn: Connection, workspace_id: str, events: list[LoggedEvent]) -> None:
+    def _record_consent_traits(
+        self, conn: Connection, workspace_id: str, events: list[LoggedEvent], batch: _Batch
+    ) -> None:
         """Identify traits the workspace policy maps to consent (``email_opt_in: true``) become
-        ledger records, in the batch's transaction so a crash cannot record them twice."""
+        ledger records, in the batch's transaction so a crash cannot record them twice. They
+        are weighed against the records under the person's phone number too: a STOP from the
+        handset is filed there, and a trait must not lift it."""
         assert self.consent is not None
         policy = self.consent.policy(workspace_id)
         candidates = [
@@ -337,7 +356,7 @@ class ProfileProjector:
                 conn,
                 workspace_id,
                 user_ids=[ev.user_id] if ev.user_id else [],
-                anonymous_ids=[ev.anonymous_id] if ev.anonymous_id else [],
+                anonymous_ids=[*([ev.anonymous_id] if ev.anonymous_id else []), *_phone_keys(batch, ev)],
             )
             grants = consent.trait_grants(
                 traits,

@@ -134,6 +134,29 @@ def test_trait_grants_record_changes_only_and_never_override_newer_records() -> 
     assert replayed == []  # replaying the log does not undo the later revoke
 
 
+@pytest.mark.parametrize("stop_source", ["sms_stop", "stop_contact"])
+def test_a_trait_never_lifts_a_stop_but_a_start_does(stop_source: str) -> None:
+    opted_in = grant("sms", "marketing", source="identify", at_ms=10)
+    stop = consent.stop_contact("ada", None, at_ms=20, source=stop_source, channel="sms")
+    records = chain(opted_in, *stop)
+
+    def again(records: list[Record], at_ms: int) -> list[Grant]:
+        return consent.trait_grants(
+            {"sms_opt_in": True}, POLICY, records, user_id="ada", anonymous_id=None, at_ms=at_ms, now_ms=at_ms
+        )
+
+    assert again(records, 30) == []  # the app still says sms_opt_in: true after the STOP
+    assert check(records, "sms", "marketing", POLICY, now_ms=30).reason == "stop_contact"
+    start = grant("sms", "*", source="sms_start", at_ms=40)
+    records = chain(opted_in, *stop, start)
+    assert check(records, "sms", "marketing", POLICY, now_ms=40).allowed
+    assert again(records, 50) == []  # already granted: nothing new to record
+    off = consent.trait_grants(
+        {"sms_opt_in": False}, POLICY, records, user_id="ada", anonymous_id=None, at_ms=60, now_ms=60
+    )
+    assert [(g.channel, g.purpose, g.granted) for g in off] == [("sms", "marketing", False)]
+
+
 def test_verify_chain_finds_edits_deletions_and_insertions() -> None:
     records = chain(grant(), grant(granted=False, at_ms=2000), grant("sms", at_ms=3000))
     assert verify_chain("acme", records).ok

@@ -84,3 +84,44 @@ def test_one_trigger_kind_duplicates_and_bad_yaml() -> None:
 
 def test_on_stays_a_key_not_a_boolean() -> None:
     assert problems("id: a\ntrigger: {segment: {id: vip, on: leave}}\n") == []
+
+
+def bomb(levels: int, fan_out: int = 10) -> str:
+    """An alias bomb: each level an anchor of ``fan_out`` aliases to the level below, so the
+    last one expands to ``fan_out ** levels`` strings."""
+    lines = ["id: a", "trigger: {event: App Opened}", "x0: &x0 lol"]
+    for i in range(1, levels + 1):
+        lines.append(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * fan_out)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded() -> None:
+    # 10**30 strings once expanded: this test can only finish if nothing expands it
+    docs, bad = load(bomb(30), "f.yaml")
+    assert docs == []
+    assert [(p.line, p.message, p.code) for p in bad] == [
+        (6, "YAML aliases expand to more than 10000 nodes", "definition_too_complex")
+    ]
+
+
+def test_an_alias_loop_is_refused() -> None:
+    assert problems("id: a\ntrigger: &t\n  event: App Opened\n  more: [*t]\n") == [
+        "f.yaml:2: a YAML alias refers to its own anchor (a loop)"
+    ]
+
+
+def test_a_few_aliases_are_fine() -> None:
+    text = "id: a\ntrigger: {event: App Opened}\ngoal: &g {event: App Opened, within: 1d}\n---\n"
+    text += "id: b\ntrigger: {event: App Opened}\naudience: &w {trait: plan, equals: pro}\n"
+    text += "goal: {event: Order Completed, within: 1d, where: *w}\n"
+    assert problems(text) == []
+    assert load(bomb(3, fan_out=20), "f.yaml")[1] == []  # 8,420 extra nodes: under the bound
+
+
+def test_deep_nesting_and_huge_files_are_refused() -> None:
+    assert problems("id: a\nx: " + "[" * 100_000 + "\n") == [
+        "f.yaml:2: the YAML is nested more than 64 levels deep"
+    ]
+    assert problems("id: a\n" + "#" * 300_000 + "\n") == [
+        "f.yaml:1: a definition file may be at most 262144 characters"
+    ]

@@ -73,7 +73,7 @@ def test_webhook_receives_a_signed_rendered_message(env: FlowEnv, receiver: Rece
         "action": {"label": "Show me"},
     }
     assert link.startswith(f"{env.url}/a/acme/")  # a one-tap link to the rendered URL
-    assert httpx.get(link).headers["location"] == "https://app.example/tips/export"
+    assert httpx.post(link).headers["location"] == "https://app.example/tips/export"
     assert got["flow"] == "tip"
     assert got["person"]["userId"] == "ada"
     assert got["trigger"]["event"] == "Feature Used"
@@ -247,8 +247,8 @@ def test_one_tap_action_records_the_goal_once_and_redirects(env: FlowEnv, receiv
     link = receiver.received[0]["message"]["action"]["url"]
     assert link.startswith(f"{env.url}/a/acme/")
     with httpx.Client() as c:
-        first = c.get(link)
-        again = c.get(link)
+        first = c.post(link)
+        again = c.post(link)
     assert first.status_code == 303
     assert first.headers["location"] == "https://shop.example/kept"
     assert again.status_code == 303
@@ -260,6 +260,70 @@ def test_one_tap_action_records_the_goal_once_and_redirects(env: FlowEnv, receiv
     assert len(confirmed) == 1  # two taps, one goal event
     assert confirmed[0].user_id == "ada"
     assert confirmed[0].body["properties"]["via"] == "one_tap"
+
+
+def test_opening_a_link_records_nothing_until_its_page_submits(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("eta", GOAL)
+    env.send({"type": "track", "userId": "ada", "event": "Parcel At Hub", "properties": {"slot": "14:00"}})
+    dispatch(env)
+    link = receiver.received[0]["message"]["action"]["url"]
+    with httpx.Client(follow_redirects=True) as scanner:  # what a mail security scanner does
+        opened = scanner.get(link)
+        assert scanner.head(link).status_code in (200, 405)
+    assert opened.status_code == 200
+    assert '<form method="post"' in opened.text
+    assert "submit()" in opened.text  # the person's browser submits it at once
+    assert opened.headers["cache-control"] == "no-store"
+    env.settle()
+    assert "Delivery Confirmed" not in env.log_names()
+    assert httpx.post(link).status_code == 303  # the form's POST
+    env.settle()
+    assert env.log_names().count("Delivery Confirmed") == 1
+
+
+REDIRECT = """
+id: next
+trigger: {event: Step Done}
+channels: [webhook]
+message:
+  %s
+  body: "Next step"
+  action: {label: Go, url: "{{ event.properties.next }}"}
+"""
+
+
+def test_a_link_target_from_data_must_be_on_a_declared_host(env: FlowEnv, receiver: Receiver) -> None:
+    refused = env.put("flow", "next", REDIRECT % "")
+    assert refused.status_code == 400
+    assert "message.link_hosts" in refused.json()["problems"][0]["message"]
+    env.flow("next", REDIRECT % "link_hosts: [shop.example]")
+    for i, target in enumerate(
+        [
+            "https://shop.example/step/2",
+            "https://evil.example/login",
+            "https://shop.example@evil.example/",
+            "https://evil.example\\@shop.example/",
+            "javascript:alert(1)",
+        ]
+    ):
+        env.send({"type": "track", "userId": f"u{i}", "event": "Step Done", "properties": {"next": target}})
+    dispatch(env)
+    [sent] = receiver.received
+    assert httpx.post(sent["message"]["action"]["url"]).headers["location"] == "https://shop.example/step/2"
+    suppressed = log_of(env, "Message Suppressed")
+    assert [s["reason"] for s in suppressed] == ["link_not_allowed"] * 4
+
+
+def test_a_literal_host_cannot_be_escaped_by_the_data_after_it(env: FlowEnv, receiver: Receiver) -> None:
+    glued = (TIP % "[webhook]").replace("https://app.example/tips/", "https://app.example")
+    assert env.put("flow", "tip", glued).status_code == 400  # the host is not written out whole
+    env.flow("tip", glued.replace("message:", "message:\n  link_hosts: [app.example]"))
+    used(env, feature=".evil.example/x")  # https://app.example.evil.example/x
+    used(env, "bob", feature="/tips")
+    dispatch(env)
+    [sent] = receiver.received
+    assert httpx.post(sent["message"]["action"]["url"]).headers["location"] == "https://app.example/tips"
+    assert [s["reason"] for s in log_of(env, "Message Suppressed")] == ["link_not_allowed"]
 
 
 def test_forged_altered_and_expired_links_are_refused(env: FlowEnv, receiver: Receiver) -> None:

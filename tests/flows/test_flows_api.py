@@ -64,3 +64,32 @@ def test_segments_list_with_sizes(env: FlowEnv) -> None:
     env.send({"type": "identify", "userId": "ada", "traits": {"plan": "free"}})
     with env.admin() as c:
         assert c.get("/v1/segments").json()["segments"][0]["members"] == 0
+
+
+def test_put_refuses_broken_liquid_with_the_field_and_line(env: FlowEnv) -> None:
+    body = FLOW + 'message:\n  title: Hi\n  body: "{% if traits.vip %}VIP {{ traits.name | upcasee }}"\n'
+    r = env.put("flow", "tip", body)
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid_definition"
+    [problem] = r.json()["problems"]
+    assert problem["line"] == 6
+    assert problem["message"].startswith("message.body: not valid Liquid: expected tag endif")
+    fixed = body.replace("upcasee }}", "upcase }}{% endif %}")
+    assert env.put("flow", "tip", fixed).status_code == 200
+    r = env.put("flow", "tip", fixed.replace("upcase", "upcasee"))
+    assert r.json()["problems"][0]["message"] == (
+        "message.body: not valid Liquid: unknown filter 'upcasee' (did you mean 'upcase'?)"
+    )
+
+
+def test_yaml_alias_loops_and_bombs_are_refused_with_a_code(env: FlowEnv) -> None:
+    loop = FLOW + "audience: &a\n  all: [*a]\n"
+    r = env.put("flow", "tip", loop)
+    assert (r.status_code, r.json()["code"]) == (400, "definition_too_complex")
+    assert r.json()["message"] == "a YAML alias refers to its own anchor (a loop)"
+    levels = ["x0: &x0 lol"] + [f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9)}]" for i in range(1, 40)]
+    r = env.put("flow", "tip", FLOW + "\n".join(levels) + "\n")  # 9**39 strings if expanded
+    assert (r.status_code, r.json()["code"]) == (400, "definition_too_complex")
+    r = env.put("flow", "tip", FLOW + "x: " + "[" * 10_000 + "\n")
+    assert (r.status_code, r.json()["code"]) == (400, "definition_too_complex")
+    assert env.send({"type": "track", "userId": "ada", "event": "Feature Used"})["success"] is True

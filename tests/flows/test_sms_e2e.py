@@ -16,6 +16,8 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
+from momently.domain.definitions import Known, load, validate
+from momently.domain.lint import sms_segments
 from tests.flows.conftest import FlowEnv, make_env
 from tests.flows.test_dispatch_e2e import dispatch, log_of
 from tests.local_http import LocalServer, QuietHandler
@@ -70,18 +72,21 @@ def provider() -> Iterator[FakeProvider]:
     p.close()
 
 
+def sms_settings(provider: FakeProvider, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "sms_account_sid": SID,
+        "sms_auth_token": TOKEN,
+        "sms_from": "+15550000000",
+        "sms_base_url": provider.url,
+        "console_path": str(tmp_path / "console.jsonl"),
+        "dispatch_max_attempts": 2,
+        "dispatch_backoff_seconds": 10,
+    }
+
+
 @pytest.fixture
 def env(database_url: str, provider: FakeProvider, tmp_path: Path) -> Iterator[FlowEnv]:
-    with make_env(
-        database_url,
-        sms_account_sid=SID,
-        sms_auth_token=TOKEN,
-        sms_from="+15550000000",
-        sms_base_url=provider.url,
-        console_path=str(tmp_path / "console.jsonl"),
-        dispatch_max_attempts=2,
-        dispatch_backoff_seconds=10,
-    ) as e:
+    with make_env(database_url, **sms_settings(provider, tmp_path)) as e:
         yield e
 
 
@@ -211,3 +216,95 @@ def test_provider_errors_retry_then_permanent_codes_fall_back(env: FlowEnv, prov
     cy = env.services.outbox.list(env.workspace)[0]
     assert (cy.status, cy.channel) == ("sent", "console")
     assert any(f.get("reason") == "sms_21211" for f in log_of(env, "Message Failed"))
+
+
+def test_a_signature_over_the_default_port_is_accepted(
+    database_url: str, provider: FakeProvider, tmp_path: Path
+) -> None:
+    settings = sms_settings(provider, tmp_path)
+    with make_env(database_url, public_url="https://sms.example.com", **settings) as env:
+        params = {"MessageSid": "SMunknown", "MessageStatus": "delivered", "AccountSid": SID}
+        for signed in ("https://sms.example.com:443", "https://sms.example.com"):
+            signature = RequestValidator(TOKEN).compute_signature(f"{signed}/v1/sms/acme/status", params)
+            r = httpx.post(
+                f"{env.url}/v1/sms/acme/status", data=params, headers={"X-Twilio-Signature": signature}
+            )
+            assert r.status_code == 204, signed
+        other = RequestValidator(TOKEN).compute_signature(
+            "https://sms.example.com:8443/v1/sms/acme/status", params
+        )
+        r = httpx.post(f"{env.url}/v1/sms/acme/status", data=params, headers={"X-Twilio-Signature": other})
+        assert r.status_code == 403
+
+
+PROMO = """
+id: promo
+trigger: {event: Cart Viewed}
+reentry: every_time
+channels: [sms]
+message:
+  body: "Your cart is waiting."
+"""
+
+
+def test_a_handset_stop_wins_over_the_apps_opt_in_trait_until_start(
+    env: FlowEnv, provider: FakeProvider
+) -> None:
+    env.flow("promo", PROMO)
+
+    def viewed() -> None:  # the app sends its traits with every identify, as SDKs do
+        env.send(
+            {"type": "identify", "userId": "ada", "traits": {"phone": "+15550104477", "sms_opt_in": True}},
+            {"type": "track", "userId": "ada", "event": "Cart Viewed"},
+        )
+        dispatch(env)
+        env.advance(seconds=1)
+
+    viewed()
+    assert len(provider.sent) == 1
+    reply = {"From": "+15550104477", "To": "+15550000000", "Body": "STOP", "MessageSid": "SMstop"}
+    callback(env, "/v1/sms/acme/inbound", reply)
+    env.advance(seconds=1)
+    viewed()
+    viewed()
+    assert len(provider.sent) == 1  # the trait did not lift the STOP
+    assert [s["reason"] for s in log_of(env, "Message Suppressed")] == ["stop_contact", "stop_contact"]
+    callback(env, "/v1/sms/acme/inbound", {**reply, "Body": "START", "MessageSid": "SMstart"})
+    env.advance(seconds=1)
+    viewed()
+    assert len(provider.sent) == 2
+
+
+def test_a_body_the_lint_accepts_goes_out_in_at_most_three_segments(
+    env: FlowEnv, provider: FakeProvider
+) -> None:
+    def flow(length: int) -> str:
+        return ETA.replace("Your parcel arrives tomorrow 9-11. Reply 1 to confirm.", "a" * length)
+
+    known = Known(events=frozenset({"Parcel At Hub", "Delivery Confirmed"}), link_base=f"{env.url}/a/acme")
+    longest = max(n for n in range(100, 459) if not validate(load(flow(n), "f.yaml")[0], known))
+    assert env.put("flow", "eta", flow(longest + 1)).status_code == 400  # the API lints the same way
+    env.flow("eta", flow(longest))
+    at_hub(env)
+    dispatch(env)
+    [form] = provider.sent
+    assert form["Body"].startswith("a" * longest + "\nReschedule: " + env.url + "/a/acme/")
+    assert sms_segments(form["Body"])[0] <= 3
+
+
+def test_a_stop_sent_before_the_number_was_known_also_wins_over_the_trait(
+    env: FlowEnv, provider: FakeProvider
+) -> None:
+    env.flow("promo", PROMO)
+    stop = {"From": "+15550104477", "To": "+15550000000", "Body": "STOP", "MessageSid": "SMstop"}
+    callback(env, "/v1/sms/acme/inbound", stop)  # nobody has this number yet
+    env.advance(seconds=1)
+    env.send({"type": "identify", "userId": "ada", "traits": {"phone": "+15550104477"}})
+    env.advance(seconds=1)
+    env.send(
+        {"type": "identify", "userId": "ada", "traits": {"phone": "+15550104477", "sms_opt_in": True}},
+        {"type": "track", "userId": "ada", "event": "Cart Viewed"},
+    )
+    dispatch(env)
+    assert provider.sent == []
+    assert [s["reason"] for s in log_of(env, "Message Suppressed")] == ["stop_contact"]
