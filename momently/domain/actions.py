@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
 
@@ -86,6 +87,18 @@ def action_track(
         "messageId": f"action:{delivery_key}",
         "properties": {"flow_id": flow_id, "delivery_key": delivery_key, "action": label, "via": via},
     }
+
+
+def one_tap_token(url: object, workspace_id: str) -> str | None:
+    """The token of a one-tap link of this workspace (``…/a/{workspace}/{token}``), else None.
+    An in-app card keeps its link server-side: the widget acts through the inbox API, bound to
+    the verified person, and never sees a token it could replay or hand on."""
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url).path.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-3] == "a" and parts[-2] == workspace_id and parts[-1]:
+        return parts[-1]
+    return None
 
 
 @lru_cache(maxsize=1024)  # built per (key, clock, salt) once: every message signs two links
