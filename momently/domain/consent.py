@@ -175,7 +175,7 @@ def verify_chain(
         elif r.chain != KEYED:
             breaks.append(Break(r.seq, "record is not keyed: run `momently consent rekey`"))
         elif not mac_holds(key, workspace_id, r):
-            breaks.append(Break(r.seq, "content does not match its MAC: the row was edited"))
+            breaks.append(Break(r.seq, "content does not match its hash: the row was edited"))
         prev, expected_seq = r.hash, r.seq + 1
     return ChainReport(n, breaks)
 
