@@ -66,7 +66,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
     \b
     Quick start:
-      momently workspace create acme        # prints a write key and an admin token
+      momently workspace create acme        # prints a public write key, a server key and an admin token
       momently flows apply flows/ --workspace acme
       momently serve                        # http://127.0.0.1:8000, docs at /docs
     """
@@ -182,7 +182,7 @@ def workspace() -> None:
 @click.option("--name", default=None, help="Display name (default: the id).")
 @click.option("--rate-limit", type=float, default=None, help="Ingest limit in events/s (default: none).")
 @click.option(
-    "--keys/--no-keys", default=True, help="Also issue a write key and an admin token (default on)."
+    "--keys/--no-keys", default=True, help="Also issue a public write key, a server key and an admin token."
 )
 @pass_ctx
 def workspace_create(
