@@ -29,7 +29,7 @@ from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.inbox import Inbox
-from momently.store.ledger_key import ledger_key
+from momently.store.ledger_key import LedgerKeyError, ledger_key
 from momently.store.outbox import Outbox
 from momently.store.people import People
 from momently.store.profiles import ProfileStore
@@ -67,6 +67,11 @@ class Services:
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
         clock = clock or SystemClock()
         db = Database(settings.database_url)
+        try:
+            key = ledger_key(settings.ledger_key, db)
+        except LedgerKeyError:
+            db.dispose()
+            raise
         if migrate:
             db.migrate()
             for warning in db.maintenance_warnings():
@@ -81,7 +86,7 @@ class Services:
             default_timezone=settings.default_timezone,
             send_max_age_ms=int(settings.send_max_age_hours * 3_600_000),
         )
-        consent = ConsentLedger(db, ledger_key(settings.ledger_key, db))
+        consent = ConsentLedger(db, key)
         people = People(db, events, profiles, consent)
         projector = ProfileProjector(
             db,
