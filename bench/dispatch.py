@@ -153,7 +153,7 @@ def live_split(
     """Phase 4: load over HTTP to ``commands``, the ``momently`` command lines to run (the
     first serves the API; the others are workers)."""
     s = Services.build(Settings(database_url=url, run_engine=False), migrate=False)
-    key = s.workspaces.issue_key("w", KeyKind.WRITE, label="bench", now=s.clock.now()).secret
+    key = s.workspaces.issue_key("w", KeyKind.SERVER, label="bench", now=s.clock.now()).secret
     s.close()
     env = {
         **os.environ,

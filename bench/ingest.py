@@ -219,7 +219,7 @@ def http_rate(
 ) -> dict[str, float]:
     s = Services.build(Settings(database_url=url))
     s.workspaces.create("bench", name=None, now=s.clock.now())
-    key = s.workspaces.issue_key("bench", KeyKind.WRITE, label="bench", now=s.clock.now()).secret
+    key = s.workspaces.issue_key("bench", KeyKind.SERVER, label="bench", now=s.clock.now()).secret
     s.close()
     env = {
         **os.environ,

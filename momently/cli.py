@@ -20,6 +20,7 @@ from momently.services import Services
 from momently.settings import Settings
 from momently.store.database import DatabaseError
 from momently.store.definitions import Kind, Status
+from momently.store.ledger_key import LedgerKeyError
 from momently.store.workspaces import WorkspaceError
 
 
@@ -33,7 +34,7 @@ class _Ctx:
         if self._services is None:
             try:
                 self._services = Services.build(self.settings)
-            except DatabaseError as exc:
+            except (DatabaseError, LedgerKeyError) as exc:
                 raise click.ClickException(str(exc)) from None
         return self._services
 
@@ -65,7 +66,7 @@ def main(ctx: click.Context, database_url: str | None) -> None:
 
     \b
     Quick start:
-      momently workspace create acme        # prints a write key and an admin token
+      momently workspace create acme        # prints a public write key, a server key and an admin token
       momently flows apply flows/ --workspace acme
       momently serve                        # http://127.0.0.1:8000, docs at /docs
     """
@@ -181,7 +182,7 @@ def workspace() -> None:
 @click.option("--name", default=None, help="Display name (default: the id).")
 @click.option("--rate-limit", type=float, default=None, help="Ingest limit in events/s (default: none).")
 @click.option(
-    "--keys/--no-keys", default=True, help="Also issue a write key and an admin token (default on)."
+    "--keys/--no-keys", default=True, help="Also issue a public write key, a server key and an admin token."
 )
 @pass_ctx
 def workspace_create(
@@ -195,7 +196,7 @@ def workspace_create(
         raise click.ClickException(str(exc)) from None
     click.echo(f"created workspace {ws.id}")
     if keys:
-        for kind in (KeyKind.WRITE, KeyKind.ADMIN):
+        for kind in (KeyKind.WRITE, KeyKind.SERVER, KeyKind.ADMIN):
             issued = s.workspaces.issue_key(ws.id, kind, label="initial", now=s.clock.now())
             click.echo(f"{kind.value} key: {issued.secret}")
         click.echo("Keep these now: they are stored hashed and cannot be shown again.")
@@ -225,7 +226,7 @@ def workspace_rate(c: _Ctx, workspace_id: str, rate: float | None) -> None:
 
 @main.group()
 def keys() -> None:
-    """Issue, list and revoke write keys and admin tokens."""
+    """Issue, list and revoke write keys (public and server) and admin tokens."""
 
 
 @keys.command("create")
@@ -242,6 +243,22 @@ def keys_create(c: _Ctx, workspace_id: str, kind: str, label: str) -> None:
     except WorkspaceError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"key id {issued.key.id} ({kind}): {issued.secret}")
+
+
+@keys.command("identity-secret")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option("--rotate", is_flag=True, help="Make a new one; tokens made with the old one stop working.")
+@pass_ctx
+def keys_identity_secret(c: _Ctx, workspace_id: str, rotate: bool) -> None:
+    """Print the workspace's identity secret, which your backend signs user tokens with
+    (identity verification for the public write key; docs/security.md)."""
+    s = c.services
+    _require_workspace(s, workspace_id)
+    if rotate:
+        secret = s.workspaces.rotate_identity_secret(workspace_id, now=s.clock.now())
+    else:
+        secret = s.workspaces.identity_secret(workspace_id, now=s.clock.now())
+    click.echo(secret)
 
 
 @keys.command("list")
@@ -958,14 +975,50 @@ def consent_show(c: _Ctx, ident: str, workspace_id: str, anonymous: bool) -> Non
 @click.option("--workspace", "workspace_id", required=True)
 @pass_ctx
 def consent_verify(c: _Ctx, workspace_id: str) -> None:
-    """Recompute the ledger's hash chain; exit 1 if any row was edited, inserted or deleted."""
+    """Recompute the ledger's keyed hash chain; exit 1 if any row was edited, inserted or
+    deleted, or is not keyed yet (see `consent rekey`)."""
     _require_workspace(c.services, workspace_id)
-    report = consent.verify_chain(workspace_id, c.services.consent.chain(workspace_id))
+    report = c.services.consent.verify(workspace_id)
     for b in report.breaks:
         click.echo(f"record {b.seq}: {b.problem}", err=True)
     if not report.ok:
-        raise click.ClickException(f"the consent ledger of {workspace_id} was tampered with")
+        raise click.ClickException(f"the consent ledger of {workspace_id} was tampered with or is not keyed")
     click.echo(f"{report.records} records, chain intact")
+
+
+@consent_group.command("head")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def consent_head(c: _Ctx, workspace_id: str) -> None:
+    """Print the ledger's latest record and its MAC, to keep somewhere the database's writers
+    cannot reach (anchoring): a later `consent verify` plus this line show nothing before it
+    was removed or rewritten."""
+    _require_workspace(c.services, workspace_id)
+    seq, mac = c.services.consent.head(workspace_id)
+    click.echo(f"{workspace_id}\t{seq}\t{mac}")
+
+
+@consent_group.command("rekey")
+@click.option("--workspace", "workspace_id", required=True)
+@click.option(
+    "--accept-breaks",
+    is_flag=True,
+    help="Re-chain even a chain that does not verify, vouching for its rows as they now are.",
+)
+@pass_ctx
+def consent_rekey(c: _Ctx, workspace_id: str, accept_breaks: bool) -> None:
+    """Re-chain the ledger under the ledger key (MOMENTLY_LEDGER_KEY or the key file): for
+    records written before the ledger was keyed, which are not obeyed until then."""
+    _require_workspace(c.services, workspace_id)
+    report = c.services.consent.rekey(workspace_id, accept_breaks=accept_breaks)
+    for b in report.breaks:
+        click.echo(f"record {b.seq}: {b.problem}", err=True)
+    if not report.ok and not accept_breaks:
+        raise click.ClickException(
+            f"the consent ledger of {workspace_id} does not verify: nothing re-chained "
+            "(look at the records above; --accept-breaks re-chains them as they are)"
+        )
+    click.echo(f"{report.records} records re-chained under the ledger key")
 
 
 @consent_group.command("alignment")

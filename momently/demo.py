@@ -1,7 +1,7 @@
 """``momently demo``: the main job end to end on one machine, for a first look.
 
 Applies the example flows (momently/sim/flows/shop.yaml), starts the real server, sends
-synthetic shop traffic to it over HTTP with a fresh write key, waits for the engine to fold
+synthetic shop traffic to it over HTTP with a fresh server key, waits for the engine to fold
 it into profiles, segments and enrollments, and prints a profile, what each flow decided and
 the commands to try next. Everything goes through the public API a real SDK would use.
 """
@@ -37,7 +37,8 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
     settings = s.settings
     if s.workspaces.get(WORKSPACE) is None:
         s.workspaces.create(WORKSPACE, name="Demo shop", now=s.clock.now())
-    write = s.workspaces.issue_key(WORKSPACE, KeyKind.WRITE, label="demo", now=s.clock.now()).secret
+    # the simulated shop's backend sends, so a server key (a page would get the public key)
+    write = s.workspaces.issue_key(WORKSPACE, KeyKind.SERVER, label="demo", now=s.clock.now()).secret
     admin = s.workspaces.issue_key(WORKSPACE, KeyKind.ADMIN, label="demo", now=s.clock.now()).secret
     applied = catalog.apply(s, WORKSPACE, catalog.read_path(FLOWS))
     click.echo(f"applied {len(applied)} flows and segments from {FLOWS}")
@@ -101,7 +102,7 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
     )
     click.echo(f"""
 Workspace '{WORKSPACE}' is ready at {base}
-  write key:   {write}
+  server key:  {write}
   admin token: {admin}
 
 Send your first event:

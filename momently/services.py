@@ -33,6 +33,7 @@ from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.inbox import Inbox
+from momently.store.ledger_key import LedgerKeyError, ledger_key
 from momently.store.outbox import Outbox
 from momently.store.people import People
 from momently.store.profiles import ProfileStore
@@ -73,6 +74,11 @@ class Services:
     def build(cls, settings: Settings, *, clock: Clock | None = None, migrate: bool = True) -> Services:
         clock = clock or SystemClock()
         db = Database(settings.database_url)
+        try:
+            key = ledger_key(settings.ledger_key, db)
+        except LedgerKeyError:
+            db.dispose()
+            raise
         if migrate:
             db.migrate()
             for warning in db.maintenance_warnings():
@@ -87,7 +93,7 @@ class Services:
             default_timezone=settings.default_timezone,
             send_max_age_ms=int(settings.send_max_age_hours * 3_600_000),
         )
-        consent = ConsentLedger(db)
+        consent = ConsentLedger(db, key)
         people = People(db, events, profiles, consent)
         projector = ProfileProjector(
             db,
@@ -146,7 +152,7 @@ class Services:
                 timeout=settings.sms_timeout_seconds,
             )
             channels["sms"] = sms
-        push = PushSubscriptions(db)
+        push = PushSubscriptions(db, per_person=settings.push_subscriptions_per_person)
         if settings.vapid_private_key:
             channels["push"] = WebPushChannel(
                 push, settings.vapid_private_key, settings.vapid_subject, http=push_http

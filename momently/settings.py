@@ -160,6 +160,14 @@ class Settings(BaseSettings):
     dispatch_backoff_seconds: float = Field(
         default=2.0, gt=0, description="first retry delay (doubles, jittered)"
     )
+    ledger_key: str | None = Field(
+        default=None,
+        description="the consent ledger's MAC key (32+ characters, same in every process); unset: "
+        "SQLite keeps a random one in DATABASE.ledger-key, PostgreSQL refuses to start",
+    )
+    push_subscriptions_per_person: int = Field(
+        default=5, ge=1, description="web push subscriptions kept per person; the oldest go first"
+    )
     idle_poll_seconds: float = Field(
         default=1.0,
         gt=0,

@@ -27,6 +27,8 @@ from momently.domain.credentials import KeyKind
 from momently.services import Services
 from momently.settings import Settings
 
+# the consent ledger's key, for every process a test starts (PostgreSQL installs require one)
+os.environ.setdefault("MOMENTLY_LEDGER_KEY", "test-ledger-key-" + "k" * 32)
 PG_ADMIN_URL = os.environ.get("MOMENTLY_TEST_PG", "postgresql://127.0.0.1:5432/test")
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -91,11 +93,15 @@ def services(settings: Settings) -> Iterator[Services]:
 
 @dataclass
 class LiveServer:
+    """``write_key`` is a server key: most tests play the customer's backend. Tests of what a
+    web page may do use ``public_key``, the public write key."""
+
     url: str
     services: Services
     workspace: str
     write_key: str
     admin_token: str
+    public_key: str = ""
 
     def admin(self) -> httpx.Client:
         return httpx.Client(
@@ -143,10 +149,11 @@ def serving(app: Any, port: int | None = None) -> Iterator[str]:
 def live_server(services: Services) -> Iterator[LiveServer]:
     """The real ASGI app on a real uvicorn server bound to 127.0.0.1, in a thread."""
     ws = services.workspaces.create("acme", name="Acme", now=services.clock.now())
-    write = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=services.clock.now())
+    server = services.workspaces.issue_key(ws.id, KeyKind.SERVER, label="test", now=services.clock.now())
+    public = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="web", now=services.clock.now())
     admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=services.clock.now())
     with serving(create_app(services)) as url:
-        yield LiveServer(url, services, ws.id, write.secret, admin.secret)
+        yield LiveServer(url, services, ws.id, server.secret, admin.secret, public.secret)
 
 
 @pytest.fixture

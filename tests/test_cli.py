@@ -99,7 +99,7 @@ def test_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:
         assert "deliveries: sent" in done.stdout  # recent enough to go out, through the console
         assert "profile of user-1" in done.stdout
         assert "email user-1@example.com" in done.stdout
-        assert "curl -u 'wk_" in done.stdout
+        assert "curl -u 'sk_" in done.stdout
     sent = (tmp_path / "momently-messages.jsonl").read_text().splitlines()
     assert sent
     assert all(json.loads(line)["deliveryKey"].startswith("demo:") for line in sent)

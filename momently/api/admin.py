@@ -85,4 +85,18 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         )
         return {"events": [event_document(e) for e in events], "next": events[-1].seq if events else after}
 
+    @r.get("/v1/identity-secret", summary="The secret your backend signs user tokens with")
+    async def identity_secret(authorization: AuthHeader = None) -> dict[str, Any]:
+        ws = auth.admin_token(authorization).workspace_id
+        secret = await run_in_threadpool(services.workspaces.identity_secret, ws, now=services.clock.now())
+        return {"identitySecret": secret}
+
+    @r.post("/v1/identity-secret/rotate", summary="A new identity secret: old user tokens stop working")
+    async def rotate_identity_secret(authorization: AuthHeader = None) -> dict[str, Any]:
+        ws = auth.admin_token(authorization).workspace_id
+        secret = await run_in_threadpool(
+            services.workspaces.rotate_identity_secret, ws, now=services.clock.now()
+        )
+        return {"identitySecret": secret}
+
     return r

@@ -65,7 +65,9 @@ def record_document(r: consent.Record) -> dict[str, Any]:
         "expiresAt": format_timestamp(from_millis(g.expires_ms)) if g.expires_ms is not None else None,
         "note": g.note,
         "ref": g.ref,
+        "keyId": g.key_id,
         "hash": r.hash,
+        "verified": r.verified,
     }
 
 
@@ -117,6 +119,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             now,
             _expiry(body, now),
             body.note,
+            key_id=principal.key_id,
         )
         records = await run_in_threadpool(write, principal.workspace_id, [grant])
         return {"records": [record_document(x) for x in records]}
@@ -134,6 +137,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             include_transactional=body.includeTransactional,
             channel=body.channel,
             note=body.note,
+            key_id=principal.key_id,
         )
         records = await run_in_threadpool(write, principal.workspace_id, grants)
         return {"records": [record_document(x) for x in records]}
@@ -199,7 +203,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         principal = auth.admin_token(authorization)
 
         def run() -> dict[str, Any]:
-            report = consent.verify_chain(principal.workspace_id, ledger.chain(principal.workspace_id))
+            report = ledger.verify(principal.workspace_id)
             return {
                 "records": report.records,
                 "ok": report.ok,
@@ -207,5 +211,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             }
 
         return await run_in_threadpool(run)
+
+    @r.get("/v1/consent/head", summary="The ledger's latest record and MAC, to anchor elsewhere")
+    async def head(authorization: AuthHeader = None) -> dict[str, Any]:
+        principal = auth.admin_token(authorization)
+        found = await run_in_threadpool(ledger.head, principal.workspace_id)
+        return {"workspace": principal.workspace_id, "seq": found[0], "mac": found[1]}
 
     return r

@@ -1,12 +1,14 @@
-"""The in-app inbox, for the widget (authenticated like ingest, by the public write key):
+"""The in-app inbox, for the widget. Authenticated like ingest, and with the public write key
+only for a verified person: the call carries the ``userToken`` the customer's backend made for
+its userId (docs/security.md), so a page cannot read or mark anyone else's cards.
 
 - ``GET /v1/inbox`` lists the cards to show now;
 - ``GET /v1/inbox/stream`` is a server-sent-events stream of new cards (``EventSource`` cannot
-  send headers, so the write key goes in the query string; ``Last-Event-ID`` resumes);
+  send headers, so the key and token go in the query string; ``Last-Event-ID`` resumes);
 - ``POST /v1/inbox/{card}/seen|dismiss|act`` mark a card, each logged once as ``Message
   Seen`` / ``Message Dismissed`` / ``Message Clicked`` (seen minus sent is the
-  acknowledgement latency). The action itself is the card's one-tap link, which records the
-  flow's goal.
+  acknowledgement latency). ``act`` also records the card's action (the flow's goal) for the
+  person and answers where to go next: the card itself carries no one-tap link.
 - ``GET /widget.js`` is the embeddable widget.
 """
 
@@ -17,15 +19,16 @@ import time
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from momently.api.auth import Authenticator
+from momently.api.auth import Authenticator, Person
 from momently.api.body import read_json
-from momently.api.errors import ApiError
+from momently.domain.actions import ExpiredAction, InvalidAction, action_track, one_tap_token, read
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import to_millis
 from momently.services import Services
@@ -45,17 +48,13 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     r = APIRouter(tags=["in-app"])
     inbox = services.inbox
 
-    def people(workspace_id: str, user_id: str | None, anonymous_id: str | None) -> list[str]:
+    def people(workspace_id: str, person: Person) -> list[str]:
         found = []
-        for kind, value in (("user", user_id), ("anon", anonymous_id)):
+        for kind, value in (("user", person.user_id), ("anon", person.anonymous_id)):
             pid = services.profiles.person_for(workspace_id, (kind, value)) if value else None
             if pid is not None and pid not in found:
                 found.append(pid)
         return found
-
-    def who(user_id: str | None, anonymous_id: str | None) -> None:
-        if not user_id and not anonymous_id:
-            raise ApiError(400, "no_user_anon_id", "userId or anonymousId is required")
 
     @r.get("/v1/inbox", summary="The person's cards to show now (in-app channel)")
     async def list_cards(
@@ -63,14 +62,15 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         writeKey: Annotated[str | None, Query()] = None,
         userId: Annotated[str | None, Query()] = None,
         anonymousId: Annotated[str | None, Query()] = None,
+        userToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         principal = auth.write_key(authorization, writeKey)
-        who(userId, anonymousId)
+        person = await run_in_threadpool(auth.person, principal, userId, anonymousId, userToken)
         ws = principal.workspace_id
         now = to_millis(services.clock.now())
 
         def load() -> list[dict[str, Any]]:
-            return [c.document() for c in inbox.open_cards(ws, people(ws, userId, anonymousId), now_ms=now)]
+            return [c.document(ws) for c in inbox.open_cards(ws, people(ws, person), now_ms=now)]
 
         return {"cards": await run_in_threadpool(load)}
 
@@ -80,15 +80,16 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         writeKey: Annotated[str, Query()],
         userId: Annotated[str | None, Query()] = None,
         anonymousId: Annotated[str | None, Query()] = None,
+        userToken: Annotated[str | None, Query()] = None,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> StreamingResponse:
         principal = auth.write_key(None, writeKey)
-        who(userId, anonymousId)
+        person = await run_in_threadpool(auth.person, principal, userId, anonymousId, userToken)
         ws = principal.workspace_id
         after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
 
         def fresh(at: int, after_id: int) -> list[Card]:
-            return inbox.open_cards(ws, people(ws, userId, anonymousId), now_ms=at, after_id=after_id)
+            return inbox.open_cards(ws, people(ws, person), now_ms=at, after_id=after_id)
 
         async def events() -> AsyncIterator[bytes]:
             nonlocal after
@@ -103,7 +104,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
                     cards = await run_in_threadpool(fresh, at, after)
                     for c in cards:
                         after = c.id
-                        yield b"id: %d\nevent: card\ndata: %s\n\n" % (c.id, orjson.dumps(c.document()))
+                        yield b"id: %d\nevent: card\ndata: %s\n\n" % (c.id, orjson.dumps(c.document(ws)))
                 if now - beat >= HEARTBEAT_SECONDS:
                     beat = now
                     yield b": keep-alive\n\n"
@@ -125,16 +126,17 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         body = await read_json(request, limit=4096)  # any content type: navigator.sendBeacon sends text/plain
         body = body if isinstance(body, dict) else {}
         principal = auth.write_key(authorization, body.get("writeKey"))
-        user_id, anon_id = body.get("userId"), body.get("anonymousId")
-        user_id = user_id if isinstance(user_id, str) and user_id else None
-        anon_id = anon_id if isinstance(anon_id, str) and anon_id else None
-        who(user_id, anon_id)
+        person = await run_in_threadpool(
+            auth.person, principal, body.get("userId"), body.get("anonymousId"), body.get("userToken")
+        )
+        user_id, anon_id = person.user_id, person.anonymous_id
         ws = principal.workspace_id
         column, event_name = MARKS[mark]
         now = services.clock.now()
         card = await run_in_threadpool(
-            lambda: inbox.mark(ws, people(ws, user_id, anon_id), card_id, column, now_ms=to_millis(now))
+            lambda: inbox.mark(ws, people(ws, person), card_id, column, now_ms=to_millis(now))
         )
+        redirect: str | None = None
         if card is not None:
             raw = {
                 "type": "track",
@@ -149,10 +151,40 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
                     "delivery_key": card.delivery_key,
                 },
             }
-            ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now)
-            if isinstance(ev, Event):
-                await services.writer.append(ws, [ev])
-        return {"id": card_id, "marked": card is not None}
+            events = [normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now)]
+            if mark == "act":
+                action, redirect = await run_in_threadpool(card_action, ws, card)
+                if action is not None:
+                    events.append(
+                        normalize(action, default_type=None, defaults=BatchDefaults(), received_at=now)
+                    )
+            await services.writer.append(ws, [e for e in events if isinstance(e, Event)])
+        return {"id": card_id, "marked": card is not None, "redirect": redirect}
+
+    def card_action(ws: str, card: Card) -> tuple[dict[str, Any] | None, str | None]:
+        """The event the card's action records (its one-tap link's, for the person the card
+        was sent to) and where to go next; an expired action records nothing more."""
+        action = card.content.get("action")
+        url = action.get("url") if isinstance(action, dict) else None
+        token = one_tap_token(url, ws)
+        if token is None:
+            return None, url if isinstance(url, str) else None
+        secret = services.workspaces.signing_key(ws, now=services.clock.now())
+        try:
+            taken = read(secret, token, now=services.clock.now)
+        except (InvalidAction, ExpiredAction):  # e.g. the goal window has passed
+            return None, None
+        raw = action_track(
+            delivery_key=taken.delivery_key,
+            flow_id=taken.flow_id,
+            event=taken.event,
+            user_id=taken.user_id,
+            anonymous_id=taken.anonymous_id,
+            label=taken.label,
+            via="in_app",
+        )
+        redirect = taken.redirect
+        return raw, redirect if redirect and urlsplit(redirect).scheme in ("http", "https") else None
 
     widget = files("momently.api").joinpath("static/widget.js").read_bytes()
 

@@ -15,9 +15,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from momently.api.auth import Authenticator
+from momently.api.auth import Authenticator, Principal
 from momently.api.body import read_json
 from momently.api.errors import ApiError, error_response
+from momently.domain import trust
 from momently.domain.event import BatchDefaults, Event, Rejection, normalize
 from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp, to_millis
 from momently.engine.log_writer import EventAppender
@@ -97,7 +98,7 @@ class Ingest:
                 result.message,
                 extra={"messageId": result.message_id} if result.message_id else None,
             )
-        return await self._append(principal.workspace_id, [result], [])
+        return await self._append(principal.workspace_id, self._screen(principal, [result]), [])
 
     async def batch(self, request: Request) -> Response:
         body = await read_json(request, limit=MAX_BATCH_BYTES)
@@ -123,7 +124,24 @@ class Ingest:
                 rejected.append(result)
             else:
                 accepted.append(result)
-        return await self._append(principal.workspace_id, accepted, rejected)
+        return await self._append(principal.workspace_id, self._screen(principal, accepted), rejected)
+
+    def _screen(self, principal: Principal, events: list[Event]) -> list[Event]:
+        """Each event as its key may store it (domain.trust): what a public key without a
+        user token may not say about a person is dropped, with the reason recorded."""
+        sender = principal.sender
+        consent_traits: tuple[str, ...] = ()
+        if sender.public and any(e.type == "identify" for e in events):
+            consent_traits = tuple(self.services.consent.policy(principal.workspace_id).traits)
+        out = []
+        for e in events:
+            verified = not sender.public
+            if sender.public and e.user_id is not None:
+                context = e.body.get("context")
+                token = context.get(trust.TOKEN_FIELD) if isinstance(context, dict) else None
+                verified = token is not None and self.auth.verified(principal, e.user_id, token)
+            out.append(trust.screen(e, sender, verified=verified, consent_traits=consent_traits))
+        return out
 
     async def _append(self, workspace_id: str, events: list[Event], rejected: list[Rejection]) -> Response:
         if not events:

@@ -1,6 +1,8 @@
-"""Web push subscriptions from browsers, authenticated like ingest (the write key):
+"""Web push subscriptions from browsers, authenticated like ingest:
 ``POST /v1/push/subscriptions`` with the PushSubscription JSON the browser's
-``pushManager.subscribe()`` returned and the id the site knows the person by."""
+``pushManager.subscribe()`` returned and the id the site knows the person by. With the public
+write key the call must carry the person's ``userToken`` (identity verification), so a page
+cannot file its own endpoint under someone else; a server key may name anyone."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from starlette.concurrency import run_in_threadpool
 
-from momently.api.auth import Authenticator
+from momently.api.auth import Authenticator, Person
 from momently.api.body import read_json
 from momently.api.errors import ApiError
 from momently.channels.webpush import endpoint_refused
@@ -21,16 +23,14 @@ AuthHeader = Annotated[str | None, Header(alias="Authorization")]
 MAX_BODY = 8 * 1024
 
 
-def _subscription(body: Any) -> tuple[tuple[str, str], Subscription]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    user, anon = body.get("userId"), body.get("anonymousId")
-    if isinstance(user, str) and user:
-        identity = ("user", user)
-    elif isinstance(anon, str) and anon:
-        identity = ("anon", anon)
-    else:
-        raise ApiError(400, "no_user_anon_id", "userId or anonymousId is required")
+def _identity(person: Person) -> tuple[str, str]:
+    if person.user_id:
+        return ("user", person.user_id)
+    assert person.anonymous_id is not None
+    return ("anon", person.anonymous_id)
+
+
+def _subscription(body: dict[str, Any]) -> Subscription:
     sub = body.get("subscription")
     keys = sub.get("keys") if isinstance(sub, dict) else None
     endpoint = sub.get("endpoint") if isinstance(sub, dict) else None
@@ -46,7 +46,7 @@ def _subscription(body: Any) -> tuple[tuple[str, str], Subscription]:
             "invalid_subscription",
             "subscription must be a PushSubscription: {endpoint: https://…, keys: {p256dh, auth}}",
         )
-    return identity, Subscription(endpoint, keys["p256dh"], keys["auth"])
+    return Subscription(endpoint, keys["p256dh"], keys["auth"])
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
@@ -55,8 +55,13 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     @r.post("/v1/push/subscriptions", summary="Register a browser's web push subscription for a person")
     async def subscribe(request: Request, authorization: AuthHeader = None) -> dict[str, Any]:
         body = await read_json(request, limit=MAX_BODY)
-        principal = auth.write_key(authorization, body.get("writeKey") if isinstance(body, dict) else None)
-        identity, sub = _subscription(body)
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        principal = auth.write_key(authorization, body.get("writeKey"))
+        person = await run_in_threadpool(
+            auth.person, principal, body.get("userId"), body.get("anonymousId"), body.get("userToken")
+        )
+        identity, sub = _identity(person), _subscription(body)
         refused = await run_in_threadpool(endpoint_refused, services.push_http, sub.endpoint)
         if refused is not None:
             raise ApiError(
@@ -71,11 +76,19 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     @r.delete("/v1/push/subscriptions", summary="Remove a subscription (the browser unsubscribed)")
     async def unsubscribe(request: Request, authorization: AuthHeader = None) -> dict[str, Any]:
         body = await read_json(request, limit=MAX_BODY)
-        principal = auth.write_key(authorization, body.get("writeKey") if isinstance(body, dict) else None)
-        endpoint = body.get("endpoint") if isinstance(body, dict) else None
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        principal = auth.write_key(authorization, body.get("writeKey"))
+        endpoint = body.get("endpoint")
         if not isinstance(endpoint, str):
             raise ApiError(400, "invalid_subscription", "send the subscription's endpoint")
-        removed = await run_in_threadpool(services.push.remove, principal.workspace_id, endpoint)
+        owner: tuple[str, str] | None = None
+        if principal.sender.public:  # only the verified person's own subscription
+            person = await run_in_threadpool(
+                auth.person, principal, body.get("userId"), body.get("anonymousId"), body.get("userToken")
+            )
+            owner = _identity(person)
+        removed = await run_in_threadpool(services.push.remove, principal.workspace_id, endpoint, owner)
         return {"removed": removed}
 
     return r

@@ -143,6 +143,18 @@ def action_track(
     }
 
 
+def one_tap_token(url: object, workspace_id: str) -> str | None:
+    """The token of a one-tap link of this workspace (``…/a/{workspace}/{token}``), else None.
+    An in-app card keeps its link server-side: the widget acts through the inbox API, bound to
+    the verified person, and never sees a token it could replay or hand on."""
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url).path.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-3] == "a" and parts[-2] == workspace_id and parts[-1]:
+        return parts[-1]
+    return None
+
+
 @lru_cache(maxsize=1024)  # built per (key, clock, salt) once: every message signs two links
 def _serializer(secret: str, now: Callable[[], datetime], salt: str = SALT) -> URLSafeTimedSerializer:
     class ClockSigner(TimestampSigner):

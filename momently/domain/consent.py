@@ -7,14 +7,20 @@ expired grant counts as no record at all. Whether "no record" means yes depends 
 workspace policy: marketing by email and SMS needs an explicit opt-in by default,
 transactional messages do not (a revoke still stops them).
 
-Records are chained: each one's hash covers its content and the previous record's hash in
-the same workspace, so an edited, inserted or deleted row breaks the chain at that point
-(:func:`verify_chain`).
+Records are chained: each one's MAC (HMAC-SHA256 under the ledger key, which is kept outside
+the database) covers its content and the previous record's MAC in the same workspace, so an
+edited, inserted or deleted row breaks the chain at that point (:func:`verify_chain`), and
+someone who can write to the database but lacks the key cannot recompute it. A record whose
+own MAC does not hold is never obeyed: :func:`check` answers ``consent_unverified`` (no
+message of any purpose) for a person with such a record. Records from before the ledger was
+keyed carry a plain SHA-256 (``chain`` None) and are treated the same way until re-chained
+(``momently consent rekey``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -38,8 +44,9 @@ SOURCES = (
 STOP_SOURCES = frozenset({"stop_contact", "sms_stop"})
 ANY = "*"
 GENESIS = "0" * 64
+KEYED = "hmac1"  # the chain scheme of records MACed with the ledger key
 
-Reason = Literal["no_consent", "consent_expired", "consent_revoked", "stop_contact"]
+Reason = Literal["no_consent", "consent_expired", "consent_revoked", "stop_contact", "consent_unverified"]
 
 
 class ConsentError(ValueError):
@@ -60,6 +67,7 @@ class Grant:
     expires_ms: int | None = None
     note: str | None = None
     ref: str | None = None  # what caused it: an event, a delivery, a provider message id
+    key_id: int | None = None  # the ingest key or admin token that wrote it (None: CLI, system)
 
     def check(self) -> None:
         if not self.user_id and not self.anonymous_id:
@@ -74,8 +82,9 @@ class Grant:
             raise ConsentError("only a grant can expire, and only after it was given")
 
     def content(self) -> dict[str, Any]:
-        """The fields the hash covers (everything but the row's storage details)."""
-        return {
+        """The fields the MAC covers (everything but the row's storage details). ``key`` only
+        when set, so records written before keys were named keep their old hash."""
+        out: dict[str, Any] = {
             "userId": self.user_id,
             "anonymousId": self.anonymous_id,
             "channel": self.channel,
@@ -87,6 +96,9 @@ class Grant:
             "note": self.note,
             "ref": self.ref,
         }
+        if self.key_id is not None:
+            out["key"] = self.key_id
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,14 +107,34 @@ class Record:
     grant: Grant
     prev_hash: str
     hash: str
+    chain: str | None = KEYED  # None: an unkeyed record from before the ledger had a key
+    verified: bool = True  # set by the read side: the record's own MAC holds under the key
 
 
-def chain_hash(prev_hash: str, seq: int, workspace_id: str, grant: Grant) -> str:
-    payload = orjson.dumps(
+def _payload(prev_hash: str, seq: int, workspace_id: str, grant: Grant) -> bytes:
+    return orjson.dumps(
         {"prev": prev_hash, "seq": seq, "workspace": workspace_id, **grant.content()},
         option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.sha256(payload).hexdigest()
+
+
+def chain_hash(prev_hash: str, seq: int, workspace_id: str, grant: Grant) -> str:
+    """The unkeyed hash of records written before the ledger was keyed: kept to check such
+    a chain once, before ``momently consent rekey`` re-chains it."""
+    return hashlib.sha256(_payload(prev_hash, seq, workspace_id, grant)).hexdigest()
+
+
+def chain_mac(key: bytes, prev_hash: str, seq: int, workspace_id: str, grant: Grant) -> str:
+    return hmac.new(key, _payload(prev_hash, seq, workspace_id, grant), hashlib.sha256).hexdigest()
+
+
+def mac_holds(key: bytes, workspace_id: str, record: Record) -> bool:
+    """Whether a record is what the holder of the ledger key wrote (its content and its link
+    to the previous record); an unkeyed record never is."""
+    if record.chain != KEYED:
+        return False
+    expected = chain_mac(key, record.prev_hash, record.seq, workspace_id, record.grant)
+    return hmac.compare_digest(expected, record.hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +153,14 @@ class ChainReport:
         return not self.breaks
 
 
-def verify_chain(workspace_id: str, records: Iterable[Record]) -> ChainReport:
-    """Every place the stored chain disagrees with itself: a changed row (its hash no longer
+def verify_chain(
+    workspace_id: str, records: Iterable[Record], key: bytes | None = None, *, unkeyed_ok: bool = False
+) -> ChainReport:
+    """Every place the stored chain disagrees with itself: a changed row (its MAC no longer
     matches), a deleted or inserted row (the next row's ``prev_hash`` or seq does not follow).
-    Reads the records once, in order, so a long chain streams through."""
+    Reads the records once, in order, so a long chain streams through. Without ``key`` it
+    checks an unkeyed chain (the records from before the ledger was keyed); with one, every
+    record must be keyed, unless ``unkeyed_ok`` (before a rekey: old records, then new)."""
     breaks: list[Break] = []
     prev, expected_seq, n = GENESIS, 1, 0
     for r in records:
@@ -133,7 +169,12 @@ def verify_chain(workspace_id: str, records: Iterable[Record]) -> ChainReport:
             breaks.append(Break(r.seq, f"expected record {expected_seq}: rows are missing"))
         if r.prev_hash != prev:
             breaks.append(Break(r.seq, "prev_hash does not match the record before it"))
-        if chain_hash(r.prev_hash, r.seq, workspace_id, r.grant) != r.hash:
+        if key is None or (unkeyed_ok and r.chain != KEYED):
+            if chain_hash(r.prev_hash, r.seq, workspace_id, r.grant) != r.hash:
+                breaks.append(Break(r.seq, "content does not match its hash: the row was edited"))
+        elif r.chain != KEYED:
+            breaks.append(Break(r.seq, "record is not keyed: run `momently consent rekey`"))
+        elif not mac_holds(key, workspace_id, r):
             breaks.append(Break(r.seq, "content does not match its hash: the row was edited"))
         prev, expected_seq = r.hash, r.seq + 1
     return ChainReport(n, breaks)
@@ -228,7 +269,12 @@ def current(records: Sequence[Record], channel: str, purpose: str) -> Record | N
 
 
 def check(records: Sequence[Record], channel: str, purpose: str, policy: Policy, *, now_ms: int) -> Verdict:
-    """May a message for ``purpose`` go to this person on ``channel`` now?"""
+    """May a message for ``purpose`` go to this person on ``channel`` now? Never while one of
+    the person's records failed verification: what it said cannot be known, so nothing is
+    assumed (fail closed) until an operator looks (``momently consent verify``)."""
+    for r in records:
+        if not r.verified:
+            return Verdict(False, "consent_unverified", r.seq)
     latest = current(records, channel, purpose)
     required = policy.needs_opt_in(channel, purpose)
     if latest is None:
@@ -251,6 +297,7 @@ def trait_grants(
     at_ms: int,
     now_ms: int,
     ref: str | None = None,
+    key_id: int | None = None,
 ) -> list[Grant]:
     """The records an identify call's consent traits add: only changes, so re-sending the
     same traits (every SDK does on each identify) does not grow the ledger, and replaying
@@ -279,7 +326,18 @@ def trait_grants(
         if latest is None and not value and policy.needs_opt_in(channel, purpose):
             continue  # nothing was granted, and nothing is assumed
         out.append(
-            Grant(user_id, anonymous_id, channel, purpose, value, "identify", at_ms, note=trait, ref=ref)
+            Grant(
+                user_id,
+                anonymous_id,
+                channel,
+                purpose,
+                value,
+                "identify",
+                at_ms,
+                note=trait,
+                ref=ref,
+                key_id=key_id,
+            )
         )
     return out
 
@@ -294,12 +352,14 @@ def stop_contact(
     channel: str = ANY,
     note: str | None = None,
     ref: str | None = None,
+    key_id: int | None = None,
 ) -> list[Grant]:
     """One call that revokes everything on ``channel`` but transactional messages (or those
     too, by flag)."""
     purposes = PURPOSES if include_transactional else tuple(p for p in PURPOSES if p != "transactional")
     return [
-        Grant(user_id, anonymous_id, channel, p, False, source, at_ms, note=note, ref=ref) for p in purposes
+        Grant(user_id, anonymous_id, channel, p, False, source, at_ms, note=note, ref=ref, key_id=key_id)
+        for p in purposes
     ]
 
 

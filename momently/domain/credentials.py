@@ -1,4 +1,4 @@
-"""Write keys and admin tokens: random, shown once, stored only as a SHA-256 digest.
+"""Write keys (public and server) and admin tokens: random, shown once, stored only as a SHA-256 digest.
 
 A plain digest (not a slow password hash) is right here because the secrets are 192-bit
 random values, not human-chosen passwords: there is nothing to brute-force.
@@ -12,11 +12,15 @@ from enum import StrEnum
 
 
 class KeyKind(StrEnum):
-    WRITE = "write"  # sends events (tracking SDKs); safe to ship in a browser bundle
+    # the public write key: sends events from browsers and apps; it is in every page, so it is
+    # trusted only for what a visitor may say about themselves (see domain.trust)
+    WRITE = "write"
+    SERVER = "server"  # secret write key for the customer's backend: full ingest rights
     ADMIN = "admin"  # reads profiles and manages the workspace; keep server-side
 
 
-_PREFIX = {KeyKind.WRITE: "wk_", KeyKind.ADMIN: "mat_"}
+INGEST_KINDS = (KeyKind.WRITE, KeyKind.SERVER)
+_PREFIX = {KeyKind.WRITE: "wk_", KeyKind.SERVER: "sk_", KeyKind.ADMIN: "mat_"}
 
 
 def new_secret(kind: KeyKind) -> str:

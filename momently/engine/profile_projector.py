@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from momently.clock import Clock, SystemClock
-from momently.domain import consent
+from momently.domain import consent, trust
 from momently.domain.identity import Identity, resolve
 from momently.domain.profile import LoggedEvent, Profile, apply, merge
 from momently.domain.timestamps import to_millis
@@ -367,6 +367,7 @@ class ProfileProjector:
                 at_ms=ev.time_ms,
                 now_ms=now_ms,
                 ref=f"event:{ev.seq}",
+                key_id=trust.writer_key(ev.body),
             )
             self.consent.append(conn, workspace_id, grants)
 

@@ -1,5 +1,10 @@
 """The consent ledger and policy tables.
 
+Every record is MACed with the ledger key (kept outside the database, see
+``store.ledger_key``) as it is written, and checked as it is read: a record whose MAC does not
+hold comes back with ``verified=False`` (and is logged), which ``domain.consent.check`` turns
+into no consent at all for that person.
+
 Appends to one workspace's chain are serialized (SQLite has one writer; on PostgreSQL a
 transaction-scoped advisory lock per workspace), so two concurrent appends cannot both
 link to the same previous record.
@@ -7,17 +12,30 @@ link to the same previous record.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text, update
 
-from momently.domain.consent import GENESIS, Grant, Policy, Record, chain_hash
+from momently.domain.consent import (
+    GENESIS,
+    KEYED,
+    ChainReport,
+    Grant,
+    Policy,
+    Record,
+    chain_mac,
+    mac_holds,
+    verify_chain,
+)
 from momently.domain.profile import Profile
 from momently.store.database import Database
 from momently.store.policies import PolicyTable
 from momently.store.profiles import ProfileStore
 from momently.store.schema import consent_policies, consent_records
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 500
 # the dispatcher reads a batch's records before every send: built once
@@ -30,8 +48,9 @@ _BY_USER, _BY_ANON = (
 
 
 class ConsentLedger:
-    def __init__(self, db: Database, *, policy_cache_seconds: float = 5.0) -> None:
+    def __init__(self, db: Database, key: bytes, *, policy_cache_seconds: float = 5.0) -> None:
         self.db = db
+        self.key = key
         self._policies = PolicyTable(
             db, consent_policies, Policy.from_json, Policy, cache_seconds=policy_cache_seconds
         )
@@ -55,7 +74,7 @@ class ConsentLedger:
         out: list[Record] = []
         for g in grants:
             seq += 1
-            h = chain_hash(prev, seq, workspace_id, g)
+            h = chain_mac(self.key, prev, seq, workspace_id, g)
             out.append(Record(seq, g, prev, h))
             prev = h
         conn.execute(
@@ -76,6 +95,8 @@ class ConsentLedger:
                     "ref": r.grant.ref,
                     "prev_hash": r.prev_hash,
                     "hash": r.hash,
+                    "key_id": r.grant.key_id,
+                    "chain": KEYED,
                 }
                 for r in out
             ],
@@ -99,7 +120,7 @@ class ConsentLedger:
             for i in range(0, len(values), _CHUNK):
                 rows = conn.execute(stmt, {"ws": workspace_id, "ids": values[i : i + _CHUNK]}).all()
                 for r in rows:
-                    rec = _record(r._mapping)
+                    rec = self._checked(workspace_id, _record(r._mapping))
                     found[rec.seq] = rec
         return [found[s] for s in sorted(found)]
 
@@ -156,6 +177,60 @@ class ConsentLedger:
                 after = rec.seq
                 yield rec
 
+    def _checked(self, workspace_id: str, record: Record) -> Record:
+        if mac_holds(self.key, workspace_id, record):
+            return record
+        log.error(
+            "consent record %s/%d does not verify under the ledger key (%s): not obeyed",
+            workspace_id,
+            record.seq,
+            "unkeyed: run `momently consent rekey`" if record.chain != KEYED else "edited",
+        )
+        return Record(record.seq, record.grant, record.prev_hash, record.hash, record.chain, verified=False)
+
+    def verify(self, workspace_id: str) -> ChainReport:
+        """The whole chain checked under the ledger key (``momently consent verify``)."""
+        return verify_chain(workspace_id, self.chain(workspace_id), self.key)
+
+    def head(self, workspace_id: str) -> tuple[int, str]:
+        """The latest record's seq and MAC (0 and the genesis value for an empty ledger).
+        Kept somewhere the database's writers cannot reach (a log, a ticket, a notary), it
+        shows later that no record up to it was removed or rewritten, even by someone who
+        had the key."""
+        with self.db.read() as conn:
+            last = conn.execute(
+                select(consent_records.c.seq, consent_records.c.hash)
+                .where(consent_records.c.workspace_id == workspace_id)
+                .order_by(consent_records.c.seq.desc())
+                .limit(1)
+            ).first()
+        return (int(last[0]), str(last[1])) if last else (0, GENESIS)
+
+    def rekey(self, workspace_id: str, *, accept_breaks: bool = False) -> ChainReport:
+        """Re-chain the workspace's ledger under the ledger key: for records from before it was
+        keyed, or after the key was replaced. First checks the chain as it stands (unkeyed,
+        or keyed with the current key); a broken chain is left alone unless ``accept_breaks``
+        (the operator vouches for the rows as they are). Returns that check's report."""
+        records = list(self.chain(workspace_id))
+        report = verify_chain(workspace_id, records, self.key, unkeyed_ok=True)
+        if not report.ok and not accept_breaks:
+            return report
+        with self.db.write() as conn:
+            if self.db.dialect == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"consent:{workspace_id}"}
+                )
+            prev = GENESIS
+            for r in records:
+                mac = chain_mac(self.key, prev, r.seq, workspace_id, r.grant)
+                conn.execute(
+                    update(consent_records)
+                    .where(consent_records.c.workspace_id == workspace_id, consent_records.c.seq == r.seq)
+                    .values(prev_hash=prev, hash=mac, chain=KEYED)
+                )
+                prev = mac
+        return report
+
     def count(self, workspace_id: str) -> int:
         with self.db.read() as conn:
             n = conn.execute(
@@ -195,7 +270,9 @@ def _record(m: Any) -> Record:
             expires_ms=int(m["expires_ms"]) if m["expires_ms"] is not None else None,
             note=m["note"],
             ref=m["ref"],
+            key_id=m.get("key_id"),
         ),
         prev_hash=m["prev_hash"],
         hash=m["hash"],
+        chain=m.get("chain"),
     )

@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from momently.domain.actions import one_tap_token
 from momently.store.database import Database
 from momently.store.schema import inbox_cards
 
@@ -35,11 +36,18 @@ class Card:
     acted_ms: int | None
     dismissed_ms: int | None
 
-    def document(self) -> dict[str, Any]:
+    def document(self, workspace_id: str) -> dict[str, Any]:
+        """The card as the widget gets it: a one-tap link in its action is left out (the
+        widget acts through ``POST /v1/inbox/{id}/act``, which records the action for the
+        verified person), so the payload carries no reusable token."""
+        content = self.content
+        action = content.get("action")
+        if isinstance(action, dict) and one_tap_token(action.get("url"), workspace_id) is not None:
+            content = {**content, "action": {k: v for k, v in action.items() if k != "url"}}
         return {
             "id": self.id,
             "flow": self.flow_id,
-            **self.content,
+            **content,
             "createdAt": self.created_ms,
             "expiresAt": self.expires_ms,
             "seen": self.seen_ms is not None,

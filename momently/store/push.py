@@ -1,5 +1,9 @@
 """Web push subscriptions, keyed by endpoint and filed under the id (userId or anonymousId)
-the browser knew the person by, so a subscription made before login still reaches them."""
+the browser knew the person by, so a subscription made before login still reaches them.
+
+At most ``per_person`` subscriptions are kept under one id (a browser re-registering counts as
+new): adding one more drops the oldest, so one message never fans out to an unbounded number
+of endpoints."""
 
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ class Subscription:
 
 
 class PushSubscriptions:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, per_person: int = 5) -> None:
         self.db = db
+        self.per_person = per_person
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
 
     def add(self, workspace_id: str, identity: Identity, sub: Subscription, *, now_ms: int) -> None:
@@ -48,19 +53,35 @@ class PushSubscriptions:
                         "value": stmt.excluded.value,
                         "p256dh": stmt.excluded.p256dh,
                         "auth": stmt.excluded.auth,
+                        "created_ms": stmt.excluded.created_ms,
                     },
                 )
             )
+            mine = and_(
+                push_subscriptions.c.workspace_id == workspace_id,
+                push_subscriptions.c.kind == identity[0],
+                push_subscriptions.c.value == identity[1],
+            )
+            keep = (
+                select(push_subscriptions.c.endpoint)
+                .where(mine)
+                .order_by(
+                    push_subscriptions.c.created_ms.desc(),
+                    (push_subscriptions.c.endpoint == sub.endpoint).desc(),
+                    push_subscriptions.c.endpoint,
+                )
+                .limit(self.per_person)
+            )
+            conn.execute(delete(push_subscriptions).where(mine, push_subscriptions.c.endpoint.not_in(keep)))
 
-    def remove(self, workspace_id: str, endpoint: str) -> bool:
+    def remove(self, workspace_id: str, endpoint: str, owner: Identity | None = None) -> bool:
+        """Remove a subscription; with ``owner``, only if it is filed under that id."""
+        where = [push_subscriptions.c.workspace_id == workspace_id, push_subscriptions.c.endpoint == endpoint]
+        if owner is not None:
+            where += [push_subscriptions.c.kind == owner[0], push_subscriptions.c.value == owner[1]]
         with self.db.write() as conn:
             gone = conn.execute(
-                delete(push_subscriptions)
-                .where(
-                    push_subscriptions.c.workspace_id == workspace_id,
-                    push_subscriptions.c.endpoint == endpoint,
-                )
-                .returning(push_subscriptions.c.endpoint)
+                delete(push_subscriptions).where(*where).returning(push_subscriptions.c.endpoint)
             ).first()
         return gone is not None
 

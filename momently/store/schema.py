@@ -276,6 +276,15 @@ signing_keys = Table(
     Column("created_ms", BigInteger, nullable=False),
 )
 
+# The secret a workspace's backend signs user tokens with (identity verification).
+identity_secrets = Table(
+    "identity_secrets",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
 # Web push subscriptions, registered by browsers under the id they know the person by.
 push_subscriptions = Table(
     "push_subscriptions",
@@ -315,6 +324,11 @@ consent_records = Table(
     Column("ref", Text, nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # the ingest key or admin token that wrote the record (its id, never the secret)
+    Column("key_id", Integer, nullable=True),
+    # how ``hash`` was made: "hmac1" (keyed with the ledger key); NULL for rows from before
+    # the ledger was keyed, which are not trusted until ``momently consent rekey``
+    Column("chain", String(8), nullable=True),
 )
 Index("ix_consent_user", consent_records.c.workspace_id, consent_records.c.user_id)
 Index("ix_consent_anon", consent_records.c.workspace_id, consent_records.c.anonymous_id)

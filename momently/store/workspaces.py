@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from momently.domain.credentials import KeyKind, display_prefix, hash_secret, new_secret
 from momently.domain.timestamps import to_millis
 from momently.store.database import Database
-from momently.store.schema import api_keys, signing_keys, workspaces
+from momently.store.schema import api_keys, identity_secrets, signing_keys, workspaces
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -58,6 +59,53 @@ class Workspaces:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._keys: dict[str, str] = {}
+        self._identity: dict[str, tuple[str, float]] = {}
+
+    IDENTITY_CACHE_SECONDS = 5.0  # a rotated identity secret is in force everywhere within this
+
+    def identity_secret(self, workspace_id: str, *, now: datetime) -> str:
+        """The secret the workspace's backend signs user tokens with (identity verification),
+        created on first use. Kept apart from the link-signing key so rotating one leaves the
+        other's links and tokens valid."""
+        cached = self._identity.get(workspace_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        with self.db.read() as conn:
+            found = conn.execute(
+                select(identity_secrets.c.secret).where(identity_secrets.c.workspace_id == workspace_id)
+            ).scalar()
+        if found is None:
+            insert_ = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+            with self.db.write() as conn:
+                conn.execute(
+                    insert_(identity_secrets)
+                    .values(workspace_id=workspace_id, secret=_identity_secret(), created_ms=to_millis(now))
+                    .on_conflict_do_nothing()
+                )
+                found = conn.execute(
+                    select(identity_secrets.c.secret).where(identity_secrets.c.workspace_id == workspace_id)
+                ).scalar()
+        self._identity[workspace_id] = (str(found), time.monotonic() + self.IDENTITY_CACHE_SECONDS)
+        return str(found)
+
+    def rotate_identity_secret(self, workspace_id: str, *, now: datetime) -> str:
+        """A new identity secret: every user token made with the old one stops working."""
+        if self.get(workspace_id) is None:
+            raise WorkspaceError(f"no workspace {workspace_id!r}")
+        secret = _identity_secret()
+        insert_ = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
+        stmt = insert_(identity_secrets).values(
+            workspace_id=workspace_id, secret=secret, created_ms=to_millis(now)
+        )
+        with self.db.write() as conn:
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id"],
+                    set_={"secret": stmt.excluded.secret, "created_ms": stmt.excluded.created_ms},
+                )
+            )
+        self._identity.pop(workspace_id, None)
+        return secret
 
     def signing_key(self, workspace_id: str, *, now: datetime) -> str:
         """The workspace's secret for signed links, created on first use and kept."""
@@ -175,15 +223,24 @@ class Workspaces:
 
     def authenticate(self, secret: str, kind: KeyKind) -> str | None:
         """The workspace a live key of this kind belongs to, or None."""
+        key = self.lookup(secret, (kind,))
+        return key.workspace_id if key else None
+
+    def lookup(self, secret: str, kinds: Collection[KeyKind]) -> ApiKey | None:
+        """The live key with this secret, if it is of one of ``kinds``."""
         with self.db.read() as conn:
             row = conn.execute(
-                select(api_keys.c.workspace_id).where(
+                select(api_keys).where(
                     api_keys.c.secret_hash == hash_secret(secret),
-                    api_keys.c.kind == kind.value,
+                    api_keys.c.kind.in_([k.value for k in kinds]),
                     api_keys.c.revoked_ms.is_(None),
                 )
             ).first()
-        return str(row[0]) if row else None
+        return _key(dict(row._mapping)) if row else None
+
+
+def _identity_secret() -> str:
+    return "ids_" + secrets.token_urlsafe(32)
 
 
 def _key(m: Mapping[str, Any]) -> ApiKey:

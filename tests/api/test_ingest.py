@@ -137,7 +137,7 @@ def test_bad_write_key_is_401(
 
 def test_revoked_key_stops_working(live_server: LiveServer) -> None:
     s = live_server.services
-    key = next(k for k in s.workspaces.list_keys(live_server.workspace) if k.kind.value == "write")
+    key = next(k for k in s.workspaces.list_keys(live_server.workspace) if k.kind.value == "server")
     assert post(live_server, "/v1/track", {"userId": "u", "event": "e"}).status_code == 200
     s.workspaces.revoke_key(key.id, now=s.clock.now())
     reply = post(live_server, "/v1/track", {"userId": "u", "event": "e2"})

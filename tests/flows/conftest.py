@@ -89,7 +89,8 @@ def make_env(database_url: str, **overrides: Any) -> Iterator[FlowEnv]:
     settings = Settings(database_url=database_url, auth_cache_seconds=0.0, run_engine=False, **overrides)
     services = Services.build(settings, clock=clock)
     ws = services.workspaces.create("acme", name="Acme", now=clock.now())
-    write = services.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=clock.now())
+    # a server key: these tests play the customer's backend (tests/api/test_trust.py plays a page)
+    write = services.workspaces.issue_key(ws.id, KeyKind.SERVER, label="test", now=clock.now())
     admin = services.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=clock.now())
     try:
         with serving(create_app(services), port) as url:

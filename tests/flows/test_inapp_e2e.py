@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from momently.domain.credentials import KeyKind
+from momently.domain.trust import user_token
 from tests.conftest import ON_CI
 from tests.flows.conftest import FlowEnv, make_env
 from tests.flows.test_dispatch_e2e import dispatch, log_of
@@ -97,6 +99,18 @@ message:
 """
 
 
+def snippet(env: FlowEnv, user_id: str = "ada", *, defer: bool = True) -> str:
+    """The host page's script tag, as docs/security.md shows it: the public write key and the
+    user token the customer's backend made for the logged-in person."""
+    s = env.services
+    public = s.workspaces.issue_key(env.workspace, KeyKind.WRITE, label="web", now=s.clock.now()).secret
+    token = user_token(s.workspaces.identity_secret(env.workspace, now=s.clock.now()), user_id)
+    return (
+        f'<script src="{env.url}/widget.js" data-write-key="{public}" data-user-id="{user_id}" '
+        f'data-user-token="{token}"{" async" if defer else ""}></script>'
+    )
+
+
 def used(env: FlowEnv) -> None:
     env.send(
         {"type": "identify", "userId": "ada", "traits": {"name": "Ada"}},
@@ -110,10 +124,7 @@ def test_widget_shows_the_card_and_its_action_records_the_goal(
 ) -> None:
     env.flow("export-tip", TIP % site.url)
     used(env)
-    site.page = (
-        f'<!doctype html><title>App</title><h1>Your app</h1><script src="{env.url}/widget.js" '
-        f'data-write-key="{env.write_key}" data-user-id="ada" async></script>'
-    )
+    site.page = "<!doctype html><title>App</title><h1>Your app</h1>" + snippet(env)
     page = browser.new_page()
     page.goto(site.url + "/")
     card = page.locator("[data-momently] .card")
@@ -128,7 +139,7 @@ def test_widget_shows_the_card_and_its_action_records_the_goal(
     assert [e["card_id"] for e in log_of(env, "Message Seen")] == [1]
     assert [e["flow_id"] for e in log_of(env, "Message Clicked")] == ["export-tip"]
     [goal] = log_of(env, "Shortcut Tried")
-    assert goal["via"] == "one_tap"
+    assert goal["via"] == "in_app"  # recorded by the act call for the verified person
     # acted on: not shown again
     with httpx.Client(base_url=env.url, auth=(env.write_key, "")) as c:
         assert c.get("/v1/inbox", params={"userId": "ada"}).json() == {"cards": []}
@@ -137,10 +148,7 @@ def test_widget_shows_the_card_and_its_action_records_the_goal(
 def test_a_new_card_arrives_live_and_can_be_dismissed(env: FlowEnv, site: Site, browser: Any) -> None:
     env.flow("export-tip", TIP % site.url)
     env.send({"type": "identify", "userId": "ada", "traits": {"name": "Ada"}})
-    site.page = (
-        f'<!doctype html><title>App</title><script src="{env.url}/widget.js" '
-        f'data-write-key="{env.write_key}" data-user-id="ada"></script>'
-    )
+    site.page = "<!doctype html><title>App</title>" + snippet(env, defer=False)
     page = browser.new_page()
     page.goto(site.url + "/")
     page.wait_for_timeout(500)
@@ -164,6 +172,6 @@ def test_inbox_api_checks_its_inputs_and_cards_expire(env: FlowEnv, site: Site) 
         assert [card["title"] for card in ok["cards"]] == ["Export faster"]
         assert c.get("/v1/inbox", params={"writeKey": env.write_key}).json()["code"] == "no_user_anon_id"
         other = c.post("/v1/inbox/1/seen", json={"writeKey": env.write_key, "userId": "mallory"})
-        assert other.json() == {"id": 1, "marked": False}  # not their card
+        assert other.json() == {"id": 1, "marked": False, "redirect": None}  # not their card
         env.advance(hours=3)
         assert c.get("/v1/inbox", params={"userId": "ada", "writeKey": env.write_key}).json() == {"cards": []}

@@ -1,12 +1,14 @@
 /* Momently in-app widget: one script tag, no build step.
  *
  *   <script src="https://momently.example.com/widget.js"
- *           data-write-key="wk_..." data-user-id="ada" async></script>
+ *           data-write-key="wk_..." data-user-id="ada" data-user-token="..." async></script>
  *
- * (data-anonymous-id instead of data-user-id for people not logged in.) It shows the
- * person's next card in the corner of the page, with a short entrance animation, listens for
- * new cards over server-sent events, marks a card seen when shown, and runs its one action:
- * the card's link records the goal and leads on. Styles live in a shadow root, so the page's
+ * data-user-token is the person's user token, made by your backend (HMAC-SHA256 of the userId
+ * with the workspace's identity secret, docs/security.md): with the public write key the inbox
+ * answers only for a verified person. It shows the person's next card in the corner of the
+ * page, with a short entrance animation, listens for new cards over server-sent events, marks
+ * a card seen when shown, and runs its one action: the act call records the goal for the
+ * verified person and answers where to go next. Styles live in a shadow root, so the page's
  * CSS and the widget's cannot touch each other. */
 (function () {
   "use strict";
@@ -17,15 +19,13 @@
   var who = {
     writeKey: script.getAttribute("data-write-key"),
     userId: script.getAttribute("data-user-id") || undefined,
-    anonymousId: script.getAttribute("data-anonymous-id") || undefined
+    userToken: script.getAttribute("data-user-token") || undefined
   };
-  if (!who.writeKey || !(who.userId || who.anonymousId)) {
-    console.warn("momently widget: set data-write-key and data-user-id (or data-anonymous-id)");
+  if (!who.writeKey || !who.userId || !who.userToken) {
+    console.warn("momently widget: set data-write-key, data-user-id and data-user-token");
     return;
   }
-  var query = new URLSearchParams({ writeKey: who.writeKey });
-  if (who.userId) query.set("userId", who.userId);
-  if (who.anonymousId) query.set("anonymousId", who.anonymousId);
+  var query = new URLSearchParams({ writeKey: who.writeKey, userId: who.userId, userToken: who.userToken });
 
   var queue = [], shown = null, known = {};
 
@@ -51,10 +51,10 @@
     "</style>";
 
   function post(card, mark) {
-    var body = JSON.stringify({ writeKey: who.writeKey, userId: who.userId, anonymousId: who.anonymousId });
+    var body = JSON.stringify({ writeKey: who.writeKey, userId: who.userId, userToken: who.userToken });
     return fetch(base + "/v1/inbox/" + card.id + "/" + mark, {
       method: "POST", body: body, keepalive: true, headers: { "Content-Type": "text/plain" }
-    }).catch(function () {});
+    }).then(function (r) { return r.ok ? r.json() : {}; }).catch(function () { return {}; });
   }
 
   function hide(el, then) {
@@ -87,8 +87,9 @@
       act.textContent = card.action.label || "Open";
       act.onclick = function () {
         act.disabled = true;
-        post(card, "act").then(function () {
-          hide(el, function () { if (card.action.url) location.href = card.action.url; else next(); });
+        post(card, "act").then(function (answer) {
+          var to = answer && answer.redirect;
+          hide(el, function () { if (to) location.href = to; else next(); });
         });
       };
       el.appendChild(act);
