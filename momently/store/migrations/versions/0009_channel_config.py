@@ -1,13 +1,13 @@
 """Channel configuration per workspace, secrets encrypted at rest.
 
-Revision ID: 0009_channel_config
+Revision ID: 0009
 Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_channel_config"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None

@@ -3,15 +3,15 @@
 Existing consent records keep their unkeyed hashes (``chain`` NULL) until ``momently consent
 rekey`` re-chains them under the ledger key; until then the read side does not trust them.
 
-Revision ID: 0009_trust
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_trust"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
