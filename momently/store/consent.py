@@ -164,8 +164,8 @@ class ConsentLedger:
         return int(n)
 
     # policy -------------------------------------------------------------------------------
-    def policy(self, workspace_id: str) -> Policy:
-        return self._policies.get(workspace_id)
+    def policy(self, workspace_id: str, *, fresh: bool = False) -> Policy:
+        return self._policies.get(workspace_id, fresh=fresh)
 
     def set_policy(self, workspace_id: str, doc: dict[str, Any], *, now_ms: int) -> Policy:
         return self._policies.put(workspace_id, Policy.from_json(doc), now_ms=now_ms)
