@@ -1,6 +1,6 @@
 """The delivery guarantees of docs/channels.md, end to end on SQLite and PostgreSQL, against a
-real webhook receiver that answers slowly: a stop-contact reaches a batch already being sent
-within a second, and several dispatchers whose sends outlast their lease neither send a
+real webhook receiver that answers slowly: a stop-contact or a kill switch reaches a batch
+already being sent within a second, and several dispatchers whose sends outlast their lease neither send a
 message twice nor let a frequency cap through twice."""
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
+
+import pytest
 
 from momently.clock import SystemClock
 from momently.services import Services
@@ -38,7 +41,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-def test_stop_contact_reaches_a_batch_already_being_sent(database_url: str, receiver: Receiver) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "held"),
+    [
+        ("/v1/consent/stop", {"userId": "ada"}, ("suppressed", "stop_contact: webhook/marketing")),
+        ("/v1/guardrails/pause", {}, ("pending", "paused: workspace")),
+    ],
+    ids=["stop-contact", "kill-switch"],
+)
+def test_a_stop_reaches_a_batch_already_being_sent(
+    database_url: str, receiver: Receiver, path: str, body: dict[str, Any], held: tuple[str, str]
+) -> None:
     # Given 40 messages for Ada, claimed in one batch, and a receiver that takes half a second each
     receiver.delay = 0.5
     with webhook_env(database_url, receiver) as env:
@@ -48,22 +61,22 @@ def test_stop_contact_reaches_a_batch_already_being_sent(database_url: str, rece
         sending.start()
         try:
             wait_for(lambda: len(receiver.arrived) >= 1)
-            # When she asks to stop while the first eight are on the wire
+            # When she asks to stop (or the workspace is paused) while the first eight are on the wire
             with env.admin() as c:
-                r = c.post("/v1/consent/stop", json={"userId": "ada"})
+                r = c.post(path, json=body)
             acknowledged = time.monotonic()
             assert r.status_code == 200, r.text
         finally:
             sending.join(timeout=60)
         assert not sending.is_alive()
         # Then no send started more than a second after the acknowledgement, and the rest
-        # of the batch is suppressed with the reason
+        # of the batch is held with the reason
         late = [t - acknowledged for t in receiver.arrived if t > acknowledged + 1.0]
         assert late == []
         assert len(receiver.arrived) <= 8 + 8  # the wave on the wire, and at most one more
         done = Counter((d.status, d.last_error) for d in env.services.outbox.list(env.workspace, limit=100))
         assert done[("sent", None)] == len(receiver.arrived)
-        assert done[("suppressed", "stop_contact: webhook/marketing")] == 40 - len(receiver.arrived)
+        assert done[held] == 40 - len(receiver.arrived)
 
 
 def test_three_dispatchers_slower_than_their_lease_send_once_and_keep_caps(
