@@ -254,12 +254,12 @@ class Dispatcher:
         if self.consent is not None and (
             old.consent_seq != new.consent_seq or old.consent_policy != new.consent_policy
         ):
-            context.policies[ws] = self.consent.policy(ws, fresh=True)
+            context.policies[ws] = self.consent.policy_of(new.consent_policy)
             people = [p for (w, _), p in context.people.items() if w == ws]
             for pid, records in self.consent.for_profiles(conn, ws, people).items():
                 context.records[(ws, pid)] = records
         if self.guardrails is not None and old.guardrails != new.guardrails:
-            context.guardrails[ws] = self.guardrails.get(ws, fresh=True)
+            context.guardrails[ws] = self.guardrails.of_body(new.guardrails)
         if self.guardrails is not None and (old.paused_flows, old.flows_updated_ms) != (
             new.paused_flows,
             new.flows_updated_ms,
@@ -497,12 +497,13 @@ class Dispatcher:
                 loaded = self.profiles.load(conn, ws, {d.person_id for d in mine})
                 if self.consent is not None:
                     # read at send time, not at decision time: a stop-contact that arrived
-                    # while the message waited in the outbox still stops it
-                    policies[ws] = self.consent.policy(ws)
+                    # while the message waited in the outbox still stops it; the policies
+                    # are the ones read with the marks, not a cached copy
+                    policies[ws] = self.consent.policy_of(marks[ws].consent_policy)
                     mine_records = self.consent.for_profiles(conn, ws, loaded.values())
                     records.update({(ws, pid): r for pid, r in mine_records.items()})
                 if self.guardrails is not None:
-                    guardrails[ws] = self.guardrails.get(ws)
+                    guardrails[ws] = self.guardrails.of_body(marks[ws].guardrails)
                     paused_flows[ws] = self._paused_flows(conn, ws)
             people.update({(ws, pid): p for pid, p in loaded.items()})
             seqs = sorted({d.trigger_seq for d in mine if d.trigger_seq is not None})
