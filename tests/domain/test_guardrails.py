@@ -36,6 +36,20 @@ def test_a_rolling_cap_defers_until_the_oldest_send_leaves_the_window() -> None:
     assert isinstance(plan(policy, FlowRules(max_delay_ms=H), send(T0), history, AMS, held_since_ms=T0), Drop)
 
 
+@pytest.mark.parametrize(
+    ("held_since", "verdict"),
+    [
+        (T0, Defer(T0 + 24 * H, "frequency_cap", "1 per 86400s (all messages)")),  # held now: a day
+        (T0 - 1000, Drop("frequency_cap", "1 per 86400s (all messages)")),  # held a second ago
+    ],
+)
+def test_max_delay_counts_from_the_first_hold(held_since: int, verdict: Defer | Drop) -> None:
+    # the message in the window went out just now, after this one was decided: the default
+    # max_delay (1d) still lets a rolling 1d cap defer it, counted from when it was first held
+    policy = Policy(caps=(Cap(1, 24 * H),))
+    assert plan(policy, FlowRules(), send(T0), [send(T0)], AMS, held_since_ms=held_since) == verdict
+
+
 def test_tier_a_is_exempt_but_counted() -> None:
     policy = Policy(caps=(Cap(1, 24 * H),))
     receipt = send(T0, tier="A")
