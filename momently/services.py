@@ -189,6 +189,9 @@ class Services:
             guardrails=guardrails,
             default_timezone=settings.default_timezone,
             max_age_ms=int(settings.send_max_age_hours * 3_600_000),
+            lease_ms=int(settings.dispatch_lease_seconds * 1000),
+            batch=settings.dispatch_batch_size,
+            recheck_ms=int(settings.dispatch_recheck_seconds * 1000),
             retry=RetryPolicy(
                 max_attempts=settings.dispatch_max_attempts,
                 base_ms=int(settings.dispatch_backoff_seconds * 1000),

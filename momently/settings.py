@@ -168,6 +168,19 @@ class Settings(BaseSettings):
     push_subscriptions_per_person: int = Field(
         default=5, ge=1, description="web push subscriptions kept per person; the oldest go first"
     )
+    dispatch_lease_seconds: float = Field(
+        default=60.0,
+        ge=0.1,
+        description="how long a dispatcher holds the deliveries it claimed without renewing; renewed "
+        "every third of it while they are sent, and taken over by another dispatcher when it lapses",
+    )
+    dispatch_batch_size: int = Field(default=100, ge=1, description="deliveries a dispatcher claims at once")
+    dispatch_recheck_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        description="how stale consent and kill switches may be when a send starts: the ledger's "
+        "high-water mark and the policies are re-read at most this often while a batch is sent",
+    )
     idle_poll_seconds: float = Field(
         default=1.0,
         gt=0,

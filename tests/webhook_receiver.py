@@ -20,7 +20,8 @@ SECRET = "whsec_" + base64.b64encode(b"momently-test-secret-0123456789ab").decod
 class Receiver:
     """A webhook endpoint on 127.0.0.1 that verifies every request's signature and answers
     with the next status of ``script`` (then 200), after the next delay of ``delays`` (then
-    at once)."""
+    after ``delay`` seconds, at once by default). ``arrived`` holds each request's arrival on
+    the monotonic clock."""
 
     def __init__(self) -> None:
         self.script: list[int] = []
@@ -28,10 +29,13 @@ class Receiver:
         self.received: list[dict[str, Any]] = []
         self.ids: list[str] = []
         self.hosts: list[str] = []  # the Host header of each request
+        self.delay = 0.0
+        self.arrived: list[float] = []
         receiver = self
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:
+                receiver.arrived.append(time.monotonic())
                 body = self.rfile.read(int(self.headers["content-length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 payload = Webhook(SECRET).verify(body, headers)  # raises on a bad signature
@@ -40,6 +44,8 @@ class Receiver:
                 receiver.hosts.append(headers.get("host", ""))
                 if receiver.delays:
                     time.sleep(receiver.delays.pop(0))
+                elif receiver.delay:
+                    time.sleep(receiver.delay)
                 status = receiver.script.pop(0) if receiver.script else 200
                 self.send_response(status)
                 self.send_header("x-request-id", f"req-{len(receiver.received)}")

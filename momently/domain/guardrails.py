@@ -5,6 +5,9 @@ message just before it goes out.
 The decision (:func:`plan`) is: send now, defer to a moment (the first one when every cap
 allows it and it is outside quiet hours), or drop with a reason. Deferring is the default
 when a cap is hit (``on_cap: {action: defer, max_delay: 1d}``); a flow may choose ``drop``.
+``max_delay`` counts from the moment a guardrail first held the message back, not from the
+decision: with a rolling ``1d`` cap the earlier message was sent after the later one was
+decided, so "a day after the decision" would never be long enough.
 """
 
 from __future__ import annotations
@@ -149,10 +152,12 @@ def plan(
     history: Sequence[Send],
     tz: ZoneInfo,
     *,
-    decided_ms: int,
+    held_since_ms: int,
 ) -> Verdict:
     """When may ``candidate`` (at its ``at_ms``, now) go? Alternates caps and quiet hours
-    until both allow the same moment: the first allowed one."""
+    until both allow the same moment: the first allowed one. ``held_since_ms`` is when a
+    guardrail first held this message back (now, the first time): a cap that keeps it waiting
+    more than ``max_delay`` past that drops it."""
     quiet = None if rules.bypass_quiet_hours else rules.quiet_hours or policy.quiet_hours
     if candidate.channel in QUIET_EXEMPT_CHANNELS:
         quiet = None
@@ -162,7 +167,7 @@ def plan(
         at_cap, cap = first_allowed(policy.caps, history, _at(candidate, t), tz)
         if cap is not None:
             detail = cap.describe()
-            if rules.on_cap == "drop" or at_cap >= NEVER or at_cap - decided_ms > rules.max_delay_ms:
+            if rules.on_cap == "drop" or at_cap >= NEVER or at_cap - held_since_ms > rules.max_delay_ms:
                 return Drop("frequency_cap", detail)
             why = Defer(at_cap, "frequency_cap", detail)
         t = at_cap

@@ -10,8 +10,20 @@ Sent``, ``Message Failed``, ``Message Suppressed``), so funnels are queries over
 - A channel that cannot be used (not configured, no address for this person, a permanent
   failure, or retries exhausted) hands over to the next channel of the plan; when none is
   left the delivery is dead, with its reason (``momently deliveries list --failed``).
-- A dispatcher that dies mid-send leaves its lease to expire; the delivery is tried again
-  with the same delivery key, which channels give providers as the idempotency key.
+- Every claim has a lease and a fencing token. The lease is renewed while the batch runs (every
+  third of its length), a send never starts on a lease with less than a third left, and
+  outcomes are written only on rows the claim still holds: a dispatcher whose lease was taken
+  over sends nothing more and writes nothing. One that dies mid-send leaves its lease to
+  expire; the delivery is tried again with the same delivery key, which channels give
+  providers as the idempotency key.
+- Right before each send, the workspace's send marks (store.send_marks: the consent ledger's
+  high-water mark, the policies, paused flows) are compared with the ones the batch was loaded
+  under, re-read at most every ``recheck_ms``; when one moved, consent and kill switches are
+  reloaded and the message checked again. A stop-contact acknowledged at T stops every send
+  that would start after T + ``recheck_ms``, whatever the batch size or the channel's speed.
+- The frequency-cap check is serialised per person (store.outbox.Outbox.lock_people) and a
+  message that passes it is reserved before it is sent, so caps hold with any number of
+  dispatchers.
 """
 
 from __future__ import annotations
@@ -19,11 +31,15 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Connection
 
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
 from momently.channels.registry import ChannelRegistry
@@ -64,6 +80,7 @@ from momently.store.events import EventLog
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.outbox import Delivery, Outbox
 from momently.store.profiles import ProfileStore
+from momently.store.send_marks import SendMarks, read_marks
 from momently.store.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -118,6 +135,7 @@ class Dispatcher:
         lease_ms: int = 60_000,
         batch: int = 100,
         concurrency: int = 8,
+        recheck_ms: int = 250,
         seed: int | None = None,
     ) -> None:
         self.db = db
@@ -140,6 +158,8 @@ class Dispatcher:
         self.lease_ms = lease_ms
         self.batch = batch
         self.concurrency = concurrency
+        self.recheck_ms = recheck_ms
+        self._fresh_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._flows: dict[tuple[str, str, int], dict[str, Any]] = {}  # versions never change
         self._rng = random.Random(seed)
@@ -169,14 +189,96 @@ class Dispatcher:
         claimed = self.outbox.claim(now_ms=now, lease_ms=self.lease_ms, limit=self.batch)
         if not claimed:
             return 0
+        lease = _Lease(claimed[0].lease_token or "", {d.id for d in claimed}, now + self.lease_ms, now)
         context = self._load(claimed)
-        go, outcomes = self._guard(claimed, context)
-        if len(go) <= 1 or self.concurrency == 1:
-            outcomes += [self._deliver(d, context) for d in go]
-        else:
-            outcomes += list(self._pool().map(lambda d: self._deliver(d, context), go))
-        self._commit(outcomes)
+        go, outcomes = self._guard(claimed, context, lease)
+        outcomes += self._send_all(go, context, lease)
+        self._commit(lease, outcomes)
         return len(claimed)
+
+    def _send_all(self, go: list[Delivery], context: _Context, lease: _Lease) -> list[_Outcome]:
+        """Sends run on the pool; meanwhile this thread renews the batch's lease, so slow
+        channels cannot make a batch outlive it."""
+        if not go:
+            return []
+        futures = [self._pool().submit(self._deliver, d, context, lease) for d in go]
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=max(0.05, self.lease_ms / 3000))
+            if pending:
+                self._renew(lease)
+        return [f.result() for f in futures]
+
+    # the lease ---------------------------------------------------------------------------
+    def _renew(self, lease: _Lease) -> None:
+        """Extend the lease when a third of it has passed; rows another dispatcher took over
+        (after this one stalled past the lease) drop out of ``lease.held``."""
+        now = to_millis(self.clock.now())
+        with lease.lock:
+            if now - lease.renewed_ms < self.lease_ms // 3 or not lease.held:
+                return
+            try:
+                held = self.outbox.renew(lease.token, sorted(lease.held), until_ms=now + self.lease_ms)
+            except Exception:  # the database is away: the lease runs out, and sends stop
+                log.exception("could not renew the dispatch lease")
+                return
+            lost = lease.held - held
+            if lost:
+                log.warning(
+                    "dispatch lease lost for deliveries %s: taken over by another dispatcher", sorted(lost)
+                )
+            lease.held &= held
+            lease.until_ms = now + self.lease_ms
+            lease.renewed_ms = now
+
+    def _may_start(self, lease: _Lease, d: Delivery) -> bool:
+        """A send starts only on a row this claim still holds, with at least a third of the
+        lease left (a renewal is due long before; less means renewals are failing)."""
+        self._renew(lease)
+        now = to_millis(self.clock.now())
+        with lease.lock:
+            return d.id in lease.held and lease.until_ms - now >= self.lease_ms // 3
+
+    # consent and kill switches, fresh at the moment of sending ---------------------------
+    def _refresh(self, ws: str, context: _Context) -> int:
+        """The version of what ``context`` holds for ``ws``, after re-reading the send marks
+        (at most every ``recheck_ms``) and reloading consent, policies and paused flows if
+        one moved. The marks are re-read by whichever sending thread finds them stale; the
+        others wait for it, so none sends on what it already knows is out of date."""
+        if ws not in context.marks:
+            return 0
+        with self._fresh_lock:
+            started = time.monotonic()
+            if started - context.checked.get(ws, 0.0) < self.recheck_ms / 1000:
+                return context.versions.get(ws, 0)
+            with self.db.read() as conn:
+                marks = read_marks(conn, ws)
+                if marks != context.marks[ws]:
+                    self._reload(conn, ws, context, context.marks[ws], marks)
+                    context.marks[ws] = marks
+                    context.versions[ws] = context.versions.get(ws, 0) + 1
+            # a stop committed before the query started is in what it read
+            context.checked[ws] = started
+            return context.versions.get(ws, 0)
+
+    def _reload(self, conn: Connection, ws: str, context: _Context, old: SendMarks, new: SendMarks) -> None:
+        if self.consent is not None and (
+            old.consent_seq != new.consent_seq or old.consent_policy != new.consent_policy
+        ):
+            context.policies[ws] = self.consent.policy_of(new.consent_policy)
+            people = [p for (w, _), p in context.people.items() if w == ws]
+            for pid, records in self.consent.for_profiles(conn, ws, people).items():
+                context.records[(ws, pid)] = records
+        if self.guardrails is not None and old.guardrails != new.guardrails:
+            context.guardrails[ws] = self.guardrails.of_body(new.guardrails)
+        if self.guardrails is not None and (old.paused_flows, old.flows_updated_ms) != (
+            new.paused_flows,
+            new.flows_updated_ms,
+        ):
+            context.paused_flows[ws] = self._paused_flows(conn, ws)
+
+    def _paused_flows(self, conn: Connection, ws: str) -> set[str]:
+        return {id_ for kind, id_, _v, status in self.definitions.states(conn, ws) if status == "paused"}
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -185,11 +287,25 @@ class Dispatcher:
             )
         return self._executor
 
-    def _commit(self, outcomes: list[_Outcome]) -> None:
+    def _commit(self, lease: _Lease, outcomes: list[_Outcome]) -> None:
+        """Outcomes are written only on rows the claim still holds (the fencing token): a
+        dispatcher whose lease was taken over records nothing, the new holder does."""
+        rows = [
+            (
+                o.delivery.id,
+                o.values if o.values.get("status") == "sent" else {**o.values, "reserved_ms": None},
+            )
+            for o in outcomes
+            if o.values is not None
+        ]
         with self.db.write() as conn:
-            self.outbox.finish_all(conn, [(o.delivery.id, o.values) for o in outcomes])
+            written = self.outbox.finish_all(conn, lease.token, rows)
             by_workspace: dict[str, list[tuple[str, Event]]] = {}
             for o in outcomes:
+                if o.delivery.id not in written:
+                    if o.values is not None:
+                        log.warning("delivery %d: lease taken over, outcome not recorded", o.delivery.id)
+                    continue
                 for ev in o.events:
                     by_workspace.setdefault(o.delivery.workspace_id, []).append((o.delivery.workspace_id, ev))
             for batch in by_workspace.values():
@@ -202,15 +318,21 @@ class Dispatcher:
         return total
 
     # guardrails: one pass over the batch, in order, before anything is sent ----------------
-    def _guard(self, claimed: list[Delivery], context: _Context) -> tuple[list[Delivery], list[_Outcome]]:
+    def _guard(
+        self, claimed: list[Delivery], context: _Context, lease: _Lease
+    ) -> tuple[list[Delivery], list[_Outcome]]:
         """Kill switches, quiet hours and frequency caps. Sequential, highest ``priority``
         first, and counting what this batch already let through, so two flows competing for
-        the last place under a cap cannot both take it."""
+        the last place under a cap cannot both take it. Where caps apply, the check runs in
+        one transaction holding each person's cap lock, reads what every dispatcher sent or
+        reserved, and reserves what passes: another dispatcher checking the same person
+        waits, then counts these."""
         if self.guardrails is None:
             return claimed, []
         now = to_millis(self.clock.now())
         go: list[Delivery] = []
         held: list[_Outcome] = []
+        reserved: list[int] = []
         taken: dict[tuple[str, str], list[tuple[Send, int]]] = {}
         ranked: list[tuple[int, Delivery, dict[str, Any] | None]] = []
         for d in claimed:
@@ -220,45 +342,71 @@ class Dispatcher:
                 flow = None
             ranked.append((-int(flow.get("priority", 0)) if flow else 0, d, flow))
         ranked.sort(key=lambda r: (r[0], r[1].next_attempt_ms, r[1].id))
-        for _, d, flow in ranked:
-            profile = context.people.get((d.workspace_id, d.person_id))
-            policy = context.guardrails.get(d.workspace_id)
-            if profile is None or flow is None or policy is None or d.channel is None:
-                go.append(d)  # _deliver records why it cannot be sent
-                continue
-            switch = (
-                "workspace"
-                if policy.paused
-                else f"channel {d.channel}"
-                if d.channel in policy.paused_channels
-                else f"flow {d.flow_id}"
-                if d.flow_id in context.paused_flows.get(d.workspace_id, ())
-                else None
-            )
-            if switch is not None:
-                held.append(self._paused(d, profile, switch, now, _max_age(flow, self.max_age_ms)))
-                continue
-            rules = FlowRules.of(flow)
-            cand = Send(now, d.channel, d.flow_id, rules.tags, rules.tier)
-            key = (d.workspace_id, d.person_id)
-            past = context.history.get(key, [])
-            mine = taken.setdefault(key, [])
-            tz = self._zone(profile)
-            verdict = plan(policy, rules, cand, past + [s for s, _ in mine], tz, decided_ms=d.created_ms)
-            if isinstance(verdict, Go):
-                go.append(d)
-                mine.append((cand, rules.priority))
-                continue
-            reason: str = verdict.reason
-            if reason == "frequency_cap" and any(p > rules.priority for _, p in mine):
-                without = past + [s for s, p in mine if p <= rules.priority]
-                if isinstance(plan(policy, rules, cand, without, tz, decided_ms=d.created_ms), Go):
-                    reason = "lower_priority"  # a more important flow took the place
-            if isinstance(verdict, Defer):
-                held.append(self._deferred(d, profile, verdict.until_ms, reason, verdict.detail))
-            else:
-                held.append(self._suppress(d, profile, reason, verdict.detail))
+        capped = sorted(ws for ws, p in context.guardrails.items() if p.caps)
+        with self._cap_locks(capped) as conn:
+            history = self._history(conn, capped, claimed, now) if conn is not None else {}
+            for _, d, flow in ranked:
+                profile = context.people.get((d.workspace_id, d.person_id))
+                policy = context.guardrails.get(d.workspace_id)
+                if profile is None or flow is None or policy is None or d.channel is None:
+                    go.append(d)  # _deliver records why it cannot be sent
+                    continue
+                switch = _switch(policy, d, context.paused_flows.get(d.workspace_id, set()))
+                if switch is not None:
+                    held.append(self._paused(d, profile, switch, now, _max_age(flow, self.max_age_ms)))
+                    continue
+                rules = FlowRules.of(flow)
+                cand = Send(now, d.channel, d.flow_id, rules.tags, rules.tier)
+                key = (d.workspace_id, d.person_id)
+                past = history.get(key, [])
+                mine = taken.setdefault(key, [])
+                tz = self._zone(profile)
+                since = d.held_ms if d.held_ms is not None else now
+                verdict = plan(policy, rules, cand, past + [s for s, _ in mine], tz, held_since_ms=since)
+                if isinstance(verdict, Go):
+                    go.append(d)
+                    reserved.append(d.id)
+                    mine.append((cand, rules.priority))
+                    continue
+                reason: str = verdict.reason
+                if reason == "frequency_cap" and any(p > rules.priority for _, p in mine):
+                    without = past + [s for s, p in mine if p <= rules.priority]
+                    if isinstance(plan(policy, rules, cand, without, tz, held_since_ms=since), Go):
+                        reason = "lower_priority"  # a more important flow took the place
+                if isinstance(verdict, Defer):
+                    held.append(
+                        self._deferred(d, profile, verdict.until_ms, reason, verdict.detail, held_ms=since)
+                    )
+                else:
+                    held.append(self._suppress(d, profile, reason, verdict.detail))
+            if conn is not None:
+                self.outbox.reserve(conn, lease.token, reserved, at_ms=now)
         return go, held
+
+    @contextmanager
+    def _cap_locks(self, workspaces: list[str]) -> Iterator[Connection | None]:
+        """A write transaction for the cap check when any workspace of the batch has caps
+        (none otherwise: no cost without caps)."""
+        if not workspaces:
+            yield None
+            return
+        with self.db.write() as conn:
+            yield conn
+
+    def _history(
+        self, conn: Connection, workspaces: list[str], claimed: list[Delivery], now: int
+    ) -> dict[tuple[str, str], list[Send]]:
+        """What the batch's people were sent or are being sent (reserved by any dispatcher),
+        read under their cap locks."""
+        mine = {d.id for d in claimed}
+        history: dict[tuple[str, str], list[Send]] = {}
+        for ws in workspaces:
+            people = sorted({d.person_id for d in claimed if d.workspace_id == ws})
+            self.outbox.lock_people(conn, ws, people)
+            for past in self.outbox.sent_since(conn, ws, people, since_ms=now - HISTORY_MS):
+                if past.id not in mine:
+                    history.setdefault((ws, past.person_id), []).append(self._as_send(past))
+        return history
 
     def _zone(self, profile: Profile) -> ZoneInfo:
         try:
@@ -272,24 +420,36 @@ class Dispatcher:
         except UnknownDefinition:
             flow = {}
         return Send(
-            d.updated_ms,
+            d.reserved_ms if d.status == "sending" and d.reserved_ms is not None else d.updated_ms,
             d.channel or "",
             d.flow_id,
             tuple(str(t) for t in flow.get("tags", ()) or ()),
             str(flow.get("tier", "B")),
         )
 
-    def _deferred(self, d: Delivery, profile: Profile, until_ms: int, reason: str, detail: str) -> _Outcome:
+    def _deferred(
+        self,
+        d: Delivery,
+        profile: Profile,
+        until_ms: int,
+        reason: str,
+        detail: str,
+        *,
+        held_ms: int | None = None,
+    ) -> _Outcome:
+        values: dict[str, Any] = {
+            "status": "pending",
+            "attempts": max(0, d.attempts - 1),
+            "next_attempt_ms": until_ms,
+            "last_error": f"{reason}: {detail}",
+            "lease_until_ms": None,
+        }
+        if held_ms is not None:  # a guardrail held it back: on_cap.max_delay counts from the first time
+            values["held_ms"] = held_ms
         return self._record(
             d,
             profile,
-            {
-                "status": "pending",
-                "attempts": max(0, d.attempts - 1),
-                "next_attempt_ms": until_ms,
-                "last_error": f"{reason}: {detail}",
-                "lease_until_ms": None,
-            },
+            values,
             MESSAGE_DEFERRED,
             {"channel": d.channel, "reason": reason, "detail": detail, "until": until_ms},
         )
@@ -336,34 +496,55 @@ class Dispatcher:
         policies: dict[str, consent.Policy] = {}
         guardrails: dict[str, GuardrailPolicy] = {}
         paused_flows: dict[str, set[str]] = {}
-        history: dict[tuple[str, str], list[Send]] = {}
+        marks: dict[str, SendMarks] = {}
+        checked: dict[str, float] = {}
         for ws in {d.workspace_id for d in claimed}:
             mine = [d for d in claimed if d.workspace_id == ws]
             with self.db.read() as conn:
+                if self.consent is not None or self.guardrails is not None:
+                    # read before what they guard: a change in between is seen as a move
+                    checked[ws] = time.monotonic()
+                    marks[ws] = read_marks(conn, ws)
                 loaded = self.profiles.load(conn, ws, {d.person_id for d in mine})
                 if self.consent is not None:
                     # read at send time, not at decision time: a stop-contact that arrived
-                    # while the message waited in the outbox still stops it
-                    policies[ws] = self.consent.policy(ws)
+                    # while the message waited in the outbox still stops it; the policies
+                    # are the ones read with the marks, not a cached copy
+                    policies[ws] = self.consent.policy_of(marks[ws].consent_policy)
                     mine_records = self.consent.for_profiles(conn, ws, loaded.values())
                     records.update({(ws, pid): r for pid, r in mine_records.items()})
                 if self.guardrails is not None:
-                    guardrails[ws] = self.guardrails.get(ws)
-                    paused_flows[ws] = {
-                        id_
-                        for kind, id_, _v, status in self.definitions.states(conn, ws)
-                        if status == "paused"
-                    }
-                    if guardrails[ws].caps:
-                        since = to_millis(self.clock.now()) - HISTORY_MS
-                        for past in self.outbox.sent_since(conn, ws, list(loaded), since_ms=since):
-                            history.setdefault((ws, past.person_id), []).append(self._as_send(past))
+                    guardrails[ws] = self.guardrails.of_body(marks[ws].guardrails)
+                    paused_flows[ws] = self._paused_flows(conn, ws)
             people.update({(ws, pid): p for pid, p in loaded.items()})
             seqs = sorted({d.trigger_seq for d in mine if d.trigger_seq is not None})
             triggers.update({(ws, ev.seq): ev.body for ev in self.events.by_seqs(ws, seqs)})
-        return _Context(people, triggers, records, policies, guardrails, paused_flows, history)
+        return _Context(people, triggers, records, policies, guardrails, paused_flows, marks, checked)
 
-    def _deliver(self, d: Delivery, context: _Context) -> _Outcome:
+    def _deliver(self, d: Delivery, context: _Context, lease: _Lease) -> _Outcome:
+        """Prepare (consent, kill switches, render), then check the send marks: if anything
+        moved since, prepare again on what was reloaded. Then the lease, then the send."""
+        while True:
+            version = context.versions.get(d.workspace_id, 0)
+            ready = self._prepare(d, context)
+            if isinstance(ready, _Outcome):
+                return ready
+            if self._refresh(d.workspace_id, context) == version:
+                break
+        profile, channel, rendered, personal, outgoing, address = ready
+        wait_ms = self._throttle(channel.name)
+        if wait_ms:
+            return self._over_rate(d, profile, channel.name, wait_ms)
+        if not self._may_start(lease, d):
+            return _Outcome(d, None, ())  # whoever holds the row now sends it
+        try:
+            result: Result = channel.send(outgoing, address)
+        except Exception as exc:  # a channel bug must not lose the delivery
+            log.exception("channel %s raised", channel.name)
+            result = Failed(f"channel_error: {type(exc).__name__}", retryable=True)
+        return self._result(d, profile, channel, rendered, personal, result)
+
+    def _prepare(self, d: Delivery, context: _Context) -> _Outcome | _Ready:
         profile = context.people.get((d.workspace_id, d.person_id))
         if profile is None:
             return self._dead(d, None, "person_not_found", channel=d.channel)
@@ -371,6 +552,13 @@ class Dispatcher:
             flow = self._flow(d)
         except UnknownDefinition:
             return self._dead(d, profile, "flow_not_found", channel=d.channel)
+        guardrails = context.guardrails.get(d.workspace_id)
+        switch = (
+            _switch(guardrails, d, context.paused_flows.get(d.workspace_id, set())) if guardrails else None
+        )
+        if switch is not None:  # paused while the batch was under way
+            now = to_millis(self.clock.now())
+            return self._paused(d, profile, switch, now, _max_age(flow, self.max_age_ms))
         if d.kind == "follow_up" and self._goal_reached(d, flow, profile):
             return self._suppress(d, profile, "goal_reached", "the goal was reached before the follow-up")
         trigger = context.triggers.get((d.workspace_id, d.trigger_seq)) if d.trigger_seq is not None else None
@@ -422,14 +610,17 @@ class Dispatcher:
             unsubscribe_url=self._unsubscribe_url(d, profile, channel.name, purpose),
             expires_ms=_expiry(message, to_millis(self.clock.now())),
         )
-        wait_ms = self._throttle(channel.name)
-        if wait_ms:
-            return self._over_rate(d, profile, channel.name, wait_ms)
-        try:
-            result: Result = channel.send(outgoing, address)
-        except Exception as exc:  # a channel bug must not lose the delivery
-            log.exception("channel %s raised", channel.name)
-            result = Failed(f"channel_error: {type(exc).__name__}", retryable=True)
+        return profile, channel, rendered, personal, outgoing, address
+
+    def _result(
+        self,
+        d: Delivery,
+        profile: Profile,
+        channel: Channel,
+        rendered: Rendered,
+        personal: bool,
+        result: Result,
+    ) -> _Outcome:
         if isinstance(result, Sent):
             return self._record(
                 d,
@@ -681,7 +872,24 @@ class _Context:
     policies: dict[str, consent.Policy]
     guardrails: dict[str, GuardrailPolicy]
     paused_flows: dict[str, set[str]]
-    history: dict[tuple[str, str], list[Send]]
+    # what the above was loaded under, per workspace, and when the marks were last read
+    marks: dict[str, SendMarks]
+    checked: dict[str, float]
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Lease:
+    """One claim: its fencing token, the rows it still holds and until when."""
+
+    token: str
+    held: set[int]
+    until_ms: int
+    renewed_ms: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_Ready = tuple[Profile, Channel, Rendered, bool, Outgoing, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -689,5 +897,16 @@ class _Outcome:
     """What to write for one delivery once its batch is done."""
 
     delivery: Delivery
-    values: dict[str, Any]
+    values: dict[str, Any] | None  # None: write nothing (the lease is gone; its next holder sends)
     events: tuple[Event, ...]
+
+
+def _switch(policy: GuardrailPolicy, d: Delivery, paused_flows: set[str]) -> str | None:
+    """The kill switch holding ``d``, if any."""
+    if policy.paused:
+        return "workspace"
+    if d.channel in policy.paused_channels:
+        return f"channel {d.channel}"
+    if d.flow_id in paused_flows:
+        return f"flow {d.flow_id}"
+    return None

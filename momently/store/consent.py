@@ -242,6 +242,10 @@ class ConsentLedger:
     def policy(self, workspace_id: str) -> Policy:
         return self._policies.get(workspace_id)
 
+    def policy_of(self, body: str | None) -> Policy:
+        """The policy stored as ``body`` (as read with the dispatcher's send marks)."""
+        return self._policies.of_body(body)
+
     def set_policy(self, workspace_id: str, doc: dict[str, Any], *, now_ms: int) -> Policy:
         return self._policies.put(workspace_id, Policy.from_json(doc), now_ms=now_ms)
 

@@ -1,19 +1,28 @@
 """The deliveries outbox: written with the engine's decisions, drained by the dispatcher.
 
-A row is claimed with a lease (``status = sending``, ``lease_until_ms``); a dispatcher that
-dies mid-send leaves the lease to expire and the row is tried again, with the same delivery
-key, which channels pass to providers as the idempotency key.
+A row is claimed with a lease (``status = sending``, ``lease_until_ms``) and a fencing token
+(``lease_token``), new for every claim. Renewing the lease and writing the outcome are
+conditional on the token: once a lease has expired and another dispatcher has claimed the
+row, the first one's writes change nothing. A dispatcher that dies mid-send leaves the lease
+to expire and the row is tried again, with the same delivery key, which channels pass to
+providers as the idempotency key.
+
+``reserved_ms`` marks a message that passed the frequency-cap check and is being sent: every
+dispatcher counts it in the person's history, so two of them cannot both take the last place
+under a cap (the check itself is serialised per person, see :meth:`Outbox.lock_people`).
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BindParameter, Connection, Update, and_, bindparam, or_, select, update
+from sqlalchemy import BindParameter, Connection, Update, and_, bindparam, or_, select, text, update
 
 from momently.store.database import Database
 from momently.store.schema import deliveries
@@ -40,6 +49,10 @@ class Delivery:
     created_ms: int
     updated_ms: int
     kind: str = "message"
+    lease_token: str | None = None
+    lease_until_ms: int | None = None
+    reserved_ms: int | None = None
+    held_ms: int | None = None
 
     @property
     def channel(self) -> str | None:
@@ -68,45 +81,110 @@ class Outbox:
         self._claim = (
             update(deliveries)
             .where(deliveries.c.id.in_(pick.scalar_subquery()), due)
-            .values(status="sending", lease_until_ms=bindparam("until"), attempts=deliveries.c.attempts + 1)
+            .values(
+                status="sending",
+                lease_until_ms=bindparam("until"),
+                lease_token=bindparam("token"),
+                reserved_ms=None,  # checked against the caps again by the new holder
+                attempts=deliveries.c.attempts + 1,
+            )
             .returning(*deliveries.c)
         )
         self._finish: dict[tuple[str, ...], Update] = {}
+        held = and_(
+            deliveries.c.id.in_(bindparam("ids", expanding=True)),
+            deliveries.c.lease_token == bindparam("token"),
+            deliveries.c.status == "sending",
+        )
+        self._held = select(deliveries.c.id).where(held)
+        if db.dialect == "postgresql":
+            # no claim can take these rows between the check and the outcome's update
+            self._held = self._held.with_for_update()
+        self._renew = (
+            update(deliveries)
+            .where(held)
+            .values(lease_until_ms=bindparam("until"))
+            .returning(deliveries.c.id)
+        )
+        self._reserve = update(deliveries).where(held).values(reserved_ms=bindparam("at"))
         self._sent_since = select(deliveries).where(
             deliveries.c.workspace_id == bindparam("ws"),
             deliveries.c.person_id.in_(bindparam("persons", expanding=True)),
-            deliveries.c.status == "sent",
-            deliveries.c.updated_ms >= bindparam("since"),
+            or_(
+                and_(deliveries.c.status == "sent", deliveries.c.updated_ms >= bindparam("since")),
+                # passed the cap check and being sent, by this dispatcher or another
+                and_(deliveries.c.status == "sending", deliveries.c.reserved_ms.is_not(None)),
+            ),
         )
 
     def claim(self, *, now_ms: int, lease_ms: int, limit: int) -> list[Delivery]:
+        """Up to ``limit`` due rows (pending, or sending with an expired lease), leased until
+        ``now_ms + lease_ms`` under one new token (every row's ``lease_token``)."""
         with self.db.read() as conn:  # most wake-ups find nothing: no write lock for that
             if conn.execute(self._any_due, {"now": now_ms}).first() is None:
                 return []
+        token = uuid.uuid4().hex
         with self.db.write() as conn:
             rows = conn.execute(
-                self._claim, {"now": now_ms, "limit": limit, "until": now_ms + lease_ms}
+                self._claim, {"now": now_ms, "limit": limit, "until": now_ms + lease_ms, "token": token}
             ).all()
         return sorted((_delivery(dict(r._mapping)) for r in rows), key=lambda d: d.next_attempt_ms)
 
-    def finish_all(self, conn: Connection, outcomes: Sequence[tuple[int, Mapping[str, Any]]]) -> None:
-        """``finish`` for a dispatch round: outcomes that set the same columns share one
+    def renew(self, token: str, ids: Sequence[int], *, until_ms: int) -> set[int]:
+        """Extend the lease of the rows this claim still holds; returns their ids (a row
+        missing was taken over by another dispatcher after its lease expired)."""
+        if not ids:
+            return set()
+        with self.db.write() as conn:
+            rows = conn.execute(self._renew, {"ids": list(ids), "token": token, "until": until_ms}).all()
+        return {int(r[0]) for r in rows}
+
+    def lock_people(self, conn: Connection, workspace_id: str, person_ids: Sequence[str]) -> None:
+        """Serialise the frequency-cap check per person until the end of ``conn``'s
+        transaction. PostgreSQL: transaction-scoped advisory locks, taken in one global order
+        so two dispatchers cannot deadlock. SQLite: the write transaction is already the only
+        one."""
+        if self.db.dialect != "postgresql":
+            return
+        for key in sorted({_lock_key(workspace_id, p) for p in person_ids}):
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def reserve(self, conn: Connection, token: str, ids: Sequence[int], *, at_ms: int) -> None:
+        """Mark rows that passed the cap check: counted by every dispatcher from now on."""
+        if ids:
+            conn.execute(self._reserve, {"ids": list(ids), "token": token, "at": at_ms})
+
+    def finish_all(
+        self, conn: Connection, token: str, outcomes: Sequence[tuple[int, Mapping[str, Any]]]
+    ) -> set[int]:
+        """Record a dispatch round's outcomes, only on rows this claim (``token``) still
+        holds; returns the ids written. Outcomes that set the same columns share one
         executemany, instead of one compiled statement per delivery."""
+        ids = [delivery_id for delivery_id, _ in outcomes]
+        if not ids:
+            return set()
+        mine = {int(r[0]) for r in conn.execute(self._held, {"ids": ids, "token": token}).all()}
         by_columns: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
         for delivery_id, values in outcomes:
+            if delivery_id not in mine:
+                continue
             columns = tuple(sorted(values))
             by_columns.setdefault(columns, []).append(
-                {"b_delivery_id": delivery_id, **{f"b_{c}": v for c, v in values.items()}}
+                {"b_delivery_id": delivery_id, "b_token": token, **{f"b_{c}": v for c, v in values.items()}}
             )
         for columns, rows in by_columns.items():
             stmt = self._finish.get(columns)
             if stmt is None:  # a handful of shapes (sent, retry, dead, ...): each built once
                 stmt = self._finish[columns] = (
                     update(deliveries)
-                    .where(deliveries.c.id == bindparam("b_delivery_id"))
+                    .where(
+                        deliveries.c.id == bindparam("b_delivery_id"),
+                        deliveries.c.lease_token == bindparam("b_token"),
+                    )
                     .values({c: bindparam(f"b_{c}") for c in columns})
                 )
             conn.execute(stmt, rows)
+        return mine
 
     def list(
         self, workspace_id: str, *, statuses: Sequence[str] | None = None, limit: int = 100
@@ -131,7 +209,8 @@ class Outbox:
     def sent_since(
         self, conn: Connection, workspace_id: str, person_ids: Sequence[str], *, since_ms: int
     ) -> builtins.list[Delivery]:
-        """What these people were sent since ``since_ms``: the history frequency caps count."""
+        """What these people were sent since ``since_ms``, and what is being sent to them
+        after passing the cap check: the history frequency caps count."""
         out: builtins.list[Delivery] = []
         ids = sorted(set(person_ids))
         for i in range(0, len(ids), 500):
@@ -170,7 +249,12 @@ class Outbox:
                     deliveries.c.status == "dead",
                 )
                 .values(
-                    status="pending", attempts=0, channel_index=0, next_attempt_ms=now_ms, updated_ms=now_ms
+                    status="pending",
+                    attempts=0,
+                    channel_index=0,
+                    next_attempt_ms=now_ms,
+                    updated_ms=now_ms,
+                    held_ms=None,
                 )
                 .returning(deliveries.c.id)
             ).first()
@@ -198,4 +282,18 @@ def _delivery(m: dict[str, Any]) -> Delivery:
         created_ms=int(m["created_ms"]),
         updated_ms=int(m["updated_ms"]),
         kind=str(m.get("kind") or "message"),
+        lease_token=m.get("lease_token"),
+        lease_until_ms=_int(m.get("lease_until_ms")),
+        reserved_ms=_int(m.get("reserved_ms")),
+        held_ms=_int(m.get("held_ms")),
     )
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if v is not None else None
+
+
+def _lock_key(workspace_id: str, person_id: str) -> int:
+    """A signed 64-bit advisory lock key for one person's cap check."""
+    digest = hashlib.blake2b(f"caps:{workspace_id}:{person_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

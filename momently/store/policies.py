@@ -42,6 +42,7 @@ class PolicyTable(Generic[P]):
         self.cache_seconds = cache_seconds
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
         self._cache: dict[str, tuple[P, float]] = {}
+        self._parsed: dict[str, P] = {}
 
     def get(self, workspace_id: str, *, fresh: bool = False) -> P:
         now = time.monotonic()
@@ -54,6 +55,18 @@ class PolicyTable(Generic[P]):
             ).scalar_one_or_none()
         policy = self.parse(orjson.loads(body)) if body else self.default()
         self._cache[workspace_id] = (policy, now + self.cache_seconds)
+        return policy
+
+    def of_body(self, body: str | None) -> P:
+        """The policy stored as ``body`` (read by the caller, e.g. with the dispatcher's send
+        marks, so it is exactly as fresh as they are), parsed once per distinct body."""
+        if not body:
+            return self.default()
+        policy = self._parsed.get(body)
+        if policy is None:
+            if len(self._parsed) > 1000:
+                self._parsed.clear()
+            policy = self._parsed[body] = self.parse(orjson.loads(body))
         return policy
 
     def put(self, workspace_id: str, policy: P, *, now_ms: int) -> P:

@@ -261,6 +261,12 @@ deliveries = Table(
     Column("updated_ms", BigInteger, nullable=False),
     # message | follow_up (sent only if the flow's goal was not reached since created_ms)
     Column("kind", String(16), nullable=False, server_default="message"),
+    # the claim holding the row: outcomes and renewals are written only under it (fencing)
+    Column("lease_token", String(32), nullable=True),
+    # when the message passed the cap check: counted by every dispatcher while it is sending
+    Column("reserved_ms", BigInteger, nullable=True),
+    # when a guardrail first held it back: on_cap.max_delay counts from there
+    Column("held_ms", BigInteger, nullable=True),
     UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_ms)

@@ -28,19 +28,33 @@ def send(
 def test_a_rolling_cap_defers_until_the_oldest_send_leaves_the_window() -> None:
     policy = Policy(caps=(Cap(2, 24 * H),))
     history = [send(T0 - 20 * H), send(T0 - 2 * H)]
-    got = plan(policy, FlowRules(), send(T0), history, AMS, decided_ms=T0)
+    got = plan(policy, FlowRules(), send(T0), history, AMS, held_since_ms=T0)
     assert got == Defer(T0 + 4 * H, "frequency_cap", "2 per 86400s (all messages)")
-    assert plan(policy, FlowRules(on_cap="drop"), send(T0), history, AMS, decided_ms=T0) == Drop(
+    assert plan(policy, FlowRules(on_cap="drop"), send(T0), history, AMS, held_since_ms=T0) == Drop(
         "frequency_cap", "2 per 86400s (all messages)"
     )
-    assert isinstance(plan(policy, FlowRules(max_delay_ms=H), send(T0), history, AMS, decided_ms=T0), Drop)
+    assert isinstance(plan(policy, FlowRules(max_delay_ms=H), send(T0), history, AMS, held_since_ms=T0), Drop)
+
+
+@pytest.mark.parametrize(
+    ("held_since", "verdict"),
+    [
+        (T0, Defer(T0 + 24 * H, "frequency_cap", "1 per 86400s (all messages)")),  # held now: a day
+        (T0 - 1000, Drop("frequency_cap", "1 per 86400s (all messages)")),  # held a second ago
+    ],
+)
+def test_max_delay_counts_from_the_first_hold(held_since: int, verdict: Defer | Drop) -> None:
+    # the message in the window went out just now, after this one was decided: the default
+    # max_delay (1d) still lets a rolling 1d cap defer it, counted from when it was first held
+    policy = Policy(caps=(Cap(1, 24 * H),))
+    assert plan(policy, FlowRules(), send(T0), [send(T0)], AMS, held_since_ms=held_since) == verdict
 
 
 def test_tier_a_is_exempt_but_counted() -> None:
     policy = Policy(caps=(Cap(1, 24 * H),))
     receipt = send(T0, tier="A")
-    assert plan(policy, FlowRules(tier="A"), receipt, [send(T0 - H)], AMS, decided_ms=T0) == Go()
-    assert isinstance(plan(policy, FlowRules(), send(T0 + H), [receipt], AMS, decided_ms=T0), Defer)
+    assert plan(policy, FlowRules(tier="A"), receipt, [send(T0 - H)], AMS, held_since_ms=T0) == Go()
+    assert isinstance(plan(policy, FlowRules(), send(T0 + H), [receipt], AMS, held_since_ms=T0), Defer)
 
 
 def test_caps_by_channel_tag_and_calendar_day() -> None:
@@ -57,7 +71,7 @@ def test_quiet_hours_then_caps_then_quiet_hours_again() -> None:
     night = QuietHours.parse("21:00", "08:00")
     evening = int(datetime(2026, 6, 1, 22, 0, tzinfo=AMS).timestamp() * 1000)
     morning = int(datetime(2026, 6, 2, 8, 0, tzinfo=AMS).timestamp() * 1000)
-    got = plan(Policy(quiet_hours=night), FlowRules(), send(evening), [], AMS, decided_ms=evening)
+    got = plan(Policy(quiet_hours=night), FlowRules(), send(evening), [], AMS, held_since_ms=evening)
     assert got == Defer(morning, "quiet_hours_deferred", "21:00-08:00 Europe/Amsterdam")
     assert (
         plan(
@@ -66,19 +80,19 @@ def test_quiet_hours_then_caps_then_quiet_hours_again() -> None:
             send(evening),
             [],
             AMS,
-            decided_ms=evening,
+            held_since_ms=evening,
         )
         == Go()
     )
     own = FlowRules(quiet_hours=QuietHours.parse("23:00", "07:00"))
-    assert plan(Policy(quiet_hours=night), own, send(evening), [], AMS, decided_ms=evening) == Go()
+    assert plan(Policy(quiet_hours=night), own, send(evening), [], AMS, held_since_ms=evening) == Go()
 
 
 def test_in_app_cards_ignore_quiet_hours() -> None:
     night = Policy(quiet_hours=QuietHours.parse("21:00", "08:00"))
     evening = int(datetime(2026, 6, 1, 22, 0, tzinfo=AMS).timestamp() * 1000)
-    assert plan(night, FlowRules(), send(evening, "in_app"), [], AMS, decided_ms=evening) == Go()
-    assert isinstance(plan(night, FlowRules(), send(evening, "push"), [], AMS, decided_ms=evening), Defer)
+    assert plan(night, FlowRules(), send(evening, "in_app"), [], AMS, held_since_ms=evening) == Go()
+    assert isinstance(plan(night, FlowRules(), send(evening, "push"), [], AMS, held_since_ms=evening), Defer)
 
 
 def test_policy_documents_are_checked() -> None:
@@ -167,7 +181,7 @@ def test_simulated_sends_never_exceed_a_cap_or_land_in_quiet_hours(
         due, req, decided = pending.pop(0)
         cand = Send(due, req.channel, req.flow_id, req.tags, req.tier)
         rules = FlowRules(tier=req.tier, max_delay_ms=10 * 24 * H)
-        verdict = plan(policy, rules, cand, [s for s in sent if s.at_ms <= due], tz, decided_ms=decided)
+        verdict = plan(policy, rules, cand, [s for s in sent if s.at_ms <= due], tz, held_since_ms=decided)
         if isinstance(verdict, Go):
             assert quiet is None or not is_quiet(quiet, datetime.fromtimestamp(due / 1000, UTC), tz)
             sent.append(cand)
@@ -182,7 +196,7 @@ def test_simulated_sends_never_exceed_a_cap_or_land_in_quiet_hours(
                     Send(before, *_rest(cand)),
                     [s for s in sent if s.at_ms <= before],
                     tz,
-                    decided_ms=decided,
+                    held_since_ms=decided,
                 )
                 assert not isinstance(again, Go)
             pending.append((verdict.until_ms, req, decided))
@@ -197,7 +211,7 @@ def _rest(s: Send) -> tuple[str, str, tuple[str, ...], str]:
 def test_deferral_crosses_a_dst_change_on_the_wall_clock() -> None:
     night = Policy(quiet_hours=QuietHours.parse("21:00", "08:00"))
     evening = int(datetime(2026, 10, 24, 22, 0, tzinfo=AMS).timestamp() * 1000)
-    got = plan(night, FlowRules(), send(evening), [], AMS, decided_ms=evening)
+    got = plan(night, FlowRules(), send(evening), [], AMS, held_since_ms=evening)
     assert isinstance(got, Defer)
     assert got.until_ms - evening == 11 * H  # 22:00 CEST to 08:00 CET: an hour longer than usual
     assert datetime.fromtimestamp(got.until_ms / 1000, AMS).hour == 8

@@ -107,6 +107,27 @@ def test_a_cap_defers_to_the_first_allowed_moment(env: FlowEnv, receiver: Receiv
     assert len(receiver.received) == 2
 
 
+def test_a_rolling_cap_defers_messages_decided_together_by_default(env: FlowEnv, receiver: Receiver) -> None:
+    # Given a cap of one a rolling day, the default on_cap (defer up to 1d), and two messages
+    # decided at the same moment, sent a second later
+    env.flow("tip", flow("tip"))
+    policy(env, {"caps": [{"limit": 1, "per": "1d"}]})
+    env.send(*[{"type": "track", "userId": "ada", "event": "Feature Used"} for _ in range(2)])
+    env.advance(seconds=1)
+    dispatch(env)
+    # Then the second waits for the first to leave the window instead of being dropped
+    assert len(receiver.received) == 1
+    assert log_of(env, "Message Suppressed") == []
+    [deferred] = log_of(env, "Message Deferred")
+    assert deferred["reason"] == "frequency_cap"
+    [sent] = [d.updated_ms for d in env.services.outbox.list(env.workspace) if d.status == "sent"]
+    [waiting] = [d for d in env.services.outbox.list(env.workspace) if d.status == "pending"]
+    assert waiting.next_attempt_ms == sent + 86_400_000
+    env.advance(days=1)
+    dispatch(env)
+    assert len(receiver.received) == 2
+
+
 def test_a_cap_drops_when_asked_and_tier_a_is_exempt_but_counted(env: FlowEnv, receiver: Receiver) -> None:
     env.flow("promo", flow("promo", extra="on_cap: {action: drop}"))
     policy(env, {"caps": [{"limit": 1, "per": "1d"}]})
