@@ -18,8 +18,11 @@ from momently.settings_errors import InvalidSettings, mask_url, problems_from
 
 
 class Settings(BaseSettings):
-    # inf and nan parse as floats but make no sense as a timeout, window or rate
-    model_config = SettingsConfigDict(env_prefix="MOMENTLY_", extra="ignore", allow_inf_nan=False)
+    # inf and nan parse as floats but make no sense as a timeout, window or rate; an empty
+    # variable (MOMENTLY_SMTP_URL= in a compose file) means unset, as it always did
+    model_config = SettingsConfigDict(
+        env_prefix="MOMENTLY_", extra="ignore", allow_inf_nan=False, env_ignore_empty=True
+    )
 
     @classmethod
     def from_env(cls) -> Settings:

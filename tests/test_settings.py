@@ -166,6 +166,8 @@ def test_well_formed_values_pass(tmp_path: Path) -> None:
         MOMENTLY_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         MOMENTLY_LOG_LEVEL="WARNING",
         MOMENTLY_VAPID_SUBJECT="https://shop.example/contact",
+        MOMENTLY_WEBHOOK_URL="",  # empty: unset, the channel off
+        MOMENTLY_PORT="",
     )
     result = CliRunner().invoke(main, ["migrate"], env=env)
     assert result.exit_code == 0, result.output
