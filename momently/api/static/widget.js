@@ -63,7 +63,10 @@
   }
 
   function hide(el, then) {
-    if (el.classList.contains("out")) return;  // already leaving (two ways of closing at once)
+    if (el.classList.contains("out")) {  // already leaving (expired as it was acted on, say)
+      if (then) setTimeout(then, 200);
+      return;
+    }
     clearTimeout(expiry);
     el.classList.add("out");
     setTimeout(function () { el.remove(); shown = null; if (then) then(); else next(); }, 200);
