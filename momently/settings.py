@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -171,10 +171,7 @@ class Settings(BaseSettings):
         scheme = value.partition("://")[0].partition("+")[0].lower() if "://" in value else ""
         if scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError(f"expected sqlite:///PATH or postgresql://USER@HOST/DB, got {mask_url(value)!r}")
-        try:
-            urlsplit(value).port  # noqa: B018 -- raises on a port out of range or not a number
-        except ValueError:
-            raise ValueError(f"expected a port from 1 to 65535, got {mask_url(value)!r}") from None
+        _split(value)
         if scheme == "sqlite" and value.split("://", 1)[1].lstrip("/") in ("", ":memory:"):
             raise ValueError("an in-memory SQLite database cannot be shared; give a file path")
         return value
@@ -191,14 +188,9 @@ class Settings(BaseSettings):
     def _smtp(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        shown = mask_url(value)
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 -- raises on a port out of range or not a number
-        except ValueError:
-            raise ValueError(f"expected a port from 1 to 65535, got {shown!r}") from None
+        parts = _split(value)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError(f"expected smtp://HOST[:PORT] or smtps://HOST[:PORT], got {shown!r}")
+            raise ValueError(f"expected smtp://HOST[:PORT] or smtps://HOST[:PORT], got {mask_url(value)!r}")
         return value
 
     @field_validator("webhook_secret")
@@ -268,10 +260,22 @@ class Settings(BaseSettings):
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
+def _split(url: str) -> SplitResult:
+    """The URL's parts, or a ValueError saying what is wrong, its password masked (urllib's
+    own errors quote no part of the URL but the port)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"expected a valid URL ({exc}), got {mask_url(url)!r}") from None
+    if port == 0:
+        raise ValueError(f"expected a port from 1 to 65535, got {mask_url(url)!r}")
+    return parts
+
+
 def _is_http_url(value: str, *, https_only: bool = False) -> bool:
     try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 -- raises on a port out of range or not a number
+        parts = _split(value)
     except ValueError:
         return False
     schemes = ("https",) if https_only else ("http", "https")

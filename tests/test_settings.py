@@ -49,9 +49,19 @@ MALFORMED = [
     (
         "MOMENTLY_SMTP_URL",
         "smtp://mailer:" + SECRET + "@mail.example:99999",
-        "expected a port from 1 to 65535, got 'smtp://mailer:***@mail.example:99999'",
+        "expected a valid URL (Port out of range 0-65535), got 'smtp://mailer:***@mail.example:99999'",
     ),
-    ("MOMENTLY_SMTP_URL", "smtp://mailer:" + SECRET + "@mail.example:abc", "expected a port from 1 to 65535"),
+    (
+        "MOMENTLY_SMTP_URL",
+        "smtp://mailer:" + SECRET + "@mail.example:abc",
+        "expected a valid URL (Port could not be cast",
+    ),
+    ("MOMENTLY_SMTP_URL", "smtp://mailer:" + SECRET + "@mail.example:0", "expected a port from 1 to 65535"),
+    (
+        "MOMENTLY_DATABASE_URL",
+        "postgresql://app:" + SECRET + "@[db/m",
+        "expected a valid URL (Invalid IPv6 URL)",
+    ),
     ("MOMENTLY_SMTP_URL", "mail.example:587", "expected smtp://HOST[:PORT] or smtps://HOST[:PORT]"),
     ("MOMENTLY_EMAIL_FROM", "nobody", "expected an address such as"),
     ("MOMENTLY_SMTP_TIMEOUT_SECONDS", "soon", "expected a number, got 'soon'"),
@@ -102,7 +112,12 @@ def test_a_malformed_setting_is_one_line_naming_it(
 @pytest.mark.parametrize(
     ("args", "variable", "value", "message"),
     [
-        (["serve"], "MOMENTLY_SMTP_URL", f"smtp://mailer:{SECRET}@mail.example:99999", "expected a port"),
+        (
+            ["serve"],
+            "MOMENTLY_SMTP_URL",
+            f"smtp://mailer:{SECRET}@mail.example:99999",
+            "expected a valid URL",
+        ),
         (["serve"], "MOMENTLY_PORT", "abc", "expected an integer, got 'abc'"),
         (["serve", "--workers", "2"], "MOMENTLY_CORS_ORIGINS", "*", "expected JSON, got '*'"),
         (["worker"], "MOMENTLY_CHANNEL_RATE_LIMITS", "sms=10", "expected JSON, got 'sms=10'"),
