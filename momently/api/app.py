@@ -90,7 +90,15 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
         max_age=86400,
     )
 
-    @app.get("/healthz", tags=["ops"], summary="Readiness: database, disk, engine loops, channels")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Readiness: database, disk, engine loops, channels",
+        responses={
+            200: {"description": '`"status": "ok"` or `"degraded"` (a channel keeps failing)'},
+            503: {"description": '`"status": "failing"`: the database, its disk or a loop of this process'},
+        },
+    )
     async def healthz() -> Response:
         """``ok`` or ``degraded`` (200), ``failing`` (503), with each part's check; see
         ``momently.health`` for what each status means and which probe should use it."""
