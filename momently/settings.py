@@ -8,6 +8,7 @@ masked (see ``momently.settings_errors``), which the command line prints as one 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -176,6 +177,21 @@ class Settings(BaseSettings):
             raise ValueError("an in-memory SQLite database cannot be shared; give a file path")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        labels = value.rstrip(".").split(".")
+        if not value or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            raise ValueError(f"expected an IP address or a host name, got {value!r}")
+        return value
+
     @field_validator("public_url", "webhook_url", "sms_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -258,6 +274,7 @@ class Settings(BaseSettings):
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")  # _: compose service names
 
 
 def _split(url: str) -> SplitResult:

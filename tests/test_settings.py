@@ -24,6 +24,7 @@ MALFORMED = [
     ("MOMENTLY_DATABASE_URL", "mysql://app:" + SECRET + "@db/momently", "expected sqlite:///PATH or post"),
     ("MOMENTLY_DATABASE_URL", "not a url", "expected sqlite:///PATH or postgresql://USER@HOST/DB"),
     ("MOMENTLY_DATABASE_URL", "sqlite:///:memory:", "an in-memory SQLite database cannot be shared"),
+    ("MOMENTLY_HOST", "no such host!", "expected an IP address or a host name, got 'no such host!'"),
     ("MOMENTLY_PORT", "abc", "expected an integer, got 'abc'"),
     ("MOMENTLY_PORT", "70000", "expected a value of at most 65535, got '70000'"),
     ("MOMENTLY_DEDUP_WINDOW_DAYS", "a week", "expected a number, got 'a week'"),
@@ -183,6 +184,7 @@ def test_well_formed_values_pass(tmp_path: Path) -> None:
         MOMENTLY_VAPID_SUBJECT="https://shop.example/contact",
         MOMENTLY_WEBHOOK_URL="",  # empty: unset, the channel off
         MOMENTLY_PORT="",
+        MOMENTLY_HOST="::",
     )
     result = CliRunner().invoke(main, ["migrate"], env=env)
     assert result.exit_code == 0, result.output
