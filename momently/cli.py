@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from momently.domain.profile import document
 from momently.domain.timestamps import format_timestamp, from_millis
 from momently.services import Services
 from momently.settings import Settings
+from momently.settings_errors import InvalidSettings
 from momently.store.database import DatabaseError
 from momently.store.definitions import Kind, Status
 from momently.store.ledger_key import LedgerKeyError
@@ -47,6 +50,17 @@ class _Ctx:
 pass_ctx = click.make_pass_decorator(_Ctx)
 
 
+@contextmanager
+def _checked_settings() -> Iterator[None]:
+    """A malformed setting is one line each on stderr (credentials masked) and exit code 2,
+    like a bad command-line option, not a traceback."""
+    try:
+        yield
+    except InvalidSettings as exc:
+        click.echo(str(exc), err=True)
+        raise click.exceptions.Exit(2) from None
+
+
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -70,7 +84,10 @@ def main(ctx: click.Context, database_url: str | None) -> None:
       momently flows apply flows/ --workspace acme
       momently serve                        # http://127.0.0.1:8000, docs at /docs
     """
-    ctx.obj = _Ctx(Settings().with_overrides(database_url=database_url))
+    if ctx.get_parameter_source("database_url") is click.core.ParameterSource.ENVIRONMENT:
+        database_url = None  # Settings reads it and names the variable if it is malformed
+    with _checked_settings():
+        ctx.obj = _Ctx(Settings.from_env().with_overrides(database_url=database_url))
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -98,7 +115,8 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
 
     from momently.api import create_app
 
-    c.settings = c.settings.with_overrides(host=host, port=port, run_engine=run_engine)
+    with _checked_settings():
+        c.settings = c.settings.with_overrides(host=host, port=port, run_engine=run_engine)
     st = c.settings
     click.echo(f"Momently on http://{st.host}:{st.port} using {c.services.db.safe_url}", err=True)
     if workers == 1:
@@ -1266,7 +1284,8 @@ def demo(c: _Ctx, port: int | None, people: int, exit_after: bool) -> None:
     """Serve a ready 'demo' workspace, send it synthetic shop traffic, show a profile."""
     from momently.demo import run_demo
 
-    c.settings = c.settings.with_overrides(
-        port=port, console_path=c.settings.console_path or "momently-messages.jsonl"
-    )
+    with _checked_settings():
+        c.settings = c.settings.with_overrides(
+            port=port, console_path=c.settings.console_path or "momently-messages.jsonl"
+        )
     sys.exit(run_demo(c.services, people=people, exit_after=exit_after))

@@ -68,8 +68,8 @@ def test_errors_are_clear(tmp_path: Path) -> None:
     assert again.exit_code == 1
     assert "already exists" in again.output
     unsupported = runner.invoke(main, ["--database-url", "mysql://x/y", "workspace", "list"])
-    assert unsupported.exit_code == 1
-    assert "unsupported database" in unsupported.output
+    assert unsupported.exit_code == 2  # a malformed setting, like a malformed option
+    assert "--database-url: expected sqlite:///PATH or postgresql://" in unsupported.output
 
 
 def test_demo_runs_end_to_end_and_again(tmp_path: Path) -> None:

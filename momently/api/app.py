@@ -6,17 +6,15 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 import momently
-from momently import heap
+from momently import health, heap
 from momently.api import (
     actions,
     admin,
@@ -94,34 +92,26 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
         max_age=86400,
     )
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness, database reachability, engine loops")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Readiness: database, disk, engine loops, channels",
+        responses={
+            200: {"description": '`"status": "ok"` or `"degraded"` (a channel keeps failing)'},
+            503: {"description": '`"status": "failing"`: the database, its disk or a loop of this process'},
+        },
+    )
     async def healthz() -> Response:
-        """503 when the database is unreachable, or when the engine or the dispatcher running
-        in this process has failed its last rounds in a row (it retries every second, but a
-        loop that always fails would otherwise look alive)."""
+        """``ok`` or ``degraded`` (200), ``failing`` (503), with each part's check; see
+        ``momently.health`` for what each status means and which probe should use it."""
+        status, body = await run_in_threadpool(health.report, services)
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
-        def check() -> None:
-            with services.db.read() as conn:
-                conn.execute(text("SELECT 1"))
-
-        try:
-            await run_in_threadpool(check)
-        except Exception as exc:
-            raise errors.ApiError(503, "database_unavailable", str(exc)) from None
-        body: dict[str, Any] = {
-            "status": "ok",
-            "process": os.getpid(),  # which process answered: one of serve --workers N's
-            "database": services.db.dialect,
-            "eventsCommitted": services.writer.events_committed,
-        }
-        loops = {"engine": services.projector.health(), "dispatcher": services.dispatcher.health()}
-        for name, health in loops.items():
-            if health.running:
-                body[name] = health.as_json()
-        if any(h.running and h.failing for h in loops.values()):
-            body["status"] = "failing"
-            return Response(orjson.dumps(body), status_code=503, media_type="application/json")
-        return Response(orjson.dumps(body), media_type="application/json")
+    @app.get("/livez", tags=["ops"], summary="Liveness: the process answers")
+    async def livez() -> Response:
+        """Always 200 while the process serves HTTP: for a liveness probe, which restarts the
+        process. Use /healthz for readiness: a restart does not fix an unreachable database."""
+        return Response(orjson.dumps({"status": "ok", "process": os.getpid()}), media_type="application/json")
 
     return app
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class LoopHealth:
     running: bool
     consecutive_failures: int
-    last_error: str | None  # of the latest failed round, kept after a success for diagnosis
+    last_error: str | None  # the exception type of the latest failed round, kept after a success
 
     @property
     def failing(self) -> bool:
@@ -79,7 +79,9 @@ class Background:
                 self._failures = 0
             except Exception as exc:
                 self._failures += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                # the kind only: the message of a database error quotes SQL and parameters, which
+                # /healthz (unauthenticated) must not show; the log below has all of it
+                self._last_error = type(exc).__name__
                 log.exception("%s: a round failed (%d in a row); retrying", self.name, self._failures)
                 busy = 0
                 self._stop.wait(1.0)

@@ -73,6 +73,7 @@ from momently.domain.message import (
 from momently.domain.profile import Profile
 from momently.domain.timestamps import from_millis, to_millis
 from momently.engine.background import Background, LoopHealth
+from momently.engine.channel_health import ChannelHealth
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.definitions import Definitions, UnknownDefinition
@@ -165,6 +166,7 @@ class Dispatcher:
         self._rng = random.Random(seed)
         # a failed round leaves its leases to expire, so the rows come back
         self._loop = Background("dispatcher", self.run_once, idle_seconds=0.5)
+        self.channel_health = ChannelHealth()  # every send's outcome, for /healthz
 
     # driving -----------------------------------------------------------------------------
     def wake(self) -> None:
@@ -542,6 +544,7 @@ class Dispatcher:
         except Exception as exc:  # a channel bug must not lose the delivery
             log.exception("channel %s raised", channel.name)
             result = Failed(f"channel_error: {type(exc).__name__}", retryable=True)
+        self.channel_health.record(channel.name, result, to_millis(self.clock.now()))
         return self._result(d, profile, channel, rendered, personal, result)
 
     def _prepare(self, d: Delivery, context: _Context) -> _Outcome | _Ready:

@@ -34,12 +34,12 @@ def test_consecutive_failures_are_counted_and_reset_by_a_good_round() -> None:
         health = loop.health()
         assert health.running
         assert health.failing
-        assert health.last_error == "RuntimeError: no such table: cursors"
+        assert health.last_error == "RuntimeError"  # the kind only: the text (SQL, parameters) is logged
         broken = False
         loop.wake()
         _wait_for(lambda: loop.health().consecutive_failures == 0)
         assert not loop.health().failing
-        assert loop.health().last_error == "RuntimeError: no such table: cursors"  # kept for diagnosis
+        assert loop.health().last_error == "RuntimeError"  # kept for diagnosis
     finally:
         loop.stop()
     assert not loop.health().running

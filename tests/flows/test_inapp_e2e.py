@@ -175,3 +175,61 @@ def test_inbox_api_checks_its_inputs_and_cards_expire(env: FlowEnv, site: Site) 
         assert other.json() == {"id": 1, "marked": False, "redirect": None}  # not their card
         env.advance(hours=3)
         assert c.get("/v1/inbox", params={"userId": "ada", "writeKey": env.write_key}).json() == {"cards": []}
+
+
+def widget_page(env: FlowEnv, site: Site, browser: Any) -> Any:
+    site.page = (
+        f'<!doctype html><title>App</title><h1>Your app</h1><script src="{env.url}/widget.js" '
+        f'data-write-key="{env.write_key}" data-user-id="ada" async></script>'
+    )
+    page = browser.new_page()
+    # the browser's clock agrees with the server's virtual one (the test moves both)
+    page.clock.install(time=env.clock.now())
+    page.goto(site.url + "/")
+    return page
+
+
+def test_the_card_is_a_dialog_named_by_its_title_and_escape_dismisses_it(
+    env: FlowEnv, site: Site, browser: Any
+) -> None:
+    env.flow("export-tip", TIP % site.url)
+    used(env)
+    page = widget_page(env, site, browser)
+    # the accessibility tree has a dialog named by the card's title, described by its body
+    dialog = page.get_by_role("dialog", name="Export faster")
+    dialog.wait_for(state="visible", timeout=10_000)
+    sync_api.expect(dialog).to_have_accessible_description("Press E to export in one step, Ada.")
+    # Escape, with the page focused and nothing in it, dismisses the card
+    page.keyboard.press("Escape")
+    page.locator("[data-momently] .card").wait_for(state="detached", timeout=5_000)
+    env.settle()
+    assert len(log_of(env, "Message Dismissed")) == 1
+
+    # and so does Escape from inside the card (here: its action button focused)
+    used(env)
+    dialog.wait_for(state="visible", timeout=10_000)
+    page.locator("[data-momently] button.act").focus()
+    page.keyboard.press("Escape")
+    page.locator("[data-momently] .card").wait_for(state="detached", timeout=5_000)
+    env.settle()
+    assert len(log_of(env, "Message Dismissed")) == 2
+    assert log_of(env, "Message Clicked") == []
+
+
+def test_a_card_that_expires_while_shown_leaves_the_screen(env: FlowEnv, site: Site, browser: Any) -> None:
+    env.flow("export-tip", TIP % site.url)  # expires_in: 2h
+    used(env)
+    page = widget_page(env, site, browser)
+    card = page.locator("[data-momently] .card")
+    card.wait_for(state="visible", timeout=10_000)
+    # an hour on, it is still there
+    env.advance(hours=1)
+    page.clock.run_for("01:00:00")
+    page.wait_for_timeout(300)
+    assert card.count() == 1
+    # past its expiry on both clocks, it leaves the screen, without being dismissed
+    env.advance(hours=2)
+    page.clock.run_for("02:00:00")
+    card.wait_for(state="detached", timeout=10_000)
+    env.settle()
+    assert log_of(env, "Message Dismissed") == []

@@ -9,7 +9,12 @@
  * page, with a short entrance animation, listens for new cards over server-sent events, marks
  * a card seen when shown, and runs its one action: the act call records the goal for the
  * verified person and answers where to go next. Styles live in a shadow root, so the page's
- * CSS and the widget's cannot touch each other. */
+ * CSS and the widget's cannot touch each other.
+ *
+ * The card is a non-modal dialog named by its title; Escape (from the card, or from a page
+ * with nothing focused) dismisses it. A card leaves the screen when it expires: at its
+ * expiresAt the widget asks the server, whose clock decides (the browser's may be off), and
+ * asks again a little later while the server still lists it. */
 (function () {
   "use strict";
   var script = document.currentScript;
@@ -27,7 +32,7 @@
   }
   var query = new URLSearchParams({ writeKey: who.writeKey, userId: who.userId, userToken: who.userToken });
 
-  var queue = [], shown = null, known = {};
+  var queue = [], shown = null, known = {}, expiry = null;
 
   var host = document.createElement("div");
   host.setAttribute("data-momently", "");
@@ -58,6 +63,11 @@
   }
 
   function hide(el, then) {
+    if (el.classList.contains("out")) {  // already leaving (expired as it was acted on, say)
+      if (then) setTimeout(then, 200);
+      return;
+    }
+    clearTimeout(expiry);
     el.classList.add("out");
     setTimeout(function () { el.remove(); shown = null; if (then) then(); else next(); }, 200);
   }
@@ -67,19 +77,30 @@
     el.className = "card";
     el.setAttribute("role", "dialog");
     el.setAttribute("aria-live", "polite");
+    el.tabIndex = -1;  // focusable from script, not a tab stop of the page
     if (card.title) {
       var h = document.createElement("h2");
+      h.id = "momently-title-" + card.id;
       h.textContent = card.title;
       el.appendChild(h);
+      el.setAttribute("aria-labelledby", h.id);
+    } else {
+      el.setAttribute("aria-label", "Message");
     }
     var p = document.createElement("p");
+    p.id = "momently-body-" + card.id;
     p.textContent = card.body;
     el.appendChild(p);
+    el.setAttribute("aria-describedby", p.id);
     var close = document.createElement("button");
     close.className = "close";
     close.setAttribute("aria-label", "Dismiss");
     close.textContent = "\u00d7";
-    close.onclick = function () { post(card, "dismiss"); hide(el); };
+    el.dismiss = function () { post(card, "dismiss"); hide(el); };
+    close.onclick = el.dismiss;
+    el.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { e.stopPropagation(); el.dismiss(); }
+    });
     el.appendChild(close);
     if (card.action) {
       var act = document.createElement("button");
@@ -104,7 +125,38 @@
     shown = render(card);
     root.appendChild(shown);
     post(card, "seen");
+    watchExpiry(card, shown);
   }
+
+  // Expiry: the server's clock decides. At expiresAt by this browser's clock, ask whether the
+  // card is still to be shown; while it is (this clock runs ahead), ask again, less and less
+  // often. A card the server no longer lists (expired, or acted on in another tab) goes.
+  function watchExpiry(card, el) {
+    if (!card.expiresAt) return;
+    var wait = Math.max(0, card.expiresAt - Date.now()), retry = 2000;
+    function check() {
+      if (shown !== el) return;
+      fetch(base + "/v1/inbox?" + query).then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (d) {
+          if (shown !== el) return;
+          var listed = !d || (d.cards || []).some(function (c) { return c.id === card.id; });
+          if (!listed) { hide(el); return; }
+          expiry = setTimeout(check, retry);
+          retry = Math.min(retry * 2, 60000);
+        })
+        .catch(function () { expiry = setTimeout(check, retry); retry = Math.min(retry * 2, 60000); });
+    }
+    expiry = setTimeout(check, Math.min(wait, 2147483647));  // setTimeout's longest delay
+  }
+
+  // Escape with nothing focused on the page dismisses the card too (from inside the card,
+  // its own handler did); a page that handles Escape itself (its own dialog) keeps it.
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Escape" || e.defaultPrevented || !shown) return;
+    var active = document.activeElement;
+    if (active && active !== document.body && active !== document.documentElement && active !== host) return;
+    shown.dismiss();
+  });
 
   function add(card) {
     if (known[card.id]) return;
