@@ -41,6 +41,7 @@ from momently.store.push import PushSubscriptions
 from momently.store.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
+KEYED_LEDGER_REVISION = "0010"  # the migration that keyed the consent ledger
 
 
 @dataclass
@@ -79,8 +80,12 @@ class Services:
         except LedgerKeyError:
             db.dispose()
             raise
+        upgraded_ledger = False
         if migrate:
+            before = db.revision()
             db.migrate()
+            # this start upgraded a database from before the keyed consent ledger
+            upgraded_ledger = before is not None and before < KEYED_LEDGER_REVISION
             for warning in db.maintenance_warnings():
                 log.warning(warning)
         events = EventLog(db)
@@ -94,6 +99,8 @@ class Services:
             send_max_age_ms=int(settings.send_max_age_hours * 3_600_000),
         )
         consent = ConsentLedger(db, key)
+        if upgraded_ledger:
+            consent.adopt_unkeyed()
         people = People(db, events, profiles, consent)
         projector = ProfileProjector(
             db,

@@ -231,6 +231,41 @@ class ConsentLedger:
                 prev = mac
         return report
 
+    def adopt_unkeyed(self) -> dict[str, ChainReport]:
+        """Re-chain, under the ledger key, every workspace's records from before the ledger was
+        keyed, when their old chain is intact. Called once, by the start that upgrades the
+        schema across the keyed ledger, so an upgrade does not stop every message; never
+        later, so unkeyed rows that appear afterwards (written by someone without the key)
+        are not blessed. A workspace whose old chain is broken is left for the operator
+        (``momently consent rekey --accept-breaks`` after looking) and logged."""
+        with self.db.read() as conn:
+            workspaces = [
+                str(w)
+                for w in conn.execute(
+                    select(consent_records.c.workspace_id).where(consent_records.c.chain.is_(None)).distinct()
+                ).scalars()
+            ]
+        reports: dict[str, ChainReport] = {}
+        for workspace_id in workspaces:
+            report = self.rekey(workspace_id)
+            reports[workspace_id] = report
+            if report.ok:
+                log.info(
+                    "consent ledger of %s re-chained under the ledger key (%d records)",
+                    workspace_id,
+                    report.records,
+                )
+            else:
+                log.error(
+                    "consent ledger of %s has %d break(s) in its records from before the keyed ledger: "
+                    "left unkeyed and not obeyed; see `momently consent verify --workspace %s`, then "
+                    "`momently consent rekey --accept-breaks`",
+                    workspace_id,
+                    len(report.breaks),
+                    workspace_id,
+                )
+        return reports
+
     def count(self, workspace_id: str) -> int:
         with self.db.read() as conn:
             n = conn.execute(

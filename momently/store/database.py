@@ -138,13 +138,20 @@ class Database:
     def checkpoints_in_background(self) -> bool:
         return self._checkpoints is not None
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
+    def revision(self) -> str | None:
+        """The schema revision the database is at; None for a database never migrated."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest revision, or to ``revision`` (idempotent)."""
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["connection_engine"] = self.engine
         try:
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
         except Exception as exc:  # the driver's own message is the useful part
             raise DatabaseError(f"cannot migrate {self.safe_url}: {exc}") from exc
 
