@@ -41,7 +41,7 @@ def _start_server(database_url: str, port: int, log: Path, *args: str) -> subpro
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # three processes import the app; slow on a loaded 2-core machine
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"server exited early: {log.read_text()}"
         try:

@@ -92,7 +92,7 @@ def test_connections_opened_together_spread_over_the_workers(database_url: str, 
     port = free_port()
     proc = _start_server(database_url, port, tmp_path / "server.log", "--no-engine", "--workers", "2")
     try:
-        deadline = time.monotonic() + 30  # the first worker up answers healthz; wait for both
+        deadline = time.monotonic() + 90  # the first worker up answers healthz; wait for both
         while len(set(asyncio.run(_pids_of_connections(port, 8)))) < 2:
             assert time.monotonic() < deadline, "the second worker never answered"
             time.sleep(0.2)
