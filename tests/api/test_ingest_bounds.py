@@ -13,10 +13,15 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
+from momently.api.ingest import IngestFastPath
 from momently.domain.event import MAX_DEPTH
 from momently.domain.timestamps import parse_timestamp
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, serving
 
 BOM = b"\xef\xbb\xbf"
 
@@ -235,3 +240,30 @@ def test_a_utf8_byte_order_mark_is_skipped(live_server: LiveServer, path: str, c
     reply = post(live_server, path, body, headers=headers)
     assert reply.status_code == 200, reply.text
     assert [e["event"] for e in stored(live_server)] == ["Späti"]
+
+
+class _FailingIngest:
+    """Stands in for the ingest handlers to give the fast path a defect to contain."""
+
+    async def batch(self, request: Request) -> Any:
+        raise RuntimeError("a defect")
+
+    async def single(self, request: Request, msg_type: str) -> Any:
+        raise KeyError(msg_type)
+
+
+def test_an_unexpected_failure_on_the_fast_path_is_a_json_500_on_a_live_connection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def other(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("inner app")
+
+    app = IngestFastPath(Starlette(routes=[Route("/v1/batch", other)]), ingest=_FailingIngest())  # type: ignore[arg-type]
+    with serving(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        for path in ("/v1/batch", "/v1/t"):
+            reply = client.post(path, content=b"{}")
+            assert reply.status_code == 500
+            assert reply.json()["code"] == "internal_error"
+            assert reply.headers.get("connection") != "close"
+        assert client.get("/v1/batch").text == "inner app"  # the same connection, still open
+    assert "ingest request to /v1/batch failed" in caplog.text
