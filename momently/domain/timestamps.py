@@ -13,9 +13,9 @@ window in the engine):
    ``timestamp = receivedAt - (sentAt - originalTimestamp)``;
 3. otherwise ``originalTimestamp`` alone, and failing that ``receivedAt``.
 
-A timestamp is refused when it cannot be represented in UTC (``0001-01-01T00:00:00+01:00``)
-or when the skew correction would leave the calendar; ``domain.event`` then bounds how far in
-the future the result may be.
+A timestamp is refused when it cannot be represented in UTC (``0001-01-01T00:00:00+01:00``).
+When the correction of rule 2 would leave the calendar (clocks thousands of years apart),
+rule 3 applies instead. ``domain.event`` then bounds how far in the future the result may be.
 """
 
 from __future__ import annotations
@@ -78,17 +78,14 @@ def event_time(
     sent_at: datetime | None,
     received_at: datetime,
 ) -> datetime:
-    """Apply the rule in the module docstring. Raises ``InvalidTimestamp`` when the corrected
-    time is out of the calendar's range (a client clock thousands of years off)."""
+    """Apply the rule in the module docstring."""
     if timestamp is not None:
         return timestamp
     if original_timestamp is not None and sent_at is not None:
         try:
             return received_at - (sent_at - original_timestamp)
-        except OverflowError:
-            raise InvalidTimestamp(
-                "originalTimestamp and sentAt are too far apart to correct the clock skew"
-            ) from None
+        except OverflowError:  # a clock thousands of years off: no skew worth correcting
+            return original_timestamp
     if original_timestamp is not None:
         return original_timestamp
     return received_at

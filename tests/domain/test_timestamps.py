@@ -70,14 +70,15 @@ def test_event_time_rule(
     )
 
 
-def test_a_skew_correction_out_of_the_calendar_is_invalid() -> None:
-    with pytest.raises(InvalidTimestamp):
-        event_time(
-            timestamp=None,
-            original_timestamp=datetime(1, 1, 1, tzinfo=UTC),
-            sent_at=datetime(9999, 1, 1, tzinfo=UTC),
-            received_at=RECEIVED,
-        )
+def test_a_skew_correction_out_of_the_calendar_falls_back_to_original_timestamp() -> None:
+    original = datetime(1, 1, 1, tzinfo=UTC)
+    at = event_time(
+        timestamp=None,
+        original_timestamp=original,
+        sent_at=datetime(9999, 1, 1, tzinfo=UTC),
+        received_at=RECEIVED,
+    )
+    assert at == original
 
 
 def test_the_error_does_not_echo_a_long_value() -> None:
