@@ -263,14 +263,19 @@ def normalize(
         return reject("too_deep", f"objects and arrays in an event may nest at most {MAX_DEPTH} levels")
     if len(payload) > MAX_EVENT_BYTES:
         return reject("event_too_large", f"an event may be at most {MAX_EVENT_BYTES} bytes")
-    # Nesting deeper than MAX_DEPTH needs that many brackets: two byte counts clear nearly
-    # every event; only one with many objects or arrays needs the walk.
-    if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _deeper_than(body, MAX_DEPTH):
+    # Nesting deeper than MAX_DEPTH needs more brackets than that: a byte count (two when
+    # there is an array, found by a fast memchr) clears nearly every event; only one with
+    # many objects or arrays needs the walk.
+    if (
+        (brackets := payload.count(b"{")) > MAX_DEPTH
+        or (b"[" in payload and brackets + payload.count(b"[") > MAX_DEPTH)
+    ) and _deeper_than(body, MAX_DEPTH):
         return reject("too_deep", f"objects and arrays in an event may nest at most {MAX_DEPTH} levels")
     # PostgreSQL text cannot hold NUL, so one such id or trait would fail the whole group
     # commit (everyone's requests) or stop the engine at that event. JSON always escapes NUL
-    # as \u0000, so a byte search clears nearly every event; only a hit needs the walk.
-    if b"\\u0000" in payload and _holds_nul(body):
+    # as \u0000: a memchr for a backslash clears most events, a substring search nearly all
+    # the rest; only a hit needs the walk.
+    if b"\\" in payload and b"\\u0000" in payload and _holds_nul(body):
         return reject("invalid_character", "text in an event must not contain NUL (\\u0000) characters")
     return Event(
         message_id=message_id,
