@@ -72,8 +72,8 @@ async def read_json(request: Request, *, limit: int) -> Any:
 
 def _has_long_number(raw: bytes) -> bool:
     """Whether a run of 19+ digits may be a number: one inside a string (an id of digits) is
-    preceded by a quote or a letter. A byte translation and a substring search, about 1.5 ns a
-    byte: the common body costs a few percent of its parse."""
+    preceded by a quote or a letter. A byte translation and a substring search: about a
+    tenth of orjson's own parse time for the common body."""
     zeros = raw.translate(_DIGITS_AS_ZERO)
     at = zeros.find(_LONG_RUN)
     while at != -1:

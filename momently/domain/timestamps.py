@@ -27,7 +27,14 @@ class InvalidTimestamp(ValueError):
     pass
 
 
-_JSON_KINDS = {dict: "an object", list: "an array", int: "a number", float: "a number", bool: "a boolean"}
+_JSON_KINDS = {
+    dict: "an object",
+    list: "an array",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    str: "an empty string",
+}
 
 
 def _shown(value: str) -> str:
@@ -48,7 +55,7 @@ def parse_timestamp(value: object) -> datetime:
         return parsed.replace(tzinfo=UTC)
     try:
         return parsed.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00:00+01:00 is still year 0 in UTC
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 would be in year 0 in UTC
         raise InvalidTimestamp(f"out of range once converted to UTC: {_shown(value)}") from None
 
 
