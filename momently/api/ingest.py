@@ -7,11 +7,13 @@ the events are committed to the log. See docs/ingest.md for every error code.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, Final
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,6 +25,8 @@ from momently.domain.event import BatchDefaults, Event, Rejection, normalize
 from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp, to_millis
 from momently.engine.log_writer import EventAppender
 from momently.services import Services
+
+log = logging.getLogger(__name__)
 
 MAX_SINGLE_BYTES: Final = 32 * 1024
 MAX_BATCH_BYTES: Final = 500 * 1024
@@ -108,9 +112,9 @@ class Ingest:
         if len(items) > MAX_BATCH_EVENTS:
             raise ApiError(400, "too_many_events", f"a batch may hold at most {MAX_BATCH_EVENTS} events")
         body_key = body.get("writeKey")
-        if body_key is None:  # analytics.js puts it on each item
+        if type(body_key) is not str or not body_key:  # analytics.js puts it on each item
             body_key = next(
-                (i.get("writeKey") for i in items if isinstance(i, dict) and i.get("writeKey")), None
+                (k for i in items if type(i) is dict and type(k := i.get("writeKey")) is str and k), None
             )
         principal = self.auth.write_key(request.headers.get("authorization"), body_key)
         self.auth.charge(principal, max(1, len(items)))
@@ -185,8 +189,8 @@ class IngestFastPath:
     server's CPU at 100-event batches. This layer sits inside the CORS middleware, so
     browsers get the same headers, and calls the same ``Ingest`` handlers the routes
     declared in ``router`` call; those routes stay for the OpenAPI document and for every
-    other method (405). Unexpected exceptions propagate to the server error middleware,
-    as they would from a route."""
+    other method (405). An unexpected exception (a defect: bad input has its own 4xx) is
+    logged and answered with a JSON 500 here, so the client's keep-alive connection survives it."""
 
     def __init__(self, app: ASGIApp, ingest: Ingest) -> None:
         self.app = app
@@ -202,6 +206,11 @@ class IngestFastPath:
                     response = await handler(Request(scope, receive))
                 except ApiError as exc:
                     response = error_response(exc.status, exc.code, exc.message, exc.headers, exc.extra)
+                except ClientDisconnect:
+                    return  # nobody to answer
+                except Exception:
+                    log.exception("ingest request to %s failed", scope["path"])
+                    response = error_response(500, "internal_error", "the server failed on this request")
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

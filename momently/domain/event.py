@@ -4,14 +4,20 @@
 machine-readable code. It accepts what real clients send: ``null`` ids, numeric ids,
 identify traits at top level or in ``context.traits``, batch-level ``context`` and
 ``integrations`` merged under the message's own, and the timestamp forms of
-``domain.timestamps``.
+``domain.timestamps``. Whatever JSON value is in whatever field, the result is one of the
+two: a malformed message is refused on its own and never fails its batch.
+
+Two bounds keep what is stored usable: values nest at most ``MAX_DEPTH`` levels, and an event
+time more than ``MAX_FUTURE`` ahead of ``receivedAt`` (a wrong device clock) is replaced by
+``receivedAt``, the client's value kept as ``originalTimestamp`` (or ``clientTimestamp`` when
+the message already had one), so a person's last-seen time is never in the future.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -28,6 +34,9 @@ from momently.domain.timestamps import (
 EVENT_TYPES: Final = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 MAX_EVENT_BYTES: Final = 32 * 1024
 MAX_MESSAGE_ID_CHARS: Final = 256
+MAX_DEPTH: Final = 64  # objects and arrays, the message itself being level 1
+MAX_FUTURE: Final = timedelta(days=1)
+_MAX_FUTURE_MS: Final = MAX_FUTURE // timedelta(milliseconds=1)
 _OBJECT_FIELDS: Final = ("properties", "traits", "context", "integrations")
 DERIVED_LIBRARY: Final = "momently-engine"  # marks events the engine appends itself
 
@@ -104,6 +113,18 @@ def _holds_nul(value: object) -> bool:
     return False
 
 
+def _deeper_than(value: object, levels: int) -> bool:
+    """Whether objects and arrays nest more than ``levels`` deep in ``value``; stops as soon as
+    they do, so its own recursion is bounded by ``levels``."""
+    if isinstance(value, dict):
+        children: Any = value.values()
+    elif isinstance(value, list):
+        children = value
+    else:
+        return False
+    return levels < 1 or any(_deeper_than(v, levels - 1) for v in children)
+
+
 def new_message_id() -> str:
     return f"mom-{uuid.uuid4()}"
 
@@ -128,8 +149,9 @@ def normalize(
         return Rejection(code, message, index, mid_raw)
 
     msg_type = get("type") or default_type
-    if msg_type not in EVENT_TYPES:
-        return reject("invalid_type", f"type must be one of {sorted(EVENT_TYPES)}, got {msg_type!r}")
+    if type(msg_type) is not str or msg_type not in EVENT_TYPES:  # a list is not even hashable
+        shown = repr(msg_type[:32]) if type(msg_type) is str else "a value that is not a string"
+        return reject("invalid_type", f"type must be one of {sorted(EVENT_TYPES)}, got {shown}")
     properties, traits, context, integrations = (
         get("properties"),
         get("traits"),
@@ -171,11 +193,13 @@ def normalize(
         explicit_ts = parse_timestamp(raw_ts) if raw_ts else None
         original_ts = parse_timestamp(raw_original) if raw_original else None
         sent_at = parse_timestamp(raw_sent) if raw_sent else defaults.sent_at
+        timestamp = explicit_ts or event_time(
+            timestamp=None, original_timestamp=original_ts, sent_at=sent_at, received_at=received_at
+        )
     except InvalidTimestamp as exc:
         return reject("invalid_timestamp", str(exc))
-    timestamp = explicit_ts or event_time(
-        timestamp=None, original_timestamp=original_ts, sent_at=sent_at, received_at=received_at
-    )
+    timestamp_ms = to_millis(timestamp)
+    received_ms = defaults.received_ms if defaults.received_ms is not None else to_millis(received_at)
 
     # A copy without explicit nulls; most messages have none, so test before filtering.
     body: dict[str, Any] = (
@@ -206,6 +230,14 @@ def normalize(
         if explicit_ts is not None and type(raw_ts) is str and is_canonical(raw_ts)
         else format_timestamp(timestamp)
     )
+    if timestamp_ms - received_ms > _MAX_FUTURE_MS:  # a device clock far ahead: see the module doc
+        if explicit_ts is not None:  # else the client's clock is in originalTimestamp already
+            if original_ts is None:
+                original_ts = explicit_ts
+            else:
+                body["clientTimestamp"] = body["timestamp"]
+        timestamp, timestamp_ms = received_at, received_ms
+        body["timestamp"] = defaults.received_text or format_timestamp(received_at)
     body["receivedAt"] = defaults.received_text or format_timestamp(received_at)
     body["context"] = context
     body["integrations"] = integrations
@@ -225,13 +257,25 @@ def normalize(
             if defaults.sent_text and sent_at is defaults.sent_at
             else format_timestamp(sent_at)
         )
-    payload = orjson.dumps(body)
+    try:
+        payload = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # parsed JSON can only fail it by nesting past orjson's 255 levels
+        return reject("too_deep", f"objects and arrays in an event may nest at most {MAX_DEPTH} levels")
     if len(payload) > MAX_EVENT_BYTES:
         return reject("event_too_large", f"an event may be at most {MAX_EVENT_BYTES} bytes")
+    # Nesting deeper than MAX_DEPTH needs more brackets than that: a byte count (two when
+    # there is an array, found by a fast memchr) clears nearly every event; only one with
+    # many objects or arrays needs the walk.
+    if (
+        (brackets := payload.count(b"{")) > MAX_DEPTH
+        or (b"[" in payload and brackets + payload.count(b"[") > MAX_DEPTH)
+    ) and _deeper_than(body, MAX_DEPTH):
+        return reject("too_deep", f"objects and arrays in an event may nest at most {MAX_DEPTH} levels")
     # PostgreSQL text cannot hold NUL, so one such id or trait would fail the whole group
     # commit (everyone's requests) or stop the engine at that event. JSON always escapes NUL
-    # as \u0000, so a byte search clears nearly every event; only a hit needs the walk.
-    if b"\\u0000" in payload and _holds_nul(body):
+    # as \u0000: a memchr for a backslash clears most events, a substring search nearly all
+    # the rest; only a hit needs the walk.
+    if b"\\" in payload and b"\\u0000" in payload and _holds_nul(body):
         return reject("invalid_character", "text in an event must not contain NUL (\\u0000) characters")
     return Event(
         message_id=message_id,
@@ -243,8 +287,8 @@ def normalize(
         received_at=received_at,
         body=body,
         payload=payload,
-        timestamp_ms=to_millis(timestamp),
-        received_ms=defaults.received_ms if defaults.received_ms is not None else to_millis(received_at),
+        timestamp_ms=timestamp_ms,
+        received_ms=received_ms,
     )
 
 

@@ -12,6 +12,10 @@ window in the engine):
    when the event happened and when the request left), the skew is corrected:
    ``timestamp = receivedAt - (sentAt - originalTimestamp)``;
 3. otherwise ``originalTimestamp`` alone, and failing that ``receivedAt``.
+
+A timestamp is refused when it cannot be represented in UTC (``0001-01-01T00:00:00+01:00``).
+When the correction of rule 2 would leave the calendar (clocks thousands of years apart),
+rule 3 applies instead. ``domain.event`` then bounds how far in the future the result may be.
 """
 
 from __future__ import annotations
@@ -23,17 +27,36 @@ class InvalidTimestamp(ValueError):
     pass
 
 
+_JSON_KINDS = {
+    dict: "an object",
+    list: "an array",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    str: "an empty string",
+}
+
+
+def _shown(value: str) -> str:
+    """The client's text in an error message, cut short: it is echoed back to the client."""
+    return repr(value) if len(value) <= 64 else repr(value[:64]) + "…"
+
+
 def parse_timestamp(value: object) -> datetime:
     """Parse an ISO-8601 string into an aware UTC datetime."""
     if not isinstance(value, str) or not value:
-        raise InvalidTimestamp(f"expected an ISO-8601 string, got {value!r}")
+        # the type only: the repr of a deeply nested JSON value would itself overflow the stack
+        raise InvalidTimestamp(f"expected an ISO-8601 string, got {_JSON_KINDS.get(type(value), 'nothing')}")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise InvalidTimestamp(f"not an ISO-8601 timestamp: {value!r}") from exc
+        raise InvalidTimestamp(f"not an ISO-8601 timestamp: {_shown(value)}") from exc
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 would be in year 0 in UTC
+        raise InvalidTimestamp(f"out of range once converted to UTC: {_shown(value)}") from None
 
 
 def format_timestamp(value: datetime) -> str:
@@ -66,7 +89,10 @@ def event_time(
     if timestamp is not None:
         return timestamp
     if original_timestamp is not None and sent_at is not None:
-        return received_at - (sent_at - original_timestamp)
+        try:
+            return received_at - (sent_at - original_timestamp)
+        except OverflowError:  # a clock thousands of years off: no skew worth correcting
+            return original_timestamp
     if original_timestamp is not None:
         return original_timestamp
     return received_at

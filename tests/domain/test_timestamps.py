@@ -25,7 +25,19 @@ def test_parse_accepts_client_forms(raw: str, expected: datetime) -> None:
     assert parse_timestamp(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "yesterday", 1700000000, None, "2026-13-01T00:00:00Z"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "yesterday",
+        1700000000,
+        None,
+        "2026-13-01T00:00:00Z",
+        "0001-01-01T00:00:00+01:00",  # year 0 in UTC
+        "9999-12-31T23:59:59-01:00",  # year 10000 in UTC
+        [[["2026-11-23T10:00:00Z"]]],
+    ],
+)
 def test_parse_rejects(raw: object) -> None:
     with pytest.raises(InvalidTimestamp):
         parse_timestamp(raw)
@@ -56,3 +68,20 @@ def test_event_time_rule(
         event_time(timestamp=timestamp, original_timestamp=original, sent_at=sent_at, received_at=RECEIVED)
         == expected
     )
+
+
+def test_a_skew_correction_out_of_the_calendar_falls_back_to_original_timestamp() -> None:
+    original = datetime(1, 1, 1, tzinfo=UTC)
+    at = event_time(
+        timestamp=None,
+        original_timestamp=original,
+        sent_at=datetime(9999, 1, 1, tzinfo=UTC),
+        received_at=RECEIVED,
+    )
+    assert at == original
+
+
+def test_the_error_does_not_echo_a_long_value() -> None:
+    with pytest.raises(InvalidTimestamp) as raised:
+        parse_timestamp("x" * 10_000)
+    assert len(str(raised.value)) < 200
