@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator
 from momently.api.errors import ApiError
+from momently.api.params import MAX_SEQ
 from momently.domain.profile import LoggedEvent, document
 from momently.services import Services
 
@@ -55,7 +56,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         by: Annotated[Literal["userId", "anonymousId"], Query()] = "userId",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         before: Annotated[
-            int | None, Query(ge=1, description="the `next` value of the previous page")
+            int | None, Query(ge=1, le=MAX_SEQ, description="the `next` value of the previous page")
         ] = None,
     ) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
@@ -76,7 +77,9 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     @r.get("/v1/events", summary="The workspace's event log in sequence order")
     async def get_events(
         authorization: AuthHeader = None,
-        after: Annotated[int, Query(ge=0, description="return events with seq greater than this")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_SEQ, description="return events with seq greater than this")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         principal = auth.admin_token(authorization)

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from momently import catalog
 from momently.api.auth import Authenticator
 from momently.api.errors import ApiError
+from momently.api.params import Version
 from momently.domain.definitions import load
 from momently.domain.timestamps import format_timestamp, from_millis, to_millis
 from momently.services import Services
@@ -143,7 +144,9 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         return {"versions": [stored_document(s) for s in await run_in_threadpool(versions)]}
 
     @r.get("/v1/flows/{flow_id}/versions/{version}", summary="One version of a flow")
-    async def flow_version(flow_id: str, version: int, authorization: AuthHeader = None) -> dict[str, Any]:
+    async def flow_version(
+        flow_id: str, version: Version, authorization: AuthHeader = None
+    ) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         return stored_document(
             await run_in_threadpool(get_or_404, principal.workspace_id, "flow", flow_id, version)

@@ -26,6 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from momently.api.auth import Authenticator
 from momently.api.body import read_json
 from momently.api.errors import ApiError
+from momently.api.params import RowId
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import to_millis
 from momently.services import Services
@@ -117,7 +118,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
 
     @r.post("/v1/inbox/{card_id}/{mark}", summary="Mark a card seen, dismissed or acted on")
     async def mark_card(
-        card_id: int,
+        card_id: RowId,
         mark: Literal["seen", "dismiss", "act"],
         request: Request,
         authorization: AuthHeader = None,

@@ -19,7 +19,12 @@ By = Annotated[Literal["userId", "anonymousId"], Query(description="which id the
 
 
 class Retention(BaseModel):
-    days: int | None = Field(default=None, ge=1, description="delete events older than this; null keeps all")
+    days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36_525,
+        description="delete events older than this (up to a century); null: keep all",
+    )
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
