@@ -25,7 +25,13 @@ class Settings(BaseSettings):
         description="how long a key lookup is cached; a revoked key stops working within this",
     )
     cors_origins: list[str] = Field(
-        default=["*"], description="origins allowed to send events from a browser"
+        default=["*"],
+        description="origins whose pages may call ingest, the in-app inbox and push subscriptions "
+        "(with the write key); allowed origins are echoed, so credentialed beacons work",
+    )
+    admin_cors_origins: list[str] = Field(
+        default=[],
+        description="origins whose pages may call the admin API (none: no CORS headers on it)",
     )
     log_writer_socket: str | None = Field(
         default=None,

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from momently.api.errors import LINK_PAGES
 from momently.domain.actions import ExpiredAction, InvalidAction, action_track, read
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.engine.log_writer import WriterStopped
@@ -30,7 +31,12 @@ def page(status: int, title: str, text: str) -> HTMLResponse:
 def router(services: Services) -> APIRouter:
     r = APIRouter(tags=["actions"])
 
-    @r.get("/a/{workspace_id}/{token}", summary="A one-tap action link", include_in_schema=True)
+    @r.get(
+        "/a/{workspace_id}/{token}",
+        summary="A one-tap action link",
+        response_class=HTMLResponse,
+        responses={**LINK_PAGES, 303: {"description": "recorded; on to the action's page"}},
+    )
     async def take_action(workspace_id: str, token: str) -> Response:
         if await run_in_threadpool(services.workspaces.get, workspace_id) is None:
             return page(404, "Link not found", "This link does not lead anywhere.")

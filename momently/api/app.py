@@ -12,7 +12,6 @@ import orjson
 from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 import momently
@@ -33,6 +32,8 @@ from momently.api import (
     unsubscribe,
 )
 from momently.api.auth import Authenticator
+from momently.api.cors import CorsPolicies
+from momently.api.security_headers import SecurityHeaders
 from momently.services import Services
 
 
@@ -83,16 +84,27 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
     app.include_router(inbox.router(services, auth))
     app.include_router(guardrails.router(services, auth))
     app.include_router(people.router(services, auth))
-    app.add_middleware(ingest.IngestFastPath, ingest=ingest_handlers)  # inside CORS: added first
+    # The last added is the outermost: security headers on every answer (preflights
+    # included), then CORS, then the ingest fast path, which gets CORS like any route.
+    app.add_middleware(ingest.IngestFastPath, ingest=ingest_handlers)
     app.add_middleware(
-        CORSMiddleware,
-        allow_origins=services.settings.cors_origins,
-        allow_methods=["POST", "GET", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Retry-Count"],
-        max_age=86400,
+        CorsPolicies,
+        browser_origins=services.settings.cors_origins,
+        admin_origins=services.settings.admin_cors_origins,
+        browser_paths=ingest.paths(),
+        browser_prefixes=("/v1/inbox", "/v1/push/"),
+    )
+    app.add_middleware(
+        SecurityHeaders,
+        public_paths={"/widget.js", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"},
     )
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness, database reachability, engine loops")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Liveness, database reachability, engine loops",
+        responses={503: {"description": "database_unavailable, or the engine or dispatcher failing"}},
+    )
     async def healthz() -> Response:
         """503 when the database is unreachable, or when the engine or the dispatcher running
         in this process has failed its last rounds in a row (it retries every second, but a
@@ -105,7 +117,10 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
         try:
             await run_in_threadpool(check)
         except Exception as exc:
-            raise errors.ApiError(503, "database_unavailable", str(exc)) from None
+            errors.log.warning("/healthz: the database did not answer: %s: %s", type(exc).__name__, exc)
+            raise errors.ApiError(
+                503, "database_unavailable", "the database did not answer; see the server log"
+            ) from None
         body: dict[str, Any] = {
             "status": "ok",
             "process": os.getpid(),  # which process answered: one of serve --workers N's

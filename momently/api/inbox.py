@@ -25,7 +25,7 @@ from starlette.responses import Response, StreamingResponse
 
 from momently.api.auth import Authenticator
 from momently.api.body import read_json
-from momently.api.errors import ApiError
+from momently.api.errors import WRITE_KEY, ApiError, documented
 from momently.api.params import RowId
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import to_millis
@@ -43,7 +43,7 @@ HEARTBEAT_SECONDS = 15.0
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["in-app"])
+    r = APIRouter(tags=["in-app"], responses=WRITE_KEY)
     inbox = services.inbox
 
     def people(workspace_id: str, user_id: str | None, anonymous_id: str | None) -> list[str]:
@@ -58,7 +58,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         if not user_id and not anonymous_id:
             raise ApiError(400, "no_user_anon_id", "userId or anonymousId is required")
 
-    @r.get("/v1/inbox", summary="The person's cards to show now (in-app channel)")
+    @r.get(
+        "/v1/inbox",
+        summary="The person's cards to show now (in-app channel)",
+        responses=documented({400: "no_user_anon_id"}),
+    )
     async def list_cards(
         authorization: AuthHeader = None,
         writeKey: Annotated[str | None, Query()] = None,
@@ -75,7 +79,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
 
         return {"cards": await run_in_threadpool(load)}
 
-    @r.get("/v1/inbox/stream", summary="Server-sent events: each new card as it arrives")
+    @r.get(
+        "/v1/inbox/stream",
+        summary="Server-sent events: each new card as it arrives",
+        responses=documented({400: "no_user_anon_id"}),
+    )
     async def stream(
         request: Request,
         writeKey: Annotated[str, Query()],
@@ -116,7 +124,16 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @r.post("/v1/inbox/{card_id}/{mark}", summary="Mark a card seen, dismissed or acted on")
+    @r.post(
+        "/v1/inbox/{card_id}/{mark}",
+        summary="Mark a card seen, dismissed or acted on",
+        responses=documented(
+            {
+                400: "invalid_json, invalid_gzip, request_too_large or no_user_anon_id",
+                503: "storage_unavailable, with Retry-After: the mark was not recorded, retry",
+            }
+        ),
+    )
     async def mark_card(
         card_id: RowId,
         mark: Literal["seen", "dismiss", "act"],

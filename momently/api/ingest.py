@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from momently.api.auth import Authenticator
 from momently.api.body import read_json
-from momently.api.errors import ApiError, error_response
+from momently.api.errors import ApiError, error_response, storage_unavailable
 from momently.domain.event import BatchDefaults, Event, Rejection, normalize
 from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp, to_millis
 from momently.engine.log_writer import EventAppender
@@ -131,12 +131,7 @@ class Ingest:
         try:
             outcome = await self.writer.append(workspace_id, events)
         except Exception as exc:
-            raise ApiError(
-                503,
-                "storage_unavailable",
-                f"the event log could not commit: {exc}",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise storage_unavailable(f"ingest into {workspace_id}", exc) from None
         return _ok(outcome.stored, outcome.duplicates, rejected)
 
 
@@ -164,8 +159,8 @@ class IngestFastPath:
 
     Ingest is the hot path, and FastAPI's per-request machinery (exception middleware,
     route matching over every admin route, dependency solving) cost about a fifth of the
-    server's CPU at 100-event batches. This layer sits inside the CORS middleware, so
-    browsers get the same headers, and calls the same ``Ingest`` handlers the routes
+    server's CPU at 100-event batches. This layer sits inside the CORS and security-headers
+    middleware, so browsers get the same headers, and calls the same ``Ingest`` handlers the routes
     declared in ``router`` call; those routes stay for the OpenAPI document and for every
     other method (405). Unexpected exceptions propagate to the server error middleware,
     as they would from a route."""
@@ -187,6 +182,11 @@ class IngestFastPath:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def paths() -> set[str]:
+    """Every tracking route's path."""
+    return {f"/v1/{path}" for path in (*SINGLE_ROUTES, *BATCH_ROUTES)}
 
 
 def router(ingest: Ingest) -> APIRouter:

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator
 from momently.api.body import read_json
-from momently.api.errors import ApiError
+from momently.api.errors import WRITE_KEY, ApiError, documented
 from momently.domain.timestamps import to_millis
 from momently.services import Services
 from momently.store.push import Subscription
@@ -49,9 +49,15 @@ def _subscription(body: Any) -> tuple[tuple[str, str], Subscription]:
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["push"])
+    r = APIRouter(tags=["push"], responses=WRITE_KEY)
 
-    @r.post("/v1/push/subscriptions", summary="Register a browser's web push subscription for a person")
+    @r.post(
+        "/v1/push/subscriptions",
+        summary="Register a browser's web push subscription for a person",
+        responses=documented(
+            {400: "invalid_json, invalid_gzip, request_too_large, no_user_anon_id or invalid_subscription"}
+        ),
+    )
     async def subscribe(request: Request, authorization: AuthHeader = None) -> dict[str, Any]:
         body = await read_json(request, limit=MAX_BODY)
         principal = auth.write_key(authorization, body.get("writeKey") if isinstance(body, dict) else None)
@@ -60,7 +66,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         await run_in_threadpool(services.push.add, principal.workspace_id, identity, sub, now_ms=now)
         return {"subscribed": True}
 
-    @r.delete("/v1/push/subscriptions", summary="Remove a subscription (the browser unsubscribed)")
+    @r.delete(
+        "/v1/push/subscriptions",
+        summary="Remove a subscription (the browser unsubscribed)",
+        responses=documented({400: "invalid_json, invalid_gzip, request_too_large or invalid_subscription"}),
+    )
     async def unsubscribe(request: Request, authorization: AuthHeader = None) -> dict[str, Any]:
         body = await read_json(request, limit=MAX_BODY)
         principal = auth.write_key(authorization, body.get("writeKey") if isinstance(body, dict) else None)

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from momently.api.errors import ApiError
+from momently.api.errors import ApiError, documented
 from momently.channels.sms import valid_signature
 from momently.domain import consent
 from momently.domain.actions import action_track, goal_of
@@ -39,6 +39,13 @@ START_WORDS = frozenset({"START", "UNSTOP", "YES", "OPTIN"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 ACTION_WORDS = frozenset({"1"})
 MAX_BODY = 64 * 1024
+CALLBACK_ERRORS = documented(
+    {
+        400: "request_too_large or invalid_request (a required field is missing)",
+        403: "invalid_signature: X-Twilio-Signature does not match",
+        404: "sms_not_configured or workspace_not_found",
+    }
+)
 
 
 def twiml(message: str | None = None) -> Response:
@@ -77,7 +84,11 @@ def router(services: Services) -> APIRouter:
         pid = services.profiles.person_by_phone(workspace_id, phone)
         return services.profiles.get(workspace_id, pid) if pid else None
 
-    @r.post("/v1/sms/{workspace_id}/inbound", summary="Provider webhook: an SMS reply (TwiML answer)")
+    @r.post(
+        "/v1/sms/{workspace_id}/inbound",
+        summary="Provider webhook: an SMS reply (TwiML answer)",
+        responses=CALLBACK_ERRORS,
+    )
     async def inbound(workspace_id: str, request: Request) -> Response:
         params = await verified(request, workspace_id)
         phone = normalize_phone(params.get("From"))
@@ -163,7 +174,11 @@ def router(services: Services) -> APIRouter:
             return "Thanks, done."
         return "Sorry, there is nothing to answer."
 
-    @r.post("/v1/sms/{workspace_id}/status", summary="Provider webhook: delivery status of a sent SMS")
+    @r.post(
+        "/v1/sms/{workspace_id}/status",
+        summary="Provider webhook: delivery status of a sent SMS",
+        responses={**CALLBACK_ERRORS, 204: {"description": "nothing to record"}},
+    )
     async def status(workspace_id: str, request: Request) -> Response:
         params = await verified(request, workspace_id)
         sid = params.get("MessageSid") or params.get("SmsSid")
