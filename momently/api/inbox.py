@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from momently.api.auth import Authenticator
 from momently.api.body import read_json
 from momently.api.errors import WRITE_KEY, ApiError, documented
-from momently.api.params import RowId
+from momently.api.params import MAX_ROW_ID, RowId
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import to_millis
 from momently.services import Services
@@ -89,12 +89,15 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         writeKey: Annotated[str, Query()],
         userId: Annotated[str | None, Query()] = None,
         anonymousId: Annotated[str | None, Query()] = None,
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+        last_event_id: Annotated[
+            int | None,
+            Header(alias="Last-Event-ID", ge=0, le=MAX_ROW_ID, description="the id of the last card seen"),
+        ] = None,
     ) -> StreamingResponse:
         principal = auth.write_key(None, writeKey)
         who(userId, anonymousId)
         ws = principal.workspace_id
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        after = last_event_id or 0
 
         def fresh(at: int, after_id: int) -> list[Card]:
             return inbox.open_cards(ws, people(ws, userId, anonymousId), now_ms=at, after_id=after_id)

@@ -73,3 +73,12 @@ def test_alignment_window_beyond_any_date_is_invalid_duration(live_server: LiveS
     with live_server.admin() as admin:
         reply = admin.get("/v1/consent/alignment", params={"since": "99999999999999999999d"})
     assert (reply.status_code, reply.json()["code"]) == (400, "invalid_duration"), reply.text
+
+
+def test_inbox_stream_resumes_only_from_a_card_id(live_server: LiveServer) -> None:
+    params = {"writeKey": live_server.write_key, "userId": "pat"}
+    for last in (HUGE.encode(), "²".encode("latin-1")):  # a superscript two: isdigit() but no int
+        reply = httpx.get(
+            f"{live_server.url}/v1/inbox/stream", params=params, headers={"Last-Event-ID": last}
+        )
+        assert (reply.status_code, reply.json()["code"]) == (400, "invalid_request"), reply.text
