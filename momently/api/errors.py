@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from momently.engine.log_service import WriterUnavailable
 from momently.engine.log_writer import WriterStopped
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,8 @@ def install(app: FastAPI) -> None:
         return error_response(err.status, err.code, err.message, err.headers)
 
     # the database unreachable, locked past its timeout, out of connections, or the log
-    # writer stopped: a client may retry, so 503 rather than a 500 and a traceback
-    for unavailable in (OperationalError, PoolTimeout, WriterStopped):
+    # writer stopped or restarting: a client may retry, so 503 rather than a 500 and a traceback
+    for unavailable in (OperationalError, PoolTimeout, WriterStopped, WriterUnavailable):
         app.add_exception_handler(unavailable, _storage)
 
     @app.exception_handler(StarletteHTTPException)
