@@ -134,7 +134,7 @@ def install(app: FastAPI) -> None:
 
 
 def _document_invalid_requests(doc: dict[str, Any]) -> None:
-    """Malformed parameters answer 400 ``invalid_request`` (below), not the 422 FastAPI
+    """Malformed parameters answer 400 ``invalid_request`` (the handler above), not the 422 FastAPI
     documents for every operation that has parameters."""
     for path_item in doc.get("paths", {}).values():
         for operation in path_item.values():
