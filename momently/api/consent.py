@@ -90,6 +90,10 @@ def _expiry(change: ConsentChange, now_ms: int) -> int | None:
             return now_ms + parse_duration(change.expiresIn)
     except ValueError as exc:
         raise ApiError(400, "invalid_expiry", f"{exc} ({HINT})") from None
+    except OverflowError:  # a date at the calendar's edge, moved past it by its UTC offset
+        raise ApiError(
+            400, "invalid_expiry", f"expiresAt {change.expiresAt!r} is not a date in range"
+        ) from None
     return None
 
 

@@ -82,3 +82,22 @@ def test_inbox_stream_resumes_only_from_a_card_id(live_server: LiveServer) -> No
             f"{live_server.url}/v1/inbox/stream", params=params, headers={"Last-Event-ID": last}
         )
         assert (reply.status_code, reply.json()["code"]) == (400, "invalid_request"), reply.text
+
+
+@pytest.mark.parametrize("expires_at", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_consent_expiry_at_the_calendars_edge_is_invalid_expiry(
+    live_server: LiveServer, expires_at: str
+) -> None:
+    change = {"userId": "pat", "channel": "email", "purpose": "marketing", "granted": True}
+    with live_server.admin() as admin:
+        reply = admin.post("/v1/consent", json={**change, "expiresAt": expires_at})
+    assert (reply.status_code, reply.json()["code"]) == (400, "invalid_expiry"), reply.text
+
+
+def test_a_cap_limit_past_a_million_is_invalid_guardrails(live_server: LiveServer) -> None:
+    caps = [{"limit": 2**70, "per": "1d", "channel": "sms"}]
+    with live_server.admin() as admin:
+        reply = admin.put("/v1/guardrails", json={"caps": caps})
+        fine = admin.put("/v1/guardrails", json={"caps": [{**caps[0], "limit": 1_000_000}]})
+    assert (reply.status_code, reply.json()["code"]) == (400, "invalid_guardrails"), reply.text
+    assert fine.status_code == 200, fine.text
