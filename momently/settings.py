@@ -52,7 +52,13 @@ class Settings(BaseSettings):
         description="how long a key lookup is cached; a revoked key stops working within this",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default=["*"], description="origins allowed to send events from a browser"
+        default=["*"],
+        description="origins whose pages may call ingest, the in-app inbox and push subscriptions "
+        "(with the write key); allowed origins are echoed, so credentialed beacons work",
+    )
+    admin_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="origins whose pages may call the admin API (none: no CORS headers on it)",
     )
     log_writer_socket: str | None = Field(
         default=None,
@@ -221,7 +227,7 @@ class Settings(BaseSettings):
     )
 
     # checks of values the types alone do not catch ------------------------------------------
-    @field_validator("cors_origins", "channel_rate_limits", mode="before")
+    @field_validator("cors_origins", "admin_cors_origins", "channel_rate_limits", mode="before")
     @classmethod
     def _json(cls, value: Any) -> Any:
         """JSON-typed variables: parsed here so a mistake is named like any other."""

@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from momently.api.errors import LINK_PAGES
 from momently.domain.actions import Action, ExpiredAction, InvalidAction, action_track, read
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.engine.log_writer import WriterStopped
@@ -59,7 +60,12 @@ def router(services: Services) -> APIRouter:
         except InvalidAction:
             return page(400, "This link is not valid", "It may have been cut short when it was copied.")
 
-    @r.get("/a/{workspace_id}/{token}", summary="A one-tap action link: a page that submits the action")
+    @r.get(
+        "/a/{workspace_id}/{token}",
+        summary="A one-tap action link: a page that submits the action (records nothing)",
+        response_class=HTMLResponse,
+        responses=LINK_PAGES,
+    )
     async def confirm_action(workspace_id: str, token: str) -> Response:
         action = await decode(workspace_id, token)
         if isinstance(action, Response):
@@ -67,7 +73,12 @@ def router(services: Services) -> APIRouter:
         label = html.escape(action.label or "Continue")
         return HTMLResponse(CONFIRM.format(label=label), headers={"Cache-Control": "no-store"})
 
-    @r.post("/a/{workspace_id}/{token}", summary="Take a one-tap action: records it, then redirects")
+    @r.post(
+        "/a/{workspace_id}/{token}",
+        summary="Take a one-tap action: records it, then redirects",
+        response_class=HTMLResponse,
+        responses={**LINK_PAGES, 303: {"description": "recorded; on to the action's page"}},
+    )
     async def take_action(workspace_id: str, token: str) -> Response:
         action = await decode(workspace_id, token)
         if isinstance(action, Response):

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Header, Query
 from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator
-from momently.api.errors import ApiError
+from momently.api.errors import ADMIN_TOKEN, ApiError, documented
+from momently.api.params import MAX_SEQ
 from momently.domain.profile import LoggedEvent, document
 from momently.services import Services
 
@@ -20,7 +21,7 @@ def event_document(ev: LoggedEvent) -> dict[str, Any]:
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["admin"])
+    r = APIRouter(tags=["admin"], responses=ADMIN_TOKEN)
 
     def person_or_404(workspace_id: str, ident: str, by: str) -> str:
         kind = "user" if by == "userId" else "anon"
@@ -29,7 +30,9 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             raise ApiError(404, "profile_not_found", f"no profile with {by} {ident!r} (yet)")
         return person
 
-    @r.get("/v1/profiles/{ident}", summary="A person's profile")
+    @r.get(
+        "/v1/profiles/{ident}", summary="A person's profile", responses=documented({404: "profile_not_found"})
+    )
     async def get_profile(
         ident: str,
         authorization: AuthHeader = None,
@@ -48,14 +51,18 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
 
         return await run_in_threadpool(load)
 
-    @r.get("/v1/profiles/{ident}/events", summary="A person's events, newest first, paged")
+    @r.get(
+        "/v1/profiles/{ident}/events",
+        summary="A person's events, newest first, paged",
+        responses=documented({404: "profile_not_found"}),
+    )
     async def get_profile_events(
         ident: str,
         authorization: AuthHeader = None,
         by: Annotated[Literal["userId", "anonymousId"], Query()] = "userId",
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         before: Annotated[
-            int | None, Query(ge=1, description="the `next` value of the previous page")
+            int | None, Query(ge=1, le=MAX_SEQ, description="the `next` value of the previous page")
         ] = None,
     ) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
@@ -76,7 +83,9 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     @r.get("/v1/events", summary="The workspace's event log in sequence order")
     async def get_events(
         authorization: AuthHeader = None,
-        after: Annotated[int, Query(ge=0, description="return events with seq greater than this")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_SEQ, description="return events with seq greater than this")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         principal = auth.admin_token(authorization)

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 import orjson
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 import momently
@@ -32,6 +31,8 @@ from momently.api import (
     unsubscribe,
 )
 from momently.api.auth import Authenticator
+from momently.api.cors import CorsPolicies
+from momently.api.security_headers import SecurityHeaders
 from momently.services import Services
 
 
@@ -83,13 +84,19 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
     app.include_router(inbox.router(services, auth))
     app.include_router(guardrails.router(services, auth))
     app.include_router(people.router(services, auth))
-    app.add_middleware(ingest.IngestFastPath, ingest=ingest_handlers)  # inside CORS: added first
+    # The last added is the outermost: security headers on every answer (preflights
+    # included), then CORS, then the ingest fast path, which gets CORS like any route.
+    app.add_middleware(ingest.IngestFastPath, ingest=ingest_handlers)
     app.add_middleware(
-        CORSMiddleware,
-        allow_origins=services.settings.cors_origins,
-        allow_methods=["POST", "GET", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Retry-Count"],
-        max_age=86400,
+        CorsPolicies,
+        browser_origins=services.settings.cors_origins,
+        admin_origins=services.settings.admin_cors_origins,
+        browser_paths=ingest.paths(),
+        browser_prefixes=("/v1/inbox", "/v1/push/"),
+    )
+    app.add_middleware(
+        SecurityHeaders,
+        public_paths={"/widget.js", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"},
     )
 
     @app.get(

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from momently.alignment import personalisation_alignment
 from momently.api.auth import Authenticator
-from momently.api.errors import ApiError
+from momently.api.errors import ADMIN_TOKEN, ApiError, documented
 from momently.domain import consent
 from momently.domain.durations import HINT, parse_duration
 from momently.domain.timestamps import format_timestamp, from_millis, parse_timestamp, to_millis
@@ -92,11 +92,15 @@ def _expiry(change: ConsentChange, now_ms: int) -> int | None:
             return now_ms + parse_duration(change.expiresIn)
     except ValueError as exc:
         raise ApiError(400, "invalid_expiry", f"{exc} ({HINT})") from None
+    except OverflowError:  # a date at the calendar's edge, moved past it by its UTC offset
+        raise ApiError(
+            400, "invalid_expiry", f"expiresAt {change.expiresAt!r} is not a date in range"
+        ) from None
     return None
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["consent"])
+    r = APIRouter(tags=["consent"], responses=ADMIN_TOKEN)
     ledger = services.consent
 
     def write(workspace_id: str, grants: list[consent.Grant]) -> list[consent.Record]:
@@ -105,7 +109,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         except consent.ConsentError as exc:
             raise ApiError(400, "invalid_consent", str(exc)) from None
 
-    @r.post("/v1/consent", summary="Record a grant or a revoke for one channel and purpose")
+    @r.post(
+        "/v1/consent",
+        summary="Record a grant or a revoke for one channel and purpose",
+        responses=documented({400: "invalid_expiry or invalid_consent"}),
+    )
     async def change(body: ConsentChange, authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         now = to_millis(services.clock.now())
@@ -127,6 +135,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     @r.post(
         "/v1/consent/stop",
         summary="Stop contact: revoke everything but transactional messages (or everything)",
+        responses=documented({400: "invalid_consent"}),
     )
     async def stop(body: StopContact, authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
@@ -142,7 +151,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         records = await run_in_threadpool(write, principal.workspace_id, grants)
         return {"records": [record_document(x) for x in records]}
 
-    @r.get("/v1/consent", summary="A person's consent history and what it allows now")
+    @r.get(
+        "/v1/consent",
+        summary="A person's consent history and what it allows now",
+        responses=documented({400: "no_user_anon_id"}),
+    )
     async def history(
         authorization: AuthHeader = None,
         userId: Annotated[str | None, Query()] = None,
@@ -169,7 +182,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         policy = await run_in_threadpool(ledger.policy, principal.workspace_id)
         return policy.as_json()
 
-    @r.put("/v1/consent/policy", summary="Replace the policy (missing parts keep their defaults)")
+    @r.put(
+        "/v1/consent/policy",
+        summary="Replace the policy (missing parts keep their defaults)",
+        responses=documented({400: "invalid_policy"}),
+    )
     async def put_policy(body: dict[str, Any], authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         now = to_millis(services.clock.now())
@@ -182,6 +199,7 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     @r.get(
         "/v1/consent/alignment",
         summary="Consent-aligned personalisation rate, recomputed from the log and the ledger",
+        responses=documented({400: "invalid_duration"}),
     )
     async def alignment(
         authorization: AuthHeader = None,

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Header, Query
 from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator
-from momently.api.errors import ApiError
+from momently.api.errors import ADMIN_TOKEN, ApiError, documented
+from momently.api.params import RowId
 from momently.domain.timestamps import format_timestamp, from_millis, to_millis
 from momently.services import Services
 from momently.store.outbox import Delivery
@@ -39,7 +40,7 @@ def delivery_document(d: Delivery) -> dict[str, Any]:
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["deliveries"])
+    r = APIRouter(tags=["deliveries"], responses=ADMIN_TOKEN)
 
     @r.get(
         "/v1/deliveries",
@@ -56,8 +57,12 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         )
         return {"deliveries": [delivery_document(d) for d in rows]}
 
-    @r.post("/v1/deliveries/{delivery_id}/retry", summary="Send a dead delivery again from the first channel")
-    async def retry_delivery(delivery_id: int, authorization: AuthHeader = None) -> dict[str, Any]:
+    @r.post(
+        "/v1/deliveries/{delivery_id}/retry",
+        summary="Send a dead delivery again from the first channel",
+        responses=documented({404: "delivery_not_found: no dead delivery with this id"}),
+    )
+    async def retry_delivery(delivery_id: RowId, authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         now = to_millis(services.clock.now())
         done = await run_in_threadpool(services.outbox.retry, principal.workspace_id, delivery_id, now_ms=now)

@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from momently import catalog
 from momently.api.auth import Authenticator
-from momently.api.errors import ApiError
+from momently.api.errors import ADMIN_TOKEN, ApiError, documented
+from momently.api.params import Version
 from momently.domain.definitions import load
 from momently.domain.timestamps import format_timestamp, from_millis, to_millis
 from momently.services import Services
@@ -19,6 +20,9 @@ from momently.store.definitions import Stored, UnknownDefinition
 
 AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer mat_…")]
 MAX_DEFINITION_BYTES = 256 * 1024
+INVALID_DEFINITION = documented({400: "invalid_definition (with problems[]) or definition_too_large"})
+FLOW_NOT_FOUND = documented({404: "flow_not_found"})
+SEGMENT_NOT_FOUND = documented({404: "segment_not_found"})
 
 
 def stored_document(s: Stored, *, with_body: bool = True) -> dict[str, Any]:
@@ -41,7 +45,7 @@ def stored_document(s: Stored, *, with_body: bool = True) -> dict[str, Any]:
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["flows"])
+    r = APIRouter(tags=["flows"], responses=ADMIN_TOKEN)
 
     def get_or_404(
         workspace_id: str, kind: Literal["flow", "segment"], id_: str, version: int | None = None
@@ -127,16 +131,21 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
     @r.put(
         "/v1/flows/{flow_id}",
         summary="Create or update a flow (YAML or JSON body); an unchanged body keeps its version",
+        responses=INVALID_DEFINITION,
     )
     async def put_flow(flow_id: str, request: Request, authorization: AuthHeader = None) -> dict[str, Any]:
         return await put("flow", flow_id, request, authorization)
 
-    @r.get("/v1/flows/{flow_id}", summary="A flow's current version")
+    @r.get("/v1/flows/{flow_id}", summary="A flow's current version", responses=FLOW_NOT_FOUND)
     async def get_flow(flow_id: str, authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         return stored_document(await run_in_threadpool(get_or_404, principal.workspace_id, "flow", flow_id))
 
-    @r.get("/v1/flows/{flow_id}/versions", summary="Every version of a flow, oldest first")
+    @r.get(
+        "/v1/flows/{flow_id}/versions",
+        summary="Every version of a flow, oldest first",
+        responses=FLOW_NOT_FOUND,
+    )
     async def flow_versions(flow_id: str, authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
 
@@ -148,31 +157,41 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
 
         return {"versions": [stored_document(s) for s in await run_in_threadpool(versions)]}
 
-    @r.get("/v1/flows/{flow_id}/versions/{version}", summary="One version of a flow")
-    async def flow_version(flow_id: str, version: int, authorization: AuthHeader = None) -> dict[str, Any]:
+    @r.get(
+        "/v1/flows/{flow_id}/versions/{version}", summary="One version of a flow", responses=FLOW_NOT_FOUND
+    )
+    async def flow_version(
+        flow_id: str, version: Version, authorization: AuthHeader = None
+    ) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         return stored_document(
             await run_in_threadpool(get_or_404, principal.workspace_id, "flow", flow_id, version)
         )
 
     @r.post(
-        "/v1/flows/{flow_id}/pause", summary="Pause a flow: new enrollments are suppressed with flow_paused"
+        "/v1/flows/{flow_id}/pause",
+        summary="Pause a flow: new enrollments are suppressed with flow_paused",
+        responses=FLOW_NOT_FOUND,
     )
     async def pause_flow(flow_id: str, authorization: AuthHeader = None) -> dict[str, Any]:
         return await set_status("flow", flow_id, "paused", authorization)
 
-    @r.post("/v1/flows/{flow_id}/resume", summary="Resume a paused flow")
+    @r.post("/v1/flows/{flow_id}/resume", summary="Resume a paused flow", responses=FLOW_NOT_FOUND)
     async def resume_flow(flow_id: str, authorization: AuthHeader = None) -> dict[str, Any]:
         return await set_status("flow", flow_id, "active", authorization)
 
     @r.delete(
-        "/v1/flows/{flow_id}", summary="Archive a flow (versions are kept; applying it again revives it)"
+        "/v1/flows/{flow_id}",
+        summary="Archive a flow (versions are kept; applying it again revives it)",
+        responses=FLOW_NOT_FOUND,
     )
     async def archive_flow(flow_id: str, authorization: AuthHeader = None) -> dict[str, Any]:
         return await set_status("flow", flow_id, "archived", authorization)
 
     @r.get(
-        "/v1/flows/{flow_id}/enrollments", summary="A flow's enrollments and their decisions, oldest first"
+        "/v1/flows/{flow_id}/enrollments",
+        summary="A flow's enrollments and their decisions, oldest first",
+        responses=FLOW_NOT_FOUND,
     )
     async def flow_enrollments(
         flow_id: str,
@@ -213,24 +232,32 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             ]
         }
 
-    @r.put("/v1/segments/{segment_id}", summary="Create or update a segment (YAML or JSON body)")
+    @r.put(
+        "/v1/segments/{segment_id}",
+        summary="Create or update a segment (YAML or JSON body)",
+        responses=INVALID_DEFINITION,
+    )
     async def put_segment(
         segment_id: str, request: Request, authorization: AuthHeader = None
     ) -> dict[str, Any]:
         return await put("segment", segment_id, request, authorization)
 
-    @r.get("/v1/segments/{segment_id}", summary="A segment's current version")
+    @r.get("/v1/segments/{segment_id}", summary="A segment's current version", responses=SEGMENT_NOT_FOUND)
     async def get_segment(segment_id: str, authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         return stored_document(
             await run_in_threadpool(get_or_404, principal.workspace_id, "segment", segment_id)
         )
 
-    @r.delete("/v1/segments/{segment_id}", summary="Archive a segment")
+    @r.delete("/v1/segments/{segment_id}", summary="Archive a segment", responses=SEGMENT_NOT_FOUND)
     async def archive_segment(segment_id: str, authorization: AuthHeader = None) -> dict[str, Any]:
         return await set_status("segment", segment_id, "archived", authorization)
 
-    @r.get("/v1/segments/{segment_id}/members", summary="A segment's members, paged by person id")
+    @r.get(
+        "/v1/segments/{segment_id}/members",
+        summary="A segment's members, paged by person id",
+        responses=SEGMENT_NOT_FOUND,
+    )
     async def segment_members(
         segment_id: str,
         authorization: AuthHeader = None,

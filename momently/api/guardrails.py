@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator
-from momently.api.errors import ApiError
+from momently.api.errors import ADMIN_TOKEN, ApiError, documented
 from momently.domain.guardrails import InvalidGuardrails, Policy
 from momently.domain.timestamps import to_millis
 from momently.services import Services
@@ -25,7 +25,7 @@ class Switch(BaseModel):
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["guardrails"])
+    r = APIRouter(tags=["guardrails"], responses=ADMIN_TOKEN)
     store = services.guardrails
 
     @r.get("/v1/guardrails", summary="Quiet hours, frequency caps and kill switches of the workspace")
@@ -34,7 +34,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         policy = await run_in_threadpool(store.get, principal.workspace_id, fresh=True)
         return policy.as_json()
 
-    @r.put("/v1/guardrails", summary="Replace the guardrail policy")
+    @r.put(
+        "/v1/guardrails",
+        summary="Replace the guardrail policy",
+        responses=documented({400: "invalid_guardrails"}),
+    )
     async def put_policy(body: dict[str, Any], authorization: AuthHeader = None) -> dict[str, Any]:
         principal = auth.admin_token(authorization)
         try:

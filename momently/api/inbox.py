@@ -28,6 +28,8 @@ from starlette.responses import Response, StreamingResponse
 
 from momently.api.auth import Authenticator, Person
 from momently.api.body import read_json
+from momently.api.errors import WRITE_KEY, documented
+from momently.api.params import MAX_ROW_ID, RowId
 from momently.domain.actions import ExpiredAction, InvalidAction, action_track, one_tap_token, read
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import to_millis
@@ -40,12 +42,17 @@ MARKS: dict[str, tuple[Literal["seen", "acted", "dismissed"], str]] = {
     "dismiss": ("dismissed", "Message Dismissed"),
     "act": ("acted", "Message Clicked"),
 }
+# what naming the person can answer: no id, or a public key without the person's user token
+PERSON_ERRORS = {
+    400: "no_user_anon_id",
+    403: "identity_unverified: a public key needs the person's user token",
+}
 POLL_SECONDS = 2.0  # cards added by an engine in another process
 HEARTBEAT_SECONDS = 15.0
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["in-app"])
+    r = APIRouter(tags=["in-app"], responses=WRITE_KEY)
     inbox = services.inbox
 
     def people(workspace_id: str, person: Person) -> list[str]:
@@ -56,7 +63,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
                 found.append(pid)
         return found
 
-    @r.get("/v1/inbox", summary="The person's cards to show now (in-app channel)")
+    @r.get(
+        "/v1/inbox",
+        summary="The person's cards to show now (in-app channel)",
+        responses=documented(PERSON_ERRORS),
+    )
     async def list_cards(
         authorization: AuthHeader = None,
         writeKey: Annotated[str | None, Query()] = None,
@@ -74,19 +85,26 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
 
         return {"cards": await run_in_threadpool(load)}
 
-    @r.get("/v1/inbox/stream", summary="Server-sent events: each new card as it arrives")
+    @r.get(
+        "/v1/inbox/stream",
+        summary="Server-sent events: each new card as it arrives",
+        responses=documented(PERSON_ERRORS),
+    )
     async def stream(
         request: Request,
         writeKey: Annotated[str, Query()],
         userId: Annotated[str | None, Query()] = None,
         anonymousId: Annotated[str | None, Query()] = None,
         userToken: Annotated[str | None, Query()] = None,
-        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+        last_event_id: Annotated[
+            int | None,
+            Header(alias="Last-Event-ID", ge=0, le=MAX_ROW_ID, description="the id of the last card seen"),
+        ] = None,
     ) -> StreamingResponse:
         principal = auth.write_key(None, writeKey)
         person = await run_in_threadpool(auth.person, principal, userId, anonymousId, userToken)
         ws = principal.workspace_id
-        after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+        after = last_event_id or 0
 
         def fresh(at: int, after_id: int) -> list[Card]:
             return inbox.open_cards(ws, people(ws, person), now_ms=at, after_id=after_id)
@@ -116,9 +134,19 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @r.post("/v1/inbox/{card_id}/{mark}", summary="Mark a card seen, dismissed or acted on")
+    @r.post(
+        "/v1/inbox/{card_id}/{mark}",
+        summary="Mark a card seen, dismissed or acted on",
+        responses=documented(
+            {
+                400: "invalid_json, invalid_gzip, request_too_large or no_user_anon_id",
+                403: PERSON_ERRORS[403],
+                503: "storage_unavailable, with Retry-After: the mark was not recorded, retry",
+            }
+        ),
+    )
     async def mark_card(
-        card_id: int,
+        card_id: RowId,
         mark: Literal["seen", "dismiss", "act"],
         request: Request,
         authorization: AuthHeader = None,

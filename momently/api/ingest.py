@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from momently.api.auth import Authenticator, Principal
 from momently.api.body import read_json
-from momently.api.errors import ApiError, error_response
+from momently.api.errors import ApiError, error_response, storage_unavailable
 from momently.domain import trust
 from momently.domain.event import BatchDefaults, Event, Rejection, normalize
 from momently.domain.timestamps import InvalidTimestamp, format_timestamp, parse_timestamp, to_millis
@@ -153,12 +153,7 @@ class Ingest:
         try:
             outcome = await self.writer.append(workspace_id, events)
         except Exception as exc:
-            raise ApiError(
-                503,
-                "storage_unavailable",
-                f"the event log could not commit: {exc}",
-                headers={"Retry-After": "1"},
-            ) from None
+            raise storage_unavailable(f"ingest into {workspace_id}", exc) from None
         return _ok(outcome.stored, outcome.duplicates, rejected)
 
 
@@ -186,8 +181,8 @@ class IngestFastPath:
 
     Ingest is the hot path, and FastAPI's per-request machinery (exception middleware,
     route matching over every admin route, dependency solving) cost about a fifth of the
-    server's CPU at 100-event batches. This layer sits inside the CORS middleware, so
-    browsers get the same headers, and calls the same ``Ingest`` handlers the routes
+    server's CPU at 100-event batches. This layer sits inside the CORS and security-headers
+    middleware, so browsers get the same headers, and calls the same ``Ingest`` handlers the routes
     declared in ``router`` call; those routes stay for the OpenAPI document and for every
     other method (405). An unexpected exception (a defect: bad input has its own 4xx) is
     logged and answered with a JSON 500 here, so the client's keep-alive connection survives it."""
@@ -214,6 +209,11 @@ class IngestFastPath:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def paths() -> set[str]:
+    """Every tracking route's path."""
+    return {f"/v1/{path}" for path in (*SINGLE_ROUTES, *BATCH_ROUTES)}
 
 
 def router(ingest: Ingest) -> APIRouter:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator
-from momently.api.errors import ApiError
+from momently.api.errors import ADMIN_TOKEN, ApiError, documented
 from momently.domain.timestamps import to_millis
 from momently.services import Services
 
@@ -19,11 +19,16 @@ By = Annotated[Literal["userId", "anonymousId"], Query(description="which id the
 
 
 class Retention(BaseModel):
-    days: int | None = Field(default=None, ge=1, description="delete events older than this; null keeps all")
+    days: int | None = Field(
+        default=None,
+        ge=1,
+        le=36_525,
+        description="delete events older than this (up to a century); null: keep all",
+    )
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["data rights"])
+    r = APIRouter(tags=["data rights"], responses=ADMIN_TOKEN)
 
     def person(workspace_id: str, ident: str, by: str) -> str:
         pid = services.profiles.person_for(workspace_id, ("user" if by == "userId" else "anon", ident))
@@ -31,7 +36,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             raise ApiError(404, "profile_not_found", f"no person with {by} {ident!r}")
         return pid
 
-    @r.get("/v1/people/{ident}/export", summary="Everything stored about a person (data access request)")
+    @r.get(
+        "/v1/people/{ident}/export",
+        summary="Everything stored about a person (data access request)",
+        responses=documented({404: "profile_not_found"}),
+    )
     async def export(ident: str, by: By = "userId", authorization: AuthHeader = None) -> dict[str, Any]:
         ws = auth.admin_token(authorization).workspace_id
 
@@ -43,7 +52,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
 
         return await run_in_threadpool(run)
 
-    @r.delete("/v1/people/{ident}", summary="Erase a person: events, profile, messages; a tombstone stays")
+    @r.delete(
+        "/v1/people/{ident}",
+        summary="Erase a person: events, profile, messages; a tombstone stays",
+        responses=documented({404: "profile_not_found"}),
+    )
     async def erase(ident: str, by: By = "userId", authorization: AuthHeader = None) -> dict[str, Any]:
         ws = auth.admin_token(authorization).workspace_id
         now = to_millis(services.clock.now())

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator, Person
 from momently.api.body import read_json
-from momently.api.errors import ApiError
+from momently.api.errors import WRITE_KEY, ApiError, documented
 from momently.channels.webpush import endpoint_refused
 from momently.domain.timestamps import to_millis
 from momently.services import Services
@@ -50,9 +50,19 @@ def _subscription(body: dict[str, Any]) -> Subscription:
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["push"])
+    r = APIRouter(tags=["push"], responses=WRITE_KEY)
 
-    @r.post("/v1/push/subscriptions", summary="Register a browser's web push subscription for a person")
+    @r.post(
+        "/v1/push/subscriptions",
+        summary="Register a browser's web push subscription for a person",
+        responses=documented(
+            {
+                400: "invalid_json, invalid_gzip, request_too_large, no_user_anon_id, invalid_subscription "
+                "or push_endpoint_not_allowed",
+                403: "identity_unverified: a public key needs the person's user token",
+            }
+        ),
+    )
     async def subscribe(request: Request, authorization: AuthHeader = None) -> dict[str, Any]:
         body = await read_json(request, limit=MAX_BODY)
         if not isinstance(body, dict):
@@ -73,7 +83,16 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         await run_in_threadpool(services.push.add, principal.workspace_id, identity, sub, now_ms=now)
         return {"subscribed": True}
 
-    @r.delete("/v1/push/subscriptions", summary="Remove a subscription (the browser unsubscribed)")
+    @r.delete(
+        "/v1/push/subscriptions",
+        summary="Remove a subscription (the browser unsubscribed)",
+        responses=documented(
+            {
+                400: "invalid_json, invalid_gzip, request_too_large, no_user_anon_id or invalid_subscription",
+                403: "identity_unverified: a public key needs the person's user token",
+            }
+        ),
+    )
     async def unsubscribe(request: Request, authorization: AuthHeader = None) -> dict[str, Any]:
         body = await read_json(request, limit=MAX_BODY)
         if not isinstance(body, dict):

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from momently.api.errors import ApiError
+from momently.api.errors import ApiError, documented
 from momently.channels.sms import SmsChannel, valid_signature
 from momently.domain import consent
 from momently.domain.actions import action_track, goal_of
@@ -43,6 +43,13 @@ START_WORDS = frozenset({"START", "UNSTOP", "YES", "OPTIN"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 ACTION_WORDS = frozenset({"1"})
 MAX_BODY = 64 * 1024
+CALLBACK_ERRORS = documented(
+    {
+        400: "request_too_large or invalid_request (a required field is missing)",
+        403: "invalid_signature: X-Twilio-Signature does not match",
+        404: "sms_not_configured or workspace_not_found",
+    }
+)
 
 
 def twiml(message: str | None = None) -> Response:
@@ -98,11 +105,19 @@ def router(services: Services) -> APIRouter:
         pid = services.profiles.person_by_phone(workspace_id, phone)
         return services.profiles.get(workspace_id, pid) if pid else None
 
-    @r.post("/v1/sms/inbound", summary="Provider webhook: an SMS reply, routed by the receiving number")
+    @r.post(
+        "/v1/sms/inbound",
+        summary="Provider webhook: an SMS reply, routed by the receiving number",
+        responses=CALLBACK_ERRORS,
+    )
     async def inbound_by_number(request: Request) -> Response:
         return await reply(*await verified(request, None))
 
-    @r.post("/v1/sms/{workspace_id}/inbound", summary="Provider webhook: an SMS reply (TwiML answer)")
+    @r.post(
+        "/v1/sms/{workspace_id}/inbound",
+        summary="Provider webhook: an SMS reply (TwiML answer)",
+        responses=CALLBACK_ERRORS,
+    )
     async def inbound(workspace_id: str, request: Request) -> Response:
         return await reply(*await verified(request, workspace_id))
 
@@ -190,7 +205,11 @@ def router(services: Services) -> APIRouter:
             return "Thanks, done."
         return "Sorry, there is nothing to answer."
 
-    @r.post("/v1/sms/{workspace_id}/status", summary="Provider webhook: delivery status of a sent SMS")
+    @r.post(
+        "/v1/sms/{workspace_id}/status",
+        summary="Provider webhook: delivery status of a sent SMS",
+        responses={**CALLBACK_ERRORS, 204: {"description": "nothing to record"}},
+    )
     async def status(workspace_id: str, request: Request) -> Response:
         workspace_id, params = await verified(request, workspace_id)
         sid = params.get("MessageSid") or params.get("SmsSid")

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
 from momently.api.actions import page
+from momently.api.errors import LINK_PAGES
 from momently.domain import consent
 from momently.domain.actions import ExpiredAction, InvalidAction, Unsubscribe, read_unsubscribe
 from momently.domain.event import BatchDefaults, Event, normalize
@@ -50,7 +51,12 @@ def router(services: Services) -> APIRouter:
         except InvalidAction:
             return page(400, "This link is not valid", "It may have been cut short when it was copied.")
 
-    @r.get("/u/{workspace_id}/{token}", summary="Unsubscribe confirmation page (changes nothing)")
+    @r.get(
+        "/u/{workspace_id}/{token}",
+        summary="Unsubscribe confirmation page (changes nothing)",
+        response_class=HTMLResponse,
+        responses=LINK_PAGES,
+    )
     async def confirm(workspace_id: str, token: str) -> Response:
         link = await decode(workspace_id, token)
         if isinstance(link, Response):
@@ -58,7 +64,12 @@ def router(services: Services) -> APIRouter:
         what = f"{link.purpose} messages by {link.channel}".replace("in_app", "in-app")
         return HTMLResponse(FORM.format(what=html.escape(what)))
 
-    @r.post("/u/{workspace_id}/{token}", summary="Unsubscribe (RFC 8058 one-click, or the page's button)")
+    @r.post(
+        "/u/{workspace_id}/{token}",
+        summary="Unsubscribe (RFC 8058 one-click, or the page's button)",
+        response_class=HTMLResponse,
+        responses=LINK_PAGES,
+    )
     async def unsubscribe(workspace_id: str, token: str) -> Response:
         link = await decode(workspace_id, token)
         if isinstance(link, Response):

@@ -18,6 +18,7 @@ from momently.domain.durations import InvalidDuration, parse_duration
 
 CALENDAR_DAY = "calendar_day"
 NEVER = 2**62
+MAX_LIMIT = 1_000_000
 
 
 class InvalidCap(ValueError):
@@ -86,8 +87,10 @@ class Cap:
         if unknown:
             raise InvalidCap(f"{where}: unknown key {sorted(unknown)[0]!r}")
         limit = doc.get("limit")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-            raise InvalidCap(f"{where}: limit must be a whole number >= 0")
+        # a million messages per window caps nothing already; the bound keeps the stored
+        # policy a JSON document every reader can parse (no integer past 64 bits)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
+            raise InvalidCap(f"{where}: limit must be a whole number from 0 to {MAX_LIMIT:,}")
         per = doc.get("per")
         if per == CALENDAR_DAY:
             window, calendar = None, True

@@ -277,10 +277,10 @@ def test_browser_posts_get_cors_headers_on_success_and_error(live_server: LiveSe
     origin = {"Origin": "https://shop.example"}
     ok = post(live_server, "/v1/t", {"type": "track", "userId": "b", "event": "Seen"}, headers=origin)
     assert ok.status_code == 200
-    assert ok.headers["access-control-allow-origin"] == "*"
+    assert ok.headers["access-control-allow-origin"] == "https://shop.example"
     bad = post(live_server, "/v1/t", {"type": "track", "event": "Seen"}, headers=origin)
     assert (bad.status_code, bad.json()["code"]) == (400, "no_user_anon_id")
-    assert bad.headers["access-control-allow-origin"] == "*"
+    assert bad.headers["access-control-allow-origin"] == "https://shop.example"
 
 
 def test_other_methods_on_tracking_routes_are_json_405(live_server: LiveServer) -> None:
