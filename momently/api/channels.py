@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from momently.api.auth import Authenticator
 from momently.api.body import read_json
-from momently.api.errors import ApiError
+from momently.api.errors import ADMIN_TOKEN, ApiError, documented
 from momently.channels.registry import NumberInUse
 from momently.domain.channel_config import CONFIGURABLE, ConfigError
 from momently.domain.timestamps import to_millis
@@ -24,6 +24,7 @@ from momently.store.channel_config import SecretsKeyMissing
 AuthHeader = Annotated[str | None, Header(alias="Authorization", description="Bearer mat_…")]
 Destination = Annotated[str | None, Query(description="webhook destination name (default: `default`)")]
 MAX_BODY = 16 * 1024
+UNKNOWN = "unknown_channel: not one of email, sms, webhook, push"
 
 
 def _channel(channel: str) -> str:
@@ -33,7 +34,7 @@ def _channel(channel: str) -> str:
 
 
 def router(services: Services, auth: Authenticator) -> APIRouter:
-    r = APIRouter(tags=["channels"])
+    r = APIRouter(tags=["channels"], responses=ADMIN_TOKEN)
     registry = services.channels
 
     @r.get("/v1/channels", summary="The workspace's own channel configuration (secrets masked)")
@@ -42,7 +43,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         items = await run_in_threadpool(registry.shown, principal.workspace_id)
         return {"channels": items}
 
-    @r.get("/v1/channels/{channel}", summary="One channel's configuration (secrets masked)")
+    @r.get(
+        "/v1/channels/{channel}",
+        summary="One channel's configuration (secrets masked)",
+        responses=documented({404: f"{UNKNOWN}, or channel_not_configured"}),
+    )
     async def get_channel(
         channel: str, authorization: AuthHeader = None, destination: Destination = None
     ) -> dict[str, Any]:
@@ -55,7 +60,17 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
                 return item
         raise ApiError(404, "channel_not_configured", f"this workspace has no {channel} configuration")
 
-    @r.put("/v1/channels/{channel}", summary="Set the channel's configuration (secrets left out are kept)")
+    @r.put(
+        "/v1/channels/{channel}",
+        summary="Set the channel's configuration (secrets left out are kept)",
+        responses=documented(
+            {
+                400: "invalid_json, invalid_gzip, request_too_large or invalid_channel_config",
+                404: UNKNOWN,
+                409: "number_in_use (another workspace receives on it) or secrets_key_not_set",
+            }
+        ),
+    )
     async def put_channel(
         channel: str, request: Request, authorization: AuthHeader = None, destination: Destination = None
     ) -> dict[str, Any]:
@@ -76,7 +91,11 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         except ConfigError as exc:
             raise ApiError(400, "invalid_channel_config", str(exc)) from None
 
-    @r.delete("/v1/channels/{channel}", summary="Remove it: the process-level settings apply again")
+    @r.delete(
+        "/v1/channels/{channel}",
+        summary="Remove it: the process-level settings apply again",
+        responses=documented({400: "invalid_channel_config", 404: UNKNOWN}),
+    )
     async def delete_channel(
         channel: str, authorization: AuthHeader = None, destination: Destination = None
     ) -> dict[str, Any]:

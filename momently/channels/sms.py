@@ -42,7 +42,10 @@ def valid_signature(auth_token: str, url: str, params: Mapping[str, str], given:
     ``:80``) added or removed, since the provider may sign either form."""
     if given is None:
         return False
-    return any(hmac.compare_digest(signature(auth_token, u, params), given) for u in _port_forms(url))
+    return any(
+        hmac.compare_digest(signature(auth_token, u, params).encode(), given.encode("utf-8", "surrogatepass"))
+        for u in _port_forms(url)
+    )
 
 
 def _port_forms(url: str) -> list[str]:

@@ -134,7 +134,7 @@ def mac_holds(key: bytes, workspace_id: str, record: Record) -> bool:
     if record.chain != KEYED:
         return False
     expected = chain_mac(key, record.prev_hash, record.seq, workspace_id, record.grant)
-    return hmac.compare_digest(expected, record.hash)
+    return hmac.compare_digest(expected.encode(), record.hash.encode())
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,9 @@ def user_token(identity_secret: str, user_id: str) -> str:
 
 
 def token_matches(identity_secret: str, user_id: str, token: object) -> bool:
-    return isinstance(token, str) and hmac.compare_digest(user_token(identity_secret, user_id), token)
+    return isinstance(token, str) and hmac.compare_digest(
+        user_token(identity_secret, user_id).encode(), token.encode("utf-8", "surrogatepass")
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,13 @@ def test_public_key_cannot_read_or_mark_anothers_inbox(live_server: LiveServer) 
     card = victim_with_card(srv)
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         # When an attacker asks for ada's cards with the public key alone
-        for params in ({"userId": "ada"}, {"anonymousId": "ada"}, {"userId": "ada", "userToken": "0" * 64}):
+        tries = (
+            {"userId": "ada"},
+            {"anonymousId": "ada"},
+            {"userId": "ada", "userToken": "0" * 64},
+            {"userId": "ada", "userToken": "é"},
+        )
+        for params in tries:
             reply = c.get("/v1/inbox", params={"writeKey": public, **params})
             assert (reply.status_code, reply.json()["code"]) == (403, "identity_unverified")
         stream = c.get("/v1/inbox/stream", params={"writeKey": public, "userId": "ada"})

@@ -235,6 +235,10 @@ def test_a_signature_over_the_default_port_is_accepted(
         )
         r = httpx.post(f"{env.url}/v1/sms/acme/status", data=params, headers={"X-Twilio-Signature": other})
         assert r.status_code == 403
+        # a signature header that is not even ASCII is refused like any other wrong one
+        latin = {"X-Twilio-Signature": "é".encode("latin-1")}
+        r = httpx.post(f"{env.url}/v1/sms/acme/status", data=params, headers=latin)
+        assert r.status_code == 403
 
 
 PROMO = """
