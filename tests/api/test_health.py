@@ -30,7 +30,7 @@ class RefusingSmtp:
         self.accepted = 0
         self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
         self.controller.start()
-        self.url = f"smtp://127.0.0.1:{self.controller.port}"
+        self.url = f"smtp+insecure://127.0.0.1:{self.controller.port}"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if not self.accept:
