@@ -23,7 +23,6 @@ from typing import Any
 import jsonschema
 import yaml
 
-from momently.domain.actions import ACTION_TAKEN
 from momently.domain.conditions import ConditionError, compile_condition
 from momently.domain.durations import HINT, InvalidDuration, parse_duration, parse_offset
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
@@ -214,6 +213,12 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
     for doc in docs:
         if doc.kind == "events" and isinstance(doc.data, dict):
             catalog.update(str(n) for n in doc.data.get("names", []) if isinstance(n, str))
+    # names are checked once the workspace knows some (its log, a catalog); the events the
+    # flows' actions declare are new names they bring, valid references but no catalog
+    checked = bool(catalog - set(SYSTEM_EVENTS))
+    for doc in docs:
+        if doc.kind == "flow" and isinstance(doc.data, dict):
+            catalog.update(declared_events(doc.data.get("message")))  # a goal may be a tap's own event
     segments = set(known.segments) | {d.id for d in docs if d.kind == "segment"}
     for doc in docs:
         if not isinstance(doc.data, dict):
@@ -236,7 +241,7 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
         seen[key] = doc
         if doc.kind == "events":
             continue
-        problems += _meaning(doc, catalog, segments, known.link_base)
+        problems += _meaning(doc, catalog if checked else set(), segments, known.link_base)
     return sorted(problems, key=lambda p: (p.source, p.line))
 
 
@@ -310,7 +315,7 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
                 problem(ref_path, f"unknown segment '{name}'{suggest(name, segments)}")
 
     def check_event(path: Path, name: str) -> None:
-        if events - set(SYSTEM_EVENTS) and name not in events:
+        if events and name not in events:
             problem(path, f"unknown event '{name}'{suggest(name, events)}")
 
     if doc.kind == "segment":
@@ -355,8 +360,7 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
         check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
         condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))
     condition(data.get("audience"), ("audience",))
-    goal_event = str(data["goal"]["event"]) if "goal" in data else ACTION_TAKEN
-    link = LinkSpec(link_base, doc.id, goal_event)
+    link = LinkSpec(link_base, doc.id)
     for finding in lint_message(data.get("message"), list(data.get("channels", ["console"])), link):
         problem(finding.path, finding.message)
     if "goal" in data:
@@ -381,6 +385,23 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
                 ("follow_up", "channel"), "follow up on a different channel than the first one of the plan"
             )
     return problems
+
+
+def declared_events(message: object) -> set[str]:
+    """The events a message's actions declare (``action: {event: ...}``) in any variant or
+    channel block: new names the flow itself brings into the log."""
+    found: set[str] = set()
+    if isinstance(message, Mapping):
+        action = message.get("action")
+        if isinstance(action, Mapping) and isinstance(action.get("event"), str):
+            found.add(action["event"])
+        for key, value in message.items():
+            if key != "action":
+                found |= declared_events(value)
+    elif isinstance(message, list):
+        for item in message:
+            found |= declared_events(item)
+    return found
 
 
 def _references(spec: object, path: Path) -> list[tuple[Path, str, str]]:

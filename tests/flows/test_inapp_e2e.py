@@ -93,7 +93,7 @@ message:
     - id: main
       title: "Export faster"
       body: "Press E to export in one step, {{ traits.name | default: 'friend' }}."
-      action: {label: Show me, url: "%s/thanks"}
+      action: {label: Show me, url: "%s/thanks", event: Shortcut Tried}
 """
 
 
