@@ -61,7 +61,12 @@ SCHEMA: Final[dict[str, Any]] = {
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "trigger": {"$ref": "#/$defs/trigger"},
                 "audience": _ref_condition,
-                "message": {"type": "object"},
+                "message": {
+                    "type": "object",
+                    "description": "variants (title, subject, body) and one call to action, "
+                    "action: {label, url, event}: a tap records Message Clicked, and 'event' when "
+                    "given (the goal only when it is the goal's event); linted by flows validate",
+                },
                 "channels": {"type": "array", "items": {"enum": list(CHANNELS)}, "minItems": 1},
                 "goal": {
                     "type": "object",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from momently.domain.actions import _serializer
 from tests.flows.conftest import FlowEnv
@@ -147,3 +148,40 @@ def test_a_link_signed_before_actions_declared_events_records_only_a_click(
     env.settle()
     assert [c["flow_id"] for c in log_of(env, "Message Clicked")] == ["cart-nudge"]
     assert "Order Completed" not in env.log_names()
+
+
+# the queries docs/flows.md gives for taps that earlier versions recorded as goals
+EARLIER_TAPS = {
+    "sqlite": "SELECT seq, name FROM events WHERE workspace_id = 'acme' AND message_id LIKE 'action:%' "
+    "AND json_extract(body, '$.properties.flow_version') IS NULL",
+    "postgresql": "SELECT seq, name FROM events WHERE workspace_id = 'acme' AND message_id LIKE 'action:%' "
+    "AND body::jsonb #>> '{properties,flow_version}' IS NULL",
+}
+
+
+def test_the_migration_query_finds_taps_recorded_as_goals_and_nothing_else(
+    env: FlowEnv, receiver: Receiver
+) -> None:
+    # Given a tap an earlier version recorded as the goal (as it wrote it), and one recorded now
+    env.flow("keep-slot", KEEP_SLOT)
+    earlier = {"flow_id": "cart-nudge", "delivery_key": "cart-nudge:p_1:e1", "action": "Open cart"}
+    env.send(
+        {
+            "type": "track",
+            "userId": "bob",
+            "event": "Order Completed",
+            "messageId": "action:cart-nudge:p_1:e1",
+            "properties": {**earlier, "via": "one_tap"},
+        },
+        {"type": "track", "userId": "bob", "event": "Order Completed", "properties": {"revenue": 9}},
+    )
+    env.send({"type": "track", "userId": "ada", "event": "Parcel At Hub"})
+    dispatch(env)
+    assert tap(receiver.received[0]["message"]["action"]["url"]).status_code == 303
+    env.settle()
+    assert "Slot Confirmed" in env.log_names()
+    # When the documented query runs
+    with env.services.db.read() as conn:
+        rows = conn.execute(text(EARLIER_TAPS[conn.dialect.name])).all()
+    # Then it finds only the earlier tap
+    assert [name for _seq, name in rows] == ["Order Completed"]
