@@ -24,7 +24,14 @@ import jsonschema
 import yaml
 
 from momently.domain.conditions import ConditionError, compile_condition
-from momently.domain.durations import HINT, InvalidDuration, parse_duration, parse_offset
+from momently.domain.durations import (
+    TIME_OF_DAY,
+    InvalidDuration,
+    duration_problem,
+    parse_duration,
+    parse_offset,
+    time_of_day_problem,
+)
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
 from momently.domain.lint import DEFAULT_LINK_BASE, LinkSpec, lint_message
@@ -260,15 +267,37 @@ def _schema_problems(doc: Document) -> list[Problem]:
 
 
 def _leaves(errors: Iterable[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
-    """The most specific errors: ``oneOf``/``allOf``/``$ref`` wrappers are replaced by their causes."""
+    """The most specific errors: ``oneOf``/``allOf``/``$ref`` wrappers are replaced by their causes.
+    Of a ``oneOf``'s branches, those the value's shape fits speak for it: ``reentry: {once_pr:
+    1d}`` is a misspelt ``once_per``, not a wrong word for ``once``."""
     out: list[jsonschema.ValidationError] = []
     for error in errors:
         if error.validator in ("allOf", "oneOf", "anyOf", "$ref", "if") and error.context:
-            best = jsonschema.exceptions.best_match(error.context)
-            out.append(best)
+            context = list(error.context)
+            if error.validator in ("oneOf", "anyOf") and isinstance(error.schema, dict):
+                branches = error.schema.get(str(error.validator), [])
+                fitting = [e for e in context if _fits(branches, e, error.instance)]
+                context = fitting or context
+            unknown = [e for e in context if e.validator == "additionalProperties"]
+            out.append(unknown[0] if unknown else jsonschema.exceptions.best_match(context))
         else:
             out.append(error)
     return out
+
+
+def _fits(branches: list[Any], error: jsonschema.ValidationError, instance: object) -> bool:
+    """Is ``instance`` the kind of value the branch ``error`` came from describes (a mapping for
+    an object branch, a word for an enum or a constant)?"""
+    index = error.relative_schema_path[0] if error.relative_schema_path else None
+    branch = branches[index] if isinstance(index, int) and index < len(branches) else None
+    if not isinstance(branch, dict):
+        return True
+    if "enum" in branch or "const" in branch:
+        return not isinstance(instance, (dict, list))
+    kind = branch.get("type")
+    if kind == "object":
+        return isinstance(instance, dict)
+    return True
 
 
 def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
@@ -280,8 +309,11 @@ def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
         unknown = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
         if unknown:
             return (*path, unknown[0]), f"unknown key '{unknown[0]}' in {where}{suggest(unknown[0], allowed)}"
-    if error.validator == "pattern" and str(schema.get("pattern", "")).endswith("(?:ms|s|m|h|d|w))+$"):
-        return path, f"{where}: {error.instance!r} is not a duration; {HINT}"
+    pattern = str(schema.get("pattern", ""))
+    if error.validator in ("pattern", "type") and pattern.endswith("(?:ms|s|m|h|d|w))+$"):
+        return path, f"{where}: {error.instance!r}: {duration_problem(error.instance)}"
+    if error.validator in ("pattern", "type") and pattern == TIME_OF_DAY:
+        return path, f"{where}: {error.instance!r}: {time_of_day_problem(error.instance)}"
     if error.validator == "enum":
         allowed = [str(v) for v in schema.get("enum", [])]
         hint = suggest(str(error.instance), allowed)
