@@ -276,10 +276,10 @@ def _leaves(errors: Iterable[jsonschema.ValidationError]) -> list[jsonschema.Val
             context = list(error.context)
             if error.validator in ("oneOf", "anyOf") and isinstance(error.schema, dict):
                 branches = error.schema.get(str(error.validator), [])
-                fitting = [e for e in context if _fits(branches, e, error.instance)]
-                context = fitting or context
-            unknown = [e for e in context if e.validator == "additionalProperties"]
-            out.append(unknown[0] if unknown else jsonschema.exceptions.best_match(context))
+                context = [e for e in context if _fits(branches, e, error.instance)] or context
+                unknown = [e for e in context if e.validator == "additionalProperties"]
+                context = unknown[:1] or context  # a misspelt key, rather than the key it lacks
+            out.append(jsonschema.exceptions.best_match(context))
         else:
             out.append(error)
     return out
