@@ -11,7 +11,7 @@ from momently.domain.definitions import Document, Known, Problem, load, validate
 from momently.domain.flow import compile_flow
 from momently.domain.timestamps import to_millis
 from momently.services import Services
-from momently.store.definitions import Applied
+from momently.store.definitions import Applied, Kind
 from momently.store.engine_state import Changes
 
 SUFFIXES = (".yaml", ".yml")
@@ -47,8 +47,12 @@ def read_path(path: Path) -> Loaded:
 
 def known(services: Services, workspace_id: str) -> Known:
     """What references may point at besides the files themselves: the event names the
-    workspace's log has seen, and the segments already stored."""
-    names = services.engine_state.known_event_names(workspace_id)
+    workspace's log has seen or its stored ``kind: events`` catalogs declare, and the
+    segments already stored."""
+    names = set(services.engine_state.known_event_names(workspace_id))
+    for c in services.definitions.heads(workspace_id, "events"):
+        if c.status != "archived":
+            names.update(str(n) for n in c.body.get("names", []) if isinstance(n, str))
     segments = {s.id for s in services.definitions.heads(workspace_id, "segment") if s.status != "archived"}
     settings = services.settings
     base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
@@ -66,16 +70,16 @@ def apply(services: Services, workspace_id: str, loaded: Loaded) -> list[Applied
         raise InvalidDefinitions(problems)
     now_ms = to_millis(services.clock.now())
     out: list[Applied] = []
-    # segments first: a flow's segment trigger must find its segment
-    for doc in sorted(loaded.documents, key=lambda d: d.kind != "segment"):
-        if doc.kind == "events":
-            continue
+    # catalogs, then segments, then flows: later flows are checked against what came first
+    order = {"events": 0, "segment": 1}
+    for doc in sorted(loaded.documents, key=lambda d: order.get(d.kind, 2)):
         body: dict[str, Any] = dict(doc.data)
         body.pop("kind", None)
+        kind: Kind = "events" if doc.kind == "events" else "segment" if doc.kind == "segment" else "flow"
         out.append(
             services.definitions.apply(
                 workspace_id,
-                "segment" if doc.kind == "segment" else "flow",
+                kind,
                 doc.id,
                 body,
                 source=f"{doc.source}:{doc.line}",
@@ -110,5 +114,5 @@ def _plan_dates(services: Services, workspace_id: str, flow_id: str, version: in
 
 
 def document(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    """A stored body back in its file form (segments carry ``kind: segment``)."""
-    return {"kind": "segment", **body} if kind == "segment" else body
+    """A stored body back in its file form (segments and catalogs carry their ``kind``)."""
+    return {"kind": kind, **body} if kind in ("segment", "events") else body

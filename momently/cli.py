@@ -433,7 +433,7 @@ def flows_schema() -> None:
 @click.option("--workspace", "workspace_id", required=True)
 @pass_ctx
 def flows_apply(c: _Ctx, path: Path, workspace_id: str) -> None:
-    """Validate PATH, then store a new version of each changed flow and segment."""
+    """Validate PATH, then store a new version of each changed flow, segment and events catalog."""
     from momently import catalog
 
     _require_workspace(c.services, workspace_id)

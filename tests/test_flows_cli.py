@@ -30,12 +30,12 @@ def test_validate_apply_list_show_pause_and_versions(tmp_path: Path) -> None:
     out = run(tmp_path, "flows", "validate", str(ROOT / "momently" / "sim" / "flows"), "--workspace", "shop")
     assert "ok: 3 flow(s), 2 segment(s)" in out
     out = run(tmp_path, "flows", "apply", str(ROOT / "momently" / "sim" / "flows"), "--workspace", "shop")
-    assert out.count("new version") == 5
+    assert out.count("new version") == 6  # 3 flows, 2 segments and the events catalog
     assert (
         run(
             tmp_path, "flows", "apply", str(ROOT / "momently" / "sim" / "flows"), "--workspace", "shop"
         ).count("unchanged")
-        == 5
+        == 6
     )
     changed = tmp_path / "flows"
     changed.mkdir()
@@ -182,3 +182,35 @@ def test_validate_and_apply_refuse_broken_liquid_and_alias_bombs(tmp_path: Path)
     bomb.write_text("id: tip\ntrigger: {event: Feature Used}\n" + "\n".join(levels) + "\n")
     out = run(tmp_path, "flows", "validate", str(bomb), ok=False)
     assert "YAML aliases expand to more than 10000 nodes" in out
+
+
+def test_an_events_catalog_applied_on_its_own_is_kept(tmp_path: Path) -> None:
+    from momently.domain.event import BatchDefaults, Event, normalize
+    from momently.services import Services
+    from momently.settings import Settings
+
+    run(tmp_path, "workspace", "create", "shop")
+    s = Services.build(Settings(database_url=f"sqlite:///{tmp_path}/m.db"))
+    try:  # traffic: from now on event names are checked
+        ev = normalize(
+            {"type": "track", "userId": "ada", "event": "App Opened"},
+            default_type=None,
+            defaults=BatchDefaults(),
+            received_at=s.clock.now(),
+        )
+        assert isinstance(ev, Event)
+        with s.db.write() as conn:
+            s.events.append(conn, [("shop", ev)])
+    finally:
+        s.close()
+    run(tmp_path, "replay", "--workspace", "shop")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("id: thanks\ntrigger: {event: Slot Kept}\n")
+    assert "unknown event 'Slot Kept'" in run(
+        tmp_path, "flows", "apply", str(flow), "--workspace", "shop", ok=False
+    )
+    names = tmp_path / "events.yaml"
+    names.write_text("kind: events\nid: delivery\nnames: [Slot Kept]\n")
+    assert "events   delivery" in run(tmp_path, "flows", "apply", str(names), "--workspace", "shop")
+    assert "ok: 1 flow(s)" in run(tmp_path, "flows", "validate", str(flow), "--workspace", "shop")
+    assert "thanks" in run(tmp_path, "flows", "apply", str(flow), "--workspace", "shop")

@@ -3,9 +3,10 @@
 ``GET`` records nothing: mail security scanners and link previews fetch every URL in a
 message. It checks the link and shows a page that submits itself (``POST`` to the same
 address) in the person's browser, with a button where scripts do not run. ``POST`` records
-the action as an event for the person the link was sent to (the flow's goal event, so it
-counts as the micro-conversion), durably, then redirects to the action's URL or shows a small
-confirmation page. The URL was checked against the flow's link hosts when the link was made.
+the tap for the person the link was sent to (``Message Clicked``, and the action's declared
+event if it has one: ``domain.actions.tap_tracks``), durably, then redirects to the action's
+URL or shows a small confirmation page. The URL was checked against the flow's link hosts
+when the link was made.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from momently.api.errors import LINK_PAGES
-from momently.domain.actions import Action, ExpiredAction, InvalidAction, action_track, read
+from momently.domain.actions import Action, ExpiredAction, InvalidAction, read, tap_tracks
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.engine.log_writer import WriterStopped
 from momently.services import Services
@@ -75,7 +76,7 @@ def router(services: Services) -> APIRouter:
 
     @r.post(
         "/a/{workspace_id}/{token}",
-        summary="Take a one-tap action: records it, then redirects",
+        summary="Take a one-tap action: records the tap, then redirects",
         response_class=HTMLResponse,
         responses={**LINK_PAGES, 303: {"description": "recorded; on to the action's page"}},
     )
@@ -83,20 +84,14 @@ def router(services: Services) -> APIRouter:
         action = await decode(workspace_id, token)
         if isinstance(action, Response):
             return action
-        raw = action_track(
-            delivery_key=action.delivery_key,
-            flow_id=action.flow_id,
-            event=action.event,
-            user_id=action.user_id,
-            anonymous_id=action.anonymous_id,
-            label=action.label,
-            via="one_tap",
-        )
-        ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=services.clock.now())
-        if not isinstance(ev, Event):
-            return page(400, "This link is not valid", ev.message)
+        events: list[Event] = []
+        for raw in tap_tracks(action, via="one_tap"):
+            ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=services.clock.now())
+            if not isinstance(ev, Event):
+                return page(400, "This link is not valid", ev.message)
+            events.append(ev)
         try:
-            await services.writer.append(workspace_id, [ev])
+            await services.writer.append(workspace_id, events)
         except WriterStopped:
             return page(503, "Please try again", "We could not record that just now.")
         if action.redirect and urlsplit(action.redirect).scheme in ("http", "https"):

@@ -75,15 +75,22 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
                 raise ApiError(
                     400, p.code, p.message, extra={"problems": [{"line": p.line, "message": p.message}]}
                 )
-        if not problems and len(docs) != 1:
-            raise ApiError(400, "invalid_definition", "send exactly one document")
-        if docs and docs[0].kind != kind:
+        # the definition, optionally with ``kind: events`` catalogs of the names it uses
+        # (applied with it: a flow on an event the log has not seen yet)
+        main = [d for d in docs if d.kind != "events"]
+        if not problems and len(main) != 1:
             raise ApiError(
-                400, "invalid_definition", f"this is a {docs[0].kind} document; use /v1/{docs[0].kind}s/"
+                400,
+                "invalid_definition",
+                f"send exactly one {kind} document, optionally with 'kind: events' documents",
             )
-        if docs and docs[0].id != id_:
+        if main and main[0].kind != kind:
             raise ApiError(
-                400, "invalid_definition", f"the document's id '{docs[0].id}' does not match the path '{id_}'"
+                400, "invalid_definition", f"this is a {main[0].kind} document; use /v1/{main[0].kind}s/"
+            )
+        if main and main[0].id != id_:
+            raise ApiError(
+                400, "invalid_definition", f"the document's id '{main[0].id}' does not match the path '{id_}'"
             )
 
         def apply() -> dict[str, Any]:
@@ -96,8 +103,16 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
                     f"{len(exc.problems)} problem(s) in the definition",
                     extra={"problems": [{"line": p.line, "message": p.message} for p in exc.problems]},
                 ) from exc
-            a = applied[0]
-            return {"id": a.id, "kind": a.kind, "version": a.version, "changed": a.changed}
+            [a] = [x for x in applied if x.kind == kind]
+            out: dict[str, Any] = {"id": a.id, "kind": a.kind, "version": a.version, "changed": a.changed}
+            catalogs = [
+                {"id": x.id, "version": x.version, "changed": x.changed}
+                for x in applied
+                if x.kind == "events"
+            ]
+            if catalogs:
+                out["events"] = catalogs
+            return out
 
         return await run_in_threadpool(apply)
 

@@ -30,7 +30,14 @@ from momently.api.auth import Authenticator, Person
 from momently.api.body import read_json
 from momently.api.errors import WRITE_KEY, documented
 from momently.api.params import MAX_ROW_ID, RowId
-from momently.domain.actions import ExpiredAction, InvalidAction, action_track, one_tap_token, read
+from momently.domain.actions import (
+    MESSAGE_CLICKED,
+    ExpiredAction,
+    InvalidAction,
+    one_tap_token,
+    read,
+    tap_tracks,
+)
 from momently.domain.event import BatchDefaults, Event, normalize
 from momently.domain.timestamps import to_millis
 from momently.services import Services
@@ -181,38 +188,31 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
             }
             events = [normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now)]
             if mark == "act":
-                action, redirect = await run_in_threadpool(card_action, ws, card)
-                if action is not None:
-                    events.append(
-                        normalize(action, default_type=None, defaults=BatchDefaults(), received_at=now)
-                    )
+                declared, redirect = await run_in_threadpool(card_action, ws, card)
+                events.extend(
+                    normalize(d, default_type=None, defaults=BatchDefaults(), received_at=now)
+                    for d in declared
+                )
             await services.writer.append(ws, [e for e in events if isinstance(e, Event)])
         return {"id": card_id, "marked": card is not None, "redirect": redirect}
 
-    def card_action(ws: str, card: Card) -> tuple[dict[str, Any] | None, str | None]:
-        """The event the card's action records (its one-tap link's, for the person the card
-        was sent to) and where to go next; an expired action records nothing more."""
+    def card_action(ws: str, card: Card) -> tuple[list[dict[str, Any]], str | None]:
+        """The events the card's action declares (its one-tap link's, for the person the card
+        was sent to; the click itself is the mark above) and where to go next; an expired
+        action records nothing more."""
         action = card.content.get("action")
         url = action.get("url") if isinstance(action, dict) else None
         token = one_tap_token(url, ws)
         if token is None:
-            return None, url if isinstance(url, str) else None
+            return [], url if isinstance(url, str) else None
         secret = services.workspaces.signing_key(ws, now=services.clock.now())
         try:
             taken = read(secret, token, now=services.clock.now)
         except (InvalidAction, ExpiredAction):  # e.g. the goal window has passed
-            return None, None
-        raw = action_track(
-            delivery_key=taken.delivery_key,
-            flow_id=taken.flow_id,
-            event=taken.event,
-            user_id=taken.user_id,
-            anonymous_id=taken.anonymous_id,
-            label=taken.label,
-            via="in_app",
-        )
+            return [], None
+        declared = [e for e in tap_tracks(taken, via="in_app") if e["event"] != MESSAGE_CLICKED]
         redirect = taken.redirect
-        return raw, redirect if redirect and urlsplit(redirect).scheme in ("http", "https") else None
+        return declared, redirect if redirect and urlsplit(redirect).scheme in ("http", "https") else None
 
     widget = files("momently.api").joinpath("static/widget.js").read_bytes()
 

@@ -30,8 +30,9 @@ from starlette.responses import Response
 from momently.api.errors import ApiError, documented
 from momently.channels.sms import SmsChannel, valid_signature
 from momently.domain import consent
-from momently.domain.actions import action_track, goal_of
+from momently.domain.actions import Action, link_ttl, tap_tracks
 from momently.domain.event import BatchDefaults, Event, normalize
+from momently.domain.message import declared_event
 from momently.domain.profile import Profile, normalize_phone
 from momently.domain.timestamps import to_millis
 from momently.services import Services
@@ -176,7 +177,8 @@ def router(services: Services) -> APIRouter:
         return twiml(answer)
 
     async def act(workspace_id: str, who: Profile, now_ms: int) -> str:
-        """``1`` answers the person's last SMS: record its flow's goal, if still in time."""
+        """``1`` answers the person's last SMS like a tap on its link, if still in time: a
+        ``Message Clicked`` and the action's declared event, if any (never the goal itself)."""
         recent = await run_in_threadpool(
             services.outbox.recent_sent, workspace_id, who.person_id, channel="sms", limit=20
         )
@@ -187,21 +189,24 @@ def router(services: Services) -> APIRouter:
                 )
             except UnknownDefinition:
                 continue
-            event, ttl = goal_of(flow.body)
-            if now_ms - d.updated_ms > ttl * 1000:
+            if now_ms - d.updated_ms > link_ttl(flow.body) * 1000:
                 return "Sorry, that message has expired."
-            await log_event(
-                workspace_id,
-                action_track(
-                    delivery_key=d.key,
-                    flow_id=d.flow_id,
-                    event=event,
-                    user_id=who.user_id,
-                    anonymous_id=who.anonymous_id,
-                    label=None,
-                    via="sms_reply",
-                ),
+            message = flow.body.get("message")
+            action = Action(
+                delivery_key=d.key,
+                flow_id=d.flow_id,
+                person_id=d.person_id,
+                user_id=who.user_id,
+                anonymous_id=who.anonymous_id,
+                event=declared_event(message if isinstance(message, dict) else {}, d.variant, "sms"),
+                label=None,
+                redirect=None,
+                flow_version=d.flow_version,
+                variant=d.variant,
+                channel="sms",
             )
+            for raw in tap_tracks(action, via="sms_reply"):
+                await log_event(workspace_id, raw)
             return "Thanks, done."
         return "Sorry, there is nothing to answer."
 

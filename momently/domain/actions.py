@@ -1,5 +1,10 @@
 """One-tap action links: a call to action is a signed, expiring link (``/a/{workspace}/{token}``)
-that records the action as an event for the person it was sent to.
+that records the tap as an event for the person it was sent to.
+
+A tap records what happened: a ``Message Clicked`` event, and the action's own event when the
+flow declares one (``action: {label: Keep slot, event: Slot Confirmed}``). It is never the
+flow's goal unless that declared event *is* the goal (``goal: {event: Slot Confirmed}``): a tap
+on "Open cart" is a click, not an ``Order Completed``.
 
 The token carries who it is for and what it records, signed with the workspace's own key
 (itsdangerous, HMAC-SHA256): it cannot be forged, altered to record for another person, or used
@@ -32,7 +37,7 @@ from momently.domain.durations import parse_duration
 
 SALT = "momently.action.v1"
 DEFAULT_TTL_SECONDS = 7 * 86_400
-ACTION_TAKEN = "Action Taken"  # recorded when the flow has no goal event
+MESSAGE_CLICKED = "Message Clicked"
 LINK_NOT_ALLOWED = "link_not_allowed"  # suppression reason: an action URL on an undeclared host
 
 
@@ -51,23 +56,33 @@ class Action:
     person_id: str
     user_id: str | None
     anonymous_id: str | None
-    event: str
+    event: str | None  # the event the action declares (``action.event``), recorded besides the click
     label: str | None
     redirect: str | None
     ttl_seconds: int = DEFAULT_TTL_SECONDS
+    flow_version: int | None = None
+    variant: str | None = None
+    channel: str | None = None
 
     def as_payload(self) -> dict[str, Any]:
-        return {
+        # "d", not "e": links signed before actions declared their event carry the flow's goal
+        # in "e", which a tap must not record (``read`` ignores it). Empty fields are left out:
+        # every character counts in an SMS.
+        payload = {
             "k": self.delivery_key,
             "f": self.flow_id,
+            "v": self.flow_version,
+            "n": self.variant,
+            "c": self.channel,
             "p": self.person_id,
             "u": self.user_id,
             "a": self.anonymous_id,
-            "e": self.event,
+            "d": self.event,
             "l": self.label,
             "r": self.redirect,
             "t": self.ttl_seconds,
         }
+        return {k: v for k, v in payload.items() if v is not None}
 
 
 def templated_origin(url: str) -> bool:
@@ -112,35 +127,47 @@ def redirect_allowed(url: str, hosts: Iterable[str]) -> bool:
     return parts.hostname is not None and parts.hostname in set(hosts)
 
 
-def goal_of(flow: dict[str, Any]) -> tuple[str, int]:
-    """The event an action records for a flow (its goal, else ``Action Taken``) and how long
-    after sending an action still counts (the goal window, at least an hour)."""
-    goal = flow.get("goal") if isinstance(flow.get("goal"), dict) else None
+def link_ttl(flow: Mapping[str, Any]) -> int:
+    """How long after sending an action still counts, in seconds: the flow's goal window (at
+    least an hour), else a week."""
+    goal = flow.get("goal") if isinstance(flow.get("goal"), Mapping) else None
     ttl = parse_duration(goal["within"]) // 1000 if goal and "within" in goal else DEFAULT_TTL_SECONDS
-    event = str(goal["event"]) if goal and "event" in goal else ACTION_TAKEN
-    return event, max(int(ttl), 3600)
+    return max(int(ttl), 3600)
 
 
-def action_track(
-    *,
-    delivery_key: str,
-    flow_id: str,
-    event: str,
-    user_id: str | None,
-    anonymous_id: str | None,
-    label: str | None,
-    via: str,
-) -> dict[str, Any]:
-    """The event an action records: its messageId is fixed per delivery, so a second tap, or
-    a tap and an SMS reply to the same message, count once."""
-    return {
-        "type": "track",
-        "event": event,
-        "userId": user_id,
-        "anonymousId": anonymous_id,
-        "messageId": f"action:{delivery_key}",
-        "properties": {"flow_id": flow_id, "delivery_key": delivery_key, "action": label, "via": via},
+def tap_tracks(action: Action, *, via: str) -> list[dict[str, Any]]:
+    """The events a tap records: ``Message Clicked``, then the action's declared event, if
+    any. Their messageIds are fixed per delivery, so a second tap, or a tap and an SMS reply to
+    the same message, count once.
+
+    An in-app card's button is a click the widget already records (``/v1/inbox/{card}/act``,
+    with the card), so its link adds only the declared event."""
+    properties: dict[str, Any] = {
+        "flow_id": action.flow_id,
+        "flow_version": action.flow_version,
+        "variant": action.variant,
+        "channel": action.channel,
+        "delivery_key": action.delivery_key,
+        "action": action.label,
+        "url": action.redirect,
+        "via": via,
     }
+    names: list[tuple[str, str]] = []
+    if not (via == "one_tap" and action.channel == "in_app"):
+        names.append((MESSAGE_CLICKED, f"click:{action.delivery_key}"))
+    if action.event:
+        names.append((action.event, f"action:{action.delivery_key}"))
+    return [
+        {
+            "type": "track",
+            "event": name,
+            "userId": action.user_id,
+            "anonymousId": action.anonymous_id,
+            "messageId": message_id,
+            "properties": dict(properties),
+        }
+        for name, message_id in names
+    ]
 
 
 def one_tap_token(url: object, workspace_id: str) -> str | None:
@@ -174,30 +201,36 @@ def read(secret: str, token: str, *, now: Callable[[], datetime]) -> Action:
         data, signed_at = _serializer(secret, now).loads(token, return_timestamp=True)
     except BadSignature as exc:
         raise InvalidAction("this link is not valid") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("k"), str) or not isinstance(data.get("e"), str):
+    if not isinstance(data, dict) or not isinstance(data.get("k"), str):
         raise InvalidAction("this link is not valid")
     ttl = int(data.get("t") or DEFAULT_TTL_SECONDS)
     if (now() - signed_at).total_seconds() > ttl:
         raise ExpiredAction("this link has expired")
+    declared, version = data.get("d"), data.get("v")
     return Action(
         delivery_key=data["k"],
         flow_id=str(data.get("f")),
         person_id=str(data.get("p")),
         user_id=data.get("u"),
         anonymous_id=data.get("a"),
-        event=data["e"],
+        event=declared if isinstance(declared, str) and declared else None,
         label=data.get("l"),
         redirect=data.get("r"),
         ttl_seconds=ttl,
+        flow_version=version if isinstance(version, int) else None,
+        variant=data.get("n") if isinstance(data.get("n"), str) else None,
+        channel=data.get("c") if isinstance(data.get("c"), str) else None,
     )
 
 
-def link_length(base: str, *, flow_id: str, event: str, label: str | None, redirect: str | None) -> int:
+def link_length(
+    base: str, *, flow_id: str, event: str | None, label: str | None, redirect: str | None
+) -> int:
     """How long a one-tap link (``{base}/{token}``, base being ``…/a/{workspace}``) of a flow
     is, for the SMS segment lint: a real token, signed over ids of typical length (a 36-character
     userId and anonymousId, the delivery key's own format)."""
     # ids that do not compress (the token is zlib-compressed when that makes it shorter)
-    noise = hashlib.sha256(f"{flow_id}\x00{event}".encode()).hexdigest()
+    noise = hashlib.sha256(f"{flow_id}\x00{event or ''}".encode()).hexdigest()
     person = f"p_{noise[:20]}"
     action = Action(
         delivery_key=f"{flow_id}:{person}:e{noise[20:32]}",
@@ -208,6 +241,9 @@ def link_length(base: str, *, flow_id: str, event: str, label: str | None, redir
         event=event,
         label=label,
         redirect=redirect,
+        flow_version=12,
+        variant="variant-a",
+        channel="email",
     )
     at = datetime(2030, 1, 1, tzinfo=UTC)
     return len(base.rstrip("/")) + 1 + len(sign("s" * 32, action, lambda: at))

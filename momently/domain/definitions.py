@@ -23,9 +23,15 @@ from typing import Any
 import jsonschema
 import yaml
 
-from momently.domain.actions import ACTION_TAKEN
 from momently.domain.conditions import ConditionError, compile_condition
-from momently.domain.durations import HINT, InvalidDuration, parse_duration, parse_offset
+from momently.domain.durations import (
+    TIME_OF_DAY,
+    InvalidDuration,
+    duration_problem,
+    parse_duration,
+    parse_offset,
+    time_of_day_problem,
+)
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
 from momently.domain.lint import DEFAULT_LINK_BASE, LinkSpec, lint_message
@@ -214,6 +220,12 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
     for doc in docs:
         if doc.kind == "events" and isinstance(doc.data, dict):
             catalog.update(str(n) for n in doc.data.get("names", []) if isinstance(n, str))
+    # names are checked once the workspace knows some (its log, a catalog); the events the
+    # flows' actions declare are new names they bring, valid references but no catalog
+    checked = bool(catalog - set(SYSTEM_EVENTS))
+    for doc in docs:
+        if doc.kind == "flow" and isinstance(doc.data, dict):
+            catalog.update(declared_events(doc.data.get("message")))  # a goal may be a tap's own event
     segments = set(known.segments) | {d.id for d in docs if d.kind == "segment"}
     for doc in docs:
         if not isinstance(doc.data, dict):
@@ -236,7 +248,7 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
         seen[key] = doc
         if doc.kind == "events":
             continue
-        problems += _meaning(doc, catalog, segments, known.link_base)
+        problems += _meaning(doc, catalog if checked else set(), segments, known.link_base)
     return sorted(problems, key=lambda p: (p.source, p.line))
 
 
@@ -255,15 +267,37 @@ def _schema_problems(doc: Document) -> list[Problem]:
 
 
 def _leaves(errors: Iterable[jsonschema.ValidationError]) -> list[jsonschema.ValidationError]:
-    """The most specific errors: ``oneOf``/``allOf``/``$ref`` wrappers are replaced by their causes."""
+    """The most specific errors: ``oneOf``/``allOf``/``$ref`` wrappers are replaced by their causes.
+    Of a ``oneOf``'s branches, those the value's shape fits speak for it: ``reentry: {once_pr:
+    1d}`` is a misspelt ``once_per``, not a wrong word for ``once``."""
     out: list[jsonschema.ValidationError] = []
     for error in errors:
         if error.validator in ("allOf", "oneOf", "anyOf", "$ref", "if") and error.context:
-            best = jsonschema.exceptions.best_match(error.context)
-            out.append(best)
+            context = list(error.context)
+            if error.validator in ("oneOf", "anyOf") and isinstance(error.schema, dict):
+                branches = error.schema.get(str(error.validator), [])
+                context = [e for e in context if _fits(branches, e, error.instance)] or context
+                unknown = [e for e in context if e.validator == "additionalProperties"]
+                context = unknown[:1] or context  # a misspelt key, rather than the key it lacks
+            out.append(jsonschema.exceptions.best_match(context))
         else:
             out.append(error)
     return out
+
+
+def _fits(branches: list[Any], error: jsonschema.ValidationError, instance: object) -> bool:
+    """Is ``instance`` the kind of value the branch ``error`` came from describes (a mapping for
+    an object branch, a word for an enum or a constant)?"""
+    index = error.relative_schema_path[0] if error.relative_schema_path else None
+    branch = branches[index] if isinstance(index, int) and index < len(branches) else None
+    if not isinstance(branch, dict):
+        return True
+    if "enum" in branch or "const" in branch:
+        return not isinstance(instance, (dict, list))
+    kind = branch.get("type")
+    if kind == "object":
+        return isinstance(instance, dict)
+    return True
 
 
 def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
@@ -275,8 +309,11 @@ def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
         unknown = [k for k in error.instance if k not in allowed] if isinstance(error.instance, dict) else []
         if unknown:
             return (*path, unknown[0]), f"unknown key '{unknown[0]}' in {where}{suggest(unknown[0], allowed)}"
-    if error.validator == "pattern" and str(schema.get("pattern", "")).endswith("(?:ms|s|m|h|d|w))+$"):
-        return path, f"{where}: {error.instance!r} is not a duration; {HINT}"
+    pattern = str(schema.get("pattern", ""))
+    if error.validator in ("pattern", "type") and pattern.endswith("(?:ms|s|m|h|d|w))+$"):
+        return path, f"{where}: {error.instance!r}: {duration_problem(error.instance)}"
+    if error.validator in ("pattern", "type") and pattern == TIME_OF_DAY:
+        return path, f"{where}: {error.instance!r}: {time_of_day_problem(error.instance)}"
     if error.validator == "enum":
         allowed = [str(v) for v in schema.get("enum", [])]
         hint = suggest(str(error.instance), allowed)
@@ -310,7 +347,7 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
                 problem(ref_path, f"unknown segment '{name}'{suggest(name, segments)}")
 
     def check_event(path: Path, name: str) -> None:
-        if events - set(SYSTEM_EVENTS) and name not in events:
+        if events and name not in events:
             problem(path, f"unknown event '{name}'{suggest(name, events)}")
 
     if doc.kind == "segment":
@@ -355,8 +392,7 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
         check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
         condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))
     condition(data.get("audience"), ("audience",))
-    goal_event = str(data["goal"]["event"]) if "goal" in data else ACTION_TAKEN
-    link = LinkSpec(link_base, doc.id, goal_event)
+    link = LinkSpec(link_base, doc.id)
     for finding in lint_message(data.get("message"), list(data.get("channels", ["console"])), link):
         problem(finding.path, finding.message)
     if "goal" in data:
@@ -381,6 +417,23 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
                 ("follow_up", "channel"), "follow up on a different channel than the first one of the plan"
             )
     return problems
+
+
+def declared_events(message: object) -> set[str]:
+    """The events a message's actions declare (``action: {event: ...}``) in any variant or
+    channel block: new names the flow itself brings into the log."""
+    found: set[str] = set()
+    if isinstance(message, Mapping):
+        action = message.get("action")
+        if isinstance(action, Mapping) and isinstance(action.get("event"), str):
+            found.add(action["event"])
+        for key, value in message.items():
+            if key != "action":
+                found |= declared_events(value)
+    elif isinstance(message, list):
+        for item in message:
+            found |= declared_events(item)
+    return found
 
 
 def _references(spec: object, path: Path) -> list[tuple[Path, str, str]]:

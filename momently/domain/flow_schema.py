@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from momently.domain.conditions import MODIFIERS, OPERATORS, SUBJECTS
 from momently.domain.durations import PATTERN as DURATION_PATTERN
+from momently.domain.durations import TIME_OF_DAY
 
 ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 CHANNELS: Final = ("email", "sms", "push", "in_app", "webhook", "console")
@@ -61,7 +62,12 @@ SCHEMA: Final[dict[str, Any]] = {
                 "tags": {"type": "array", "items": {"type": "string"}},
                 "trigger": {"$ref": "#/$defs/trigger"},
                 "audience": _ref_condition,
-                "message": {"type": "object"},
+                "message": {
+                    "type": "object",
+                    "description": "variants (title, subject, body) and one call to action, "
+                    "action: {label, url, event}: a tap records Message Clicked, and 'event' when "
+                    "given (the goal only when it is the goal's event); linted by flows validate",
+                },
                 "channels": {"type": "array", "items": {"enum": list(CHANNELS)}, "minItems": 1},
                 "goal": {
                     "type": "object",
@@ -82,8 +88,8 @@ SCHEMA: Final[dict[str, Any]] = {
                             "additionalProperties": False,
                             "required": ["start", "end"],
                             "properties": {
-                                "start": {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$"},
-                                "end": {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$"},
+                                "start": {"type": "string", "pattern": TIME_OF_DAY},
+                                "end": {"type": "string", "pattern": TIME_OF_DAY},
                             },
                         },
                     ],
@@ -166,7 +172,7 @@ SCHEMA: Final[dict[str, Any]] = {
                     "properties": {
                         "trait": {"type": "string", "minLength": 1},
                         "offset": {"type": "string", "pattern": r"^-?(?:\d+(?:ms|s|m|h|d|w))+$"},
-                        "at": {"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$", "default": "09:00"},
+                        "at": {"type": "string", "pattern": TIME_OF_DAY, "default": "09:00"},
                         "repeat": {"enum": ["yearly", "none"], "default": "yearly"},
                     },
                 },

@@ -7,15 +7,18 @@ message can be. A message already too long before any value is filled in always 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from momently.domain.actions import ACTION_TAKEN, link_length, templated_origin
+from momently.domain.actions import MESSAGE_CLICKED, link_length, templated_origin
 from momently.domain.durations import HINT, parse_duration
+from momently.domain.flow import SYSTEM_EVENTS
 from momently.domain.message import FIELDS, template_error
+from momently.domain.profile import ORDER_COMPLETED
 
 # GSM 03.38: the basic set costs one septet, the extension table two; anything else forces UCS-2.
 GSM7_BASIC: Final = frozenset(
@@ -30,6 +33,7 @@ EMAIL_SUBJECT_MAX: Final = 78
 _HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 _LIQUID = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 CHANNELS_WITH_CONTENT: Final = ("email", "sms", "push", "in_app", "webhook", "console")
+ACTION_KEYS: Final = ("label", "url", "event")
 # where one-tap links point when the workspace (and so the public URL) is not known
 DEFAULT_LINK_BASE: Final = "https://moments.example.com/a/workspace"
 
@@ -37,11 +41,10 @@ DEFAULT_LINK_BASE: Final = "https://moments.example.com/a/workspace"
 @dataclass(frozen=True, slots=True)
 class LinkSpec:
     """What a one-tap link's length depends on: the server's ``{public URL}/a/{workspace}``
-    and what the flow's token carries (its id and goal event)."""
+    and the flow's id (the action's label, URL and declared event come from the message)."""
 
     base: str = DEFAULT_LINK_BASE
     flow_id: str = "flow"
-    event: str = ACTION_TAKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,50 @@ def _lint_block(
             )
         if not action.get("label"):
             out.append(Finding((*path, "action", "label"), "the call to action needs a label"))
+        out += _action_findings((*path, "action"), action)
+    return out
+
+
+def _action_findings(path: tuple[str | int, ...], action: Mapping[str, Any]) -> list[Finding]:
+    """The action's keys, and the event it declares: what a tap records besides ``Message
+    Clicked``. It must name what the tap *is* (a slot confirmed, an offer claimed): a purchase
+    or one of Momently's own events would put something in the log that did not happen."""
+    out: list[Finding] = []
+    for key in action:
+        if key not in ACTION_KEYS:
+            hint = difflib.get_close_matches(str(key), ACTION_KEYS, n=1, cutoff=0.6)
+            out.append(
+                Finding(
+                    (*path, key),
+                    f"unknown key '{key}' in the action (it takes {', '.join(ACTION_KEYS)})"
+                    + (f" (did you mean '{hint[0]}'?)" if hint else ""),
+                )
+            )
+    if "event" not in action:
+        return out
+    event = action["event"]
+    at = (*path, "event")
+    if not isinstance(event, str) or not event.strip():
+        out.append(Finding(at, "action.event is the name of the event a tap records, e.g. 'Slot Confirmed'"))
+    elif "{{" in event or "{%" in event:
+        out.append(Finding(at, f"action.event {event!r} must be a plain event name, not a template"))
+    elif event == ORDER_COMPLETED:
+        out.append(
+            Finding(
+                at,
+                f"a tap is not a purchase: action.event cannot be '{ORDER_COMPLETED}' (the shop records "
+                "orders); declare what the tap is, e.g. 'Offer Claimed', or leave it out to record "
+                f"'{MESSAGE_CLICKED}'",
+            )
+        )
+    elif event in SYSTEM_EVENTS:
+        out.append(
+            Finding(
+                at,
+                f"action.event cannot be '{event}', one of Momently's own events (a tap always "
+                f"records '{MESSAGE_CLICKED}'); declare what the tap is, e.g. 'Slot Confirmed'",
+            )
+        )
     return out
 
 
@@ -212,5 +259,6 @@ def _sms_link(action: object, link: LinkSpec) -> str:
         return ""
     label = literal(str(action["label"])) if action.get("label") else None
     url = literal(str(action["url"])) if action.get("url") else None
-    length = link_length(link.base, flow_id=link.flow_id, event=link.event, label=label, redirect=url)
+    event = action.get("event") if isinstance(action.get("event"), str) else None
+    length = link_length(link.base, flow_id=link.flow_id, event=event, label=label, redirect=url)
     return "\n" + (f"{label}: " if label else "") + "x" * length

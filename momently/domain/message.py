@@ -72,6 +72,7 @@ class Rendered:
     body: str
     action_label: str | None = None
     action_url: str | None = None
+    action_event: str | None = None  # what a tap records besides the click (``action.event``)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"variant": self.variant, "title": self.title, "body": self.body}
@@ -150,6 +151,24 @@ def variant_of(message: Mapping[str, Any], variant_id: str | None) -> dict[str, 
     return dict(message) if message else None
 
 
+def _spec(variant: Mapping[str, Any], channel: str) -> dict[str, Any]:
+    """The variant's fields, with its ``channel`` block overriding the common ones."""
+    spec: dict[str, Any] = {k: v for k, v in variant.items() if k in (*FIELDS, "action")}
+    override = variant.get(channel)
+    if isinstance(override, dict):
+        spec.update(override)
+    return spec
+
+
+def declared_event(message: Mapping[str, Any], variant_id: str | None, channel: str) -> str | None:
+    """The event the variant's action declares on ``channel`` (``action: {event: ...}``): what
+    taking the action records besides the click. None when it declares none."""
+    variant = variant_of(message, variant_id)
+    action = _spec(variant, channel).get("action") if variant is not None else None
+    event = action.get("event") if isinstance(action, dict) else None
+    return event if isinstance(event, str) and event else None
+
+
 def render(
     message: Mapping[str, Any], variant_id: str | None, channel: str, data: Mapping[str, Any]
 ) -> Rendered | NotRendered:
@@ -157,10 +176,7 @@ def render(
     variant = variant_of(message, variant_id)
     if variant is None:
         return NotRendered(NO_CONTENT, "the flow has no message")
-    spec: dict[str, Any] = {k: v for k, v in variant.items() if k in (*FIELDS, "action")}
-    override = variant.get(channel)
-    if isinstance(override, dict):
-        spec.update(override)
+    spec = _spec(variant, channel)
     if not isinstance(spec.get("body"), str):
         return NotRendered(NO_CONTENT, f"variant '{variant.get('id', 'default')}' has no body for {channel}")
     out: dict[str, str | None] = {}
@@ -189,4 +205,5 @@ def render(
         body=out["body"] or "",
         action_label=out["action_label"],
         action_url=out["action_url"],
+        action_event=declared_event(message, variant_id, channel),
     )

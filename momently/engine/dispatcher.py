@@ -49,8 +49,8 @@ from momently.domain.actions import (
     LINK_NOT_ALLOWED,
     Action,
     Unsubscribe,
-    goal_of,
     link_hosts,
+    link_ttl,
     redirect_allowed,
     sign,
     sign_unsubscribe,
@@ -599,7 +599,7 @@ class Dispatcher:
             # a target from data on a host the flow did not declare: an open redirect on our domain
             detail = f"action link {rendered.action_url[:200]!r} is not on the flow's link hosts"
             return self._suppress(d, profile, LINK_NOT_ALLOWED, detail)
-        rendered = self._with_action_link(d, flow, profile, rendered)
+        rendered = self._with_action_link(d, flow, profile, rendered, channel.name)
         outgoing = Outgoing(
             key=f"{d.workspace_id}:{d.key}",
             delivery_id=d.id,
@@ -660,23 +660,26 @@ class Dispatcher:
         return self._next_channel(d, profile, result.reason)
 
     def _with_action_link(
-        self, d: Delivery, flow: dict[str, Any], profile: Profile, rendered: Rendered
+        self, d: Delivery, flow: dict[str, Any], profile: Profile, rendered: Rendered, channel: str
     ) -> Rendered:
-        """The call to action becomes a one-tap link that records the flow's goal event (or
-        ``Action Taken``) for this person, then redirects to the action's own URL."""
+        """The call to action becomes a one-tap link that records the tap for this person
+        (``Message Clicked``, and the action's declared event if it has one), then redirects
+        to the action's own URL."""
         if self.links is None or not (rendered.action_url or rendered.action_label):
             return rendered
-        event, ttl = goal_of(flow)
         action = Action(
             delivery_key=d.key,
             flow_id=d.flow_id,
             person_id=d.person_id,
             user_id=profile.user_id,
             anonymous_id=profile.anonymous_id,
-            event=event,
+            event=rendered.action_event,
             label=rendered.action_label,
             redirect=rendered.action_url,
-            ttl_seconds=ttl,
+            ttl_seconds=link_ttl(flow),
+            flow_version=d.flow_version,
+            variant=rendered.variant,
+            channel=channel,
         )
         secret = self.links.workspaces.signing_key(d.workspace_id, now=self.clock.now())
         token = sign(secret, action, self.clock.now)

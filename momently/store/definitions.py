@@ -13,7 +13,7 @@ from sqlalchemy import Connection, and_, bindparam, insert, select, update
 from momently.store.database import Database
 from momently.store.schema import definition_heads, definitions
 
-Kind = Literal["flow", "segment"]
+Kind = Literal["flow", "segment", "events"]  # events: a catalog of names flows may use
 Status = Literal["active", "paused", "archived"]
 
 

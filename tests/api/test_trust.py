@@ -200,6 +200,8 @@ def test_public_key_cannot_lift_an_erased_persons_tombstone(live_server: LiveSer
 def test_push_subscriptions_need_the_persons_token_and_are_capped(live_server: LiveServer) -> None:
     srv, public = live_server, live_server.public_key
     push = srv.services.push
+    # this machine cannot resolve the push service's name: answer it with a public address
+    srv.services.push_http.resolver = lambda host, port: ["142.250.74.10"]
     # When an attacker files their endpoint under ada with the public key
     for extra in ({}, {"userToken": token(srv, "mallory")}, {"anonymousId": "a1"}):
         body = {"userId": "ada", "subscription": PUSH, **extra}

@@ -106,7 +106,7 @@ def test_subjects_event_computed_count_last_segment_local() -> None:
         ({"trait": "a"}, "needs an operator"),
         ({"trait": "a", "computed": "b", "equals": 1}, "exactly one subject"),
         ({"trait": "a", "withn": "2d"}, "unknown key 'withn'"),
-        ({"trait": "a", "within": "2 days"}, "not a duration"),
+        ({"trait": "a", "within": "2 days"}, "write 2d"),
         ({"trait": "a", "in": "pro"}, "non-empty list"),
         ({"trait": "a", "matches": "("}, "bad regular expression"),
         ({"computed": "nope", "equals": 1}, "unknown computed attribute"),

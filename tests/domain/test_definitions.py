@@ -46,7 +46,7 @@ def test_misspelt_keys_point_at_their_line_with_a_suggestion() -> None:
 def test_bad_durations_enums_and_types() -> None:
     text = "id: a\ntier: D\ntrigger: {inactivity: {for: 2 weeks}}\npriority: high\n"
     out = problems(text)
-    assert any("f.yaml:3: trigger.inactivity.for: '2 weeks' is not a duration" in p for p in out), out
+    assert any("f.yaml:3: trigger.inactivity.for: '2 weeks': write 2w" in p for p in out), out
     assert any("f.yaml:2: tier: 'D' is not one of A, B, C" in p for p in out), out
     assert any("f.yaml:4: priority: 'high' is not of type 'integer'" in p for p in out), out
 

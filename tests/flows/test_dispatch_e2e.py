@@ -236,7 +236,7 @@ channels: [webhook]
 goal: {event: Delivery Confirmed, within: 6h}
 message:
   body: "Your parcel is at the hub. Keep the {{ event.properties.slot }} slot?"
-  action: {label: Keep, url: "https://shop.example/kept"}
+  action: {label: Keep, url: "https://shop.example/kept", event: Delivery Confirmed}
 """
 
 

@@ -93,3 +93,49 @@ def test_yaml_alias_loops_and_bombs_are_refused_with_a_code(env: FlowEnv) -> Non
     r = env.put("flow", "tip", FLOW + "x: " + "[" * 10_000 + "\n")
     assert (r.status_code, r.json()["code"]) == (400, "definition_too_complex")
     assert env.send({"type": "track", "userId": "ada", "event": "Feature Used"})["success"] is True
+
+
+ON_NEW_EVENT = """
+id: slot-kept-thanks
+trigger: {event: Slot Kept}
+message: {body: "Thanks!"}
+"""
+CATALOG = """
+kind: events
+id: delivery
+names: [Slot Kept]
+"""
+
+
+def test_a_flow_on_a_new_event_is_put_with_its_events_catalog(env: FlowEnv) -> None:
+    # Given a workspace with traffic, which has never seen 'Slot Kept'
+    env.send({"type": "track", "userId": "ada", "event": "App Opened"})
+    alone = env.put("flow", "slot-kept-thanks", ON_NEW_EVENT)
+    assert alone.status_code == 400
+    assert "unknown event 'Slot Kept'" in alone.json()["problems"][0]["message"]
+    # When the flow is sent together with the catalog declaring it
+    r = env.put("flow", "slot-kept-thanks", CATALOG + "---" + ON_NEW_EVENT)
+    # Then both are applied, and the catalog is kept for the flow's next versions
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "id": "slot-kept-thanks",
+        "kind": "flow",
+        "version": 1,
+        "changed": True,
+        "events": [{"id": "delivery", "version": 1, "changed": True}],
+    }
+    again = env.put("flow", "slot-kept-thanks", ON_NEW_EVENT.replace("Thanks!", "Thank you!"))
+    assert (again.status_code, again.json()["version"]) == (200, 2)
+    env.send({"type": "track", "userId": "ada", "event": "Slot Kept"})
+    assert len(env.sends("slot-kept-thanks")) == 1
+    # and a body is still one definition (plus catalogs)
+    two = env.put(
+        "flow", "slot-kept-thanks", ON_NEW_EVENT + "---" + ON_NEW_EVENT.replace("slot-kept", "other")
+    )
+    assert two.status_code == 400
+    assert two.json()["message"] == "send exactly one flow document, optionally with 'kind: events' documents"
+    bad_catalog = env.put(
+        "flow", "slot-kept-thanks", "kind: events\nid: x\nnames: Slot Kept\n---" + ON_NEW_EVENT
+    )
+    assert bad_catalog.status_code == 400
+    assert "names" in bad_catalog.json()["problems"][0]["message"]

@@ -95,7 +95,7 @@ message:
     - id: main
       title: "Export faster"
       body: "Press E to export in one step, {{ traits.name | default: 'friend' }}."
-      action: {label: Show me, url: "%s/thanks"}
+      action: {label: Show me, url: "%s/thanks", event: Shortcut Tried}
 """
 
 
@@ -178,10 +178,7 @@ def test_inbox_api_checks_its_inputs_and_cards_expire(env: FlowEnv, site: Site) 
 
 
 def widget_page(env: FlowEnv, site: Site, browser: Any) -> Any:
-    site.page = (
-        f'<!doctype html><title>App</title><h1>Your app</h1><script src="{env.url}/widget.js" '
-        f'data-write-key="{env.write_key}" data-user-id="ada" async></script>'
-    )
+    site.page = "<!doctype html><title>App</title><h1>Your app</h1>" + snippet(env)
     page = browser.new_page()
     # the browser's clock agrees with the server's virtual one (the test moves both)
     page.clock.install(time=env.clock.now())

@@ -101,7 +101,7 @@ message:
   variants:
     - id: main
       body: "Your parcel arrives tomorrow 9-11. Reply 1 to confirm."
-      action: {label: Reschedule, url: "https://shop.example/reschedule"}
+      action: {label: Confirm, url: "https://shop.example/confirm", event: Delivery Confirmed}
 """
 
 
@@ -125,7 +125,7 @@ def test_sms_is_sent_and_its_signed_status_callback_is_recorded(env: FlowEnv, pr
     [form] = provider.sent
     assert form["To"] == "+15550104477"  # normalized from the trait
     assert form["From"] == "+15550000000"
-    assert form["Body"].startswith("Your parcel arrives tomorrow 9-11. Reply 1 to confirm.\nReschedule: ")
+    assert form["Body"].startswith("Your parcel arrives tomorrow 9-11. Reply 1 to confirm.\nConfirm: ")
     assert form["StatusCallback"] == f"{env.url}/v1/sms/acme/status"
     [d] = env.services.outbox.list(env.workspace)
     assert provider.keys == [f"acme:{d.key}"]
@@ -292,7 +292,7 @@ def test_a_body_the_lint_accepts_goes_out_in_at_most_three_segments(
     at_hub(env)
     dispatch(env)
     [form] = provider.sent
-    assert form["Body"].startswith("a" * longest + "\nReschedule: " + env.url + "/a/acme/")
+    assert form["Body"].startswith("a" * longest + "\nConfirm: " + env.url + "/a/acme/")
     assert sms_segments(form["Body"])[0] <= 3
 
 
