@@ -7,6 +7,8 @@ masked (see ``momently.settings_errors``), which the command line prints as one 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from typing import Annotated, Any
@@ -278,8 +280,31 @@ class Settings(BaseSettings):
         if value is None:
             return value
         parts = _split(value)
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise ValueError(f"expected smtp://HOST[:PORT] or smtps://HOST[:PORT], got {mask_url(value)!r}")
+        if parts.scheme not in ("smtp", "smtps", "smtp+insecure") or not parts.hostname:
+            raise ValueError(
+                "expected smtp://HOST[:PORT], smtps://HOST[:PORT] or smtp+insecure://HOST[:PORT], "
+                f"got {mask_url(value)!r}"
+            )
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            good = len(base64.urlsafe_b64decode(value.encode("ascii"))) == 32
+        except (ValueError, binascii.Error):
+            good = False
+        if not good:
+            raise ValueError("expected 32 url-safe base64-encoded bytes (`momently channels key` makes one)")
+        return value
+
+    @field_validator("ledger_key")
+    @classmethod
+    def _ledger_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 32:
+            raise ValueError("expected at least 32 characters (keep it outside the database)")
         return value
 
     @field_validator("webhook_secret")
