@@ -89,7 +89,7 @@ def env(database_url: str, tmp_path: Path) -> Iterator[FlowEnv]:
 def second_workspace(env: FlowEnv) -> FlowEnv:
     s, now = env.services, env.clock.now()
     ws = s.workspaces.create("beta", name="Beta", now=now)
-    write = s.workspaces.issue_key(ws.id, KeyKind.WRITE, label="test", now=now)
+    write = s.workspaces.issue_key(ws.id, KeyKind.SERVER, label="test", now=now)
     admin = s.workspaces.issue_key(ws.id, KeyKind.ADMIN, label="test", now=now)
     return FlowEnv(env.url, s, env.clock, ws.id, write.secret, admin.secret)
 
