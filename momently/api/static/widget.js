@@ -7,7 +7,7 @@
  * with the workspace's identity secret, docs/security.md): with the public write key the inbox
  * answers only for a verified person. It shows the person's next card in the corner of the
  * page, with a short entrance animation, listens for new cards over server-sent events, marks
- * a card seen when shown, and runs its one action: the act call records the goal for the
+ * a card seen when shown, and runs its one action: the act call records the tap for the
  * verified person and answers where to go next. Styles live in a shadow root, so the page's
  * CSS and the widget's cannot touch each other.
  *
