@@ -16,8 +16,9 @@ from momently.channels.registry import ChannelFactory, ChannelRegistry
 from momently.channels.sms import SmsChannel
 from momently.channels.webhook import WebhookChannel
 from momently.channels.webpush import WebPushChannel
-from momently.clock import Clock, SystemClock
+from momently.clock import Clock, ManualClock, SystemClock
 from momently.domain.addresses import AddressPolicy
+from momently.domain.lateness import COMMIT_GRACE_MS
 from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
 from momently.engine.flows import FlowStage
 from momently.engine.log_service import RemoteLogWriter
@@ -89,6 +90,7 @@ class Services:
             for warning in db.maintenance_warnings():
                 log.warning(warning)
         events = EventLog(db)
+        guardrails = GuardrailPolicies(db)
         profiles = ProfileStore(db)
         definitions = Definitions(db)
         engine_state = EngineState(db, events)
@@ -97,6 +99,10 @@ class Services:
             engine_state,
             default_timezone=settings.default_timezone,
             send_max_age_ms=int(settings.send_max_age_hours * 3_600_000),
+            lateness_ms=lambda workspace_id: (
+                guardrails.get(workspace_id).allowed_lateness_ms
+                or int(settings.allowed_lateness_seconds * 1000)
+            ),
         )
         consent = ConsentLedger(db, key)
         if upgraded_ledger:
@@ -111,6 +117,8 @@ class Services:
             consent_ledger=consent,
             people=people,
             cache_people=settings.engine_cache_people,
+            # virtual time is moved by whoever sends the events, after they are committed
+            timer_grace_ms=0 if isinstance(clock, ManualClock) else COMMIT_GRACE_MS,
         )
         writer: EventAppender
         if settings.log_writer_socket:  # an HTTP worker of `serve --workers N`
@@ -181,7 +189,6 @@ class Services:
             ttl_seconds=settings.channel_cache_seconds,
         )
         workspaces = Workspaces(db)
-        guardrails = GuardrailPolicies(db)
         dispatcher = Dispatcher(
             db,
             outbox,

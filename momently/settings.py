@@ -183,6 +183,13 @@ class Settings(BaseSettings):
         le=87_600,
         description="a send decided longer ago than this (replays, new flows over history) is not delivered",
     )
+    allowed_lateness_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="how long absence and inactivity deadlines wait for late events before acting; "
+        "a workspace's guardrails (allowedLateness) and a flow (lateness) can set their own",
+    )
     engine_cache_people: int = Field(
         default=100_000,
         ge=0,

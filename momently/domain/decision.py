@@ -34,6 +34,9 @@ FLOW_PAUSED = "flow_paused"
 AUDIENCE_FALSE = "audience_false"
 REENTRY_ONCE = "reentry_once"
 REENTRY_PERIOD = "reentry_period"
+# the deadline (absence, inactivity) had passed, allowed lateness included, before the event
+# that set it arrived: acting now would answer a moment that is gone
+LATE_EVENT = "late_event"
 
 
 def decide(
@@ -43,8 +46,12 @@ def decide(
     audience_ok: bool,
     paused: bool,
     last_sent_ms: int | None,
+    late: bool = False,
 ) -> Decision:
-    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever."""
+    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever.
+    ``late``: the trigger's deadline had passed, allowed lateness included, when it was set."""
+    if late:
+        return Decision("suppress", LATE_EVENT)
     if paused:
         return Decision("suppress", FLOW_PAUSED)
     if not audience_ok:

@@ -34,6 +34,7 @@ from momently.domain.durations import (
 )
 from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
+from momently.domain.lateness import MAX_LATENESS_MS
 from momently.domain.lint import DEFAULT_LINK_BASE, LinkSpec, lint_message
 
 Path = tuple[str | int, ...]
@@ -403,6 +404,12 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
     quiet = data.get("quiet_hours")
     if isinstance(quiet, dict) and quiet["start"] == quiet["end"]:
         problem(("quiet_hours",), "quiet hours must not start and end at the same time")
+    if "lateness" in data:
+        try:
+            if parse_duration(data["lateness"], allow_zero=True) > MAX_LATENESS_MS:
+                problem(("lateness",), "allowed lateness is at most 1d: a deadline must fire some day")
+        except InvalidDuration as exc:
+            problem(("lateness",), str(exc))
     if "follow_up" in data:
         if "goal" not in data:
             problem(

@@ -91,12 +91,13 @@ def time_of_day_problem(value: object) -> str:
     return "not a time of day: write HH:MM, 24-hour, e.g. 09:00 or 21:30"
 
 
-def parse_duration(text: object) -> int:
-    """Milliseconds in ``text``; raises InvalidDuration with the grammar in the message."""
+def parse_duration(text: object, *, allow_zero: bool = False) -> int:
+    """Milliseconds in ``text``; raises InvalidDuration with the grammar in the message.
+    ``allow_zero`` for settings where none is a meaningful amount (``lateness: 0s``)."""
     if not isinstance(text, str) or not _WHOLE.match(text.strip()):
         raise InvalidDuration(f"{text!r}: {duration_problem(text)}")
     total = _total(text, text.strip())
-    if total <= 0:
+    if total <= 0 and not allow_zero:
         raise InvalidDuration(f"{text!r} is not a positive duration")
     return total
 

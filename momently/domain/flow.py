@@ -118,6 +118,7 @@ class Flow:
     message: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     document: dict[str, Any] = field(default_factory=dict)
+    lateness_ms: int | None = None  # the flow's own allowed lateness; None: the workspace's
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +213,7 @@ def compile_flow(doc: dict[str, Any], version: int) -> Flow:
         message=dict(doc.get("message", {})),
         tags=tuple(doc.get("tags", ())),
         document=doc,
+        lateness_ms=parse_duration(doc["lateness"], allow_zero=True) if "lateness" in doc else None,
     )
 
 

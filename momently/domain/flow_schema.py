@@ -94,6 +94,11 @@ SCHEMA: Final[dict[str, Any]] = {
                         },
                     ],
                 },
+                "lateness": {
+                    **_duration,
+                    "description": "how long absence and inactivity deadlines wait for late events "
+                    "(default: the workspace's allowed lateness; 0s for tier A flows that must not wait)",
+                },
                 "max_age": {
                     **_duration,
                     "description": "a queued message older than this is not sent (paused, deferred)",

@@ -19,7 +19,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from momently.domain.caps import NEVER, Cap, InvalidCap, Send, first_allowed
-from momently.domain.durations import InvalidDuration, parse_duration
+from momently.domain.durations import InvalidDuration, format_duration, parse_duration
+from momently.domain.lateness import MAX_LATENESS_MS
 from momently.domain.quiet_hours import InvalidQuietHours, QuietHours, next_allowed
 
 DEFAULT_MAX_DELAY_MS = 86_400_000
@@ -39,6 +40,8 @@ class Policy:
     caps: tuple[Cap, ...] = ()
     paused: bool = False  # the whole workspace: nothing is sent, queued messages wait
     paused_channels: frozenset[str] = frozenset()
+    # how long the engine's deadlines wait for late events (``domain.lateness``); None: the server's
+    allowed_lateness_ms: int | None = None
 
     def with_pause(self, channel: str | None, on: bool) -> Policy:
         """Pause (or resume) the whole workspace, or one channel."""
@@ -54,14 +57,18 @@ class Policy:
             "caps": [c.as_json() for c in self.caps],
             "paused": self.paused,
             "pausedChannels": sorted(self.paused_channels),
+            "allowedLateness": None
+            if self.allowed_lateness_ms is None
+            else format_duration(self.allowed_lateness_ms),
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Policy:
-        unknown = set(doc) - {"quietHours", "caps", "paused", "pausedChannels"}
+        unknown = set(doc) - {"quietHours", "caps", "paused", "pausedChannels", "allowedLateness"}
         if unknown:
             raise InvalidGuardrails(
-                f"unknown key {sorted(unknown)[0]!r}: quietHours, caps, paused, pausedChannels"
+                f"unknown key {sorted(unknown)[0]!r}: quietHours, caps, paused, pausedChannels, "
+                "allowedLateness"
             )
         quiet = None
         q = doc.get("quietHours")
@@ -86,7 +93,16 @@ class Policy:
         channels = doc.get("pausedChannels", [])
         if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
             raise InvalidGuardrails("pausedChannels must be a list of channel names")
-        return cls(quiet, caps, bool(doc.get("paused", False)), frozenset(channels))
+        lateness = doc.get("allowedLateness")
+        lateness_ms = None
+        if lateness is not None:
+            try:
+                lateness_ms = parse_duration(lateness, allow_zero=True) if isinstance(lateness, str) else -1
+            except InvalidDuration as exc:
+                raise InvalidGuardrails(f"allowedLateness: {exc}") from None
+            if not 0 <= lateness_ms <= MAX_LATENESS_MS:
+                raise InvalidGuardrails('allowedLateness must be a duration from "0s" to "1d", e.g. "5m"')
+        return cls(quiet, caps, bool(doc.get("paused", False)), frozenset(channels), lateness_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,12 @@ class LoggedEvent:
         return min(self.timestamp_ms, self.received_ms) if self.received_ms else self.timestamp_ms
 
     @property
+    def arrival_ms(self) -> int:
+        """When the event reached Momently: what a deadline's allowed lateness is measured
+        against (``domain.lateness``)."""
+        return self.received_ms or self.timestamp_ms
+
+    @property
     def derived(self) -> bool:
         """Appended by the engine itself (segment entered/exited), not by a person's action."""
         context = self.body.get("context")

@@ -93,6 +93,7 @@ MESSAGE_SUPPRESSED = "Message Suppressed"
 MESSAGE_DEFERRED = "Message Deferred"
 HISTORY_MS = 8 * 86_400_000  # what caps may look back on: a week, plus a calendar day
 PAUSED_RECHECK_MS = 3_000
+GOAL_CHECK_AFTER_MS = 1_000  # a message sent within this of its decision is not checked for its goal
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,8 +563,9 @@ class Dispatcher:
         if switch is not None:  # paused while the batch was under way
             now = to_millis(self.clock.now())
             return self._paused(d, profile, switch, now, _max_age(flow, self.max_age_ms))
-        if d.kind == "follow_up" and self._goal_reached(d, flow, profile):
-            return self._suppress(d, profile, "goal_reached", "the goal was reached before the follow-up")
+        if self._may_have_reached_goal(d) and self._goal_reached(d, flow, profile):
+            what = "the follow-up" if d.kind == "follow_up" else "the message went out"
+            return self._suppress(d, profile, "goal_reached", f"the goal was reached before {what}")
         trigger = context.triggers.get((d.workspace_id, d.trigger_seq)) if d.trigger_seq is not None else None
         name = d.channel
         channel = self.channels.channel(d.workspace_id, name, flow) if name is not None else None
@@ -718,6 +720,12 @@ class Dispatcher:
             }
             return _Outcome(d, values, ())
         return self._deferred(d, profile, until, "rate_limited", f"{channel} send rate")
+
+    def _may_have_reached_goal(self, d: Delivery) -> bool:
+        """Worth reading the log for the goal: a follow-up, or a message sent a while after
+        its decision (a deadline that waited for late events, quiet hours, a cap, a retry)."""
+        waited = to_millis(self.clock.now()) - d.created_ms
+        return d.kind == "follow_up" or waited >= GOAL_CHECK_AFTER_MS
 
     def _goal_reached(self, d: Delivery, flow: dict[str, Any], profile: Profile) -> bool:
         """Did the person do what the flow asked (its goal event, matching its ``where``)

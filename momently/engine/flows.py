@@ -8,9 +8,15 @@ half-applied effects, and the enrollment key (workspace, flow, person, occurrenc
 replay unable to enroll twice.
 
 Time. An event happens at ``LoggedEvent.time_ms`` (its timestamp, never later than its
-arrival). Timers that fall due before an event are fired before it, in time order, so the
-same log gives the same enrollments whether it is processed live, after an outage, or in a
-backtest. Once the log is drained, timers fire when the clock reaches them.
+arrival), and deadlines wait for late events (``domain.lateness``): a timer is stored at its
+release (deadline plus allowed lateness) with the deadline in its payload (``at``), and fires
+before the first event that arrived after its release. Once the log is drained, timers fire
+when the clock passes their release. So the same log gives the same enrollments whether it is
+processed live, after an outage, on replay or in a backtest, whatever order events arrived in.
+
+Per person, small marks kept with the event history (names starting with ``MARK``) remember
+what arrival order would otherwise hide: the latest start of each absence window, the times of
+the events that complete it, and the latest activity each inactivity flow measures from.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import orjson
 from sqlalchemy import Connection
 
 from momently.domain import geo
+from momently.domain import lateness as lateness_rule
 from momently.domain.conditions import Facts
 from momently.domain.decision import decide
 from momently.domain.event import derived_event
@@ -52,6 +59,8 @@ from momently.store.engine_state import Changes, EngineState, Enrollment, Timer,
 
 ANY_ACTIVITY = "*"  # owner of the shared per-person timer of "inactivity of any kind" flows
 MAX_HISTORY = 1000  # per person and event name: bounds state size for very active people
+MARK = "\x00"  # history names of the engine's own marks; no event name starts with it
+MAX_MARKS = 20  # completion times kept per absence window and key
 
 
 @dataclass(slots=True)
@@ -122,6 +131,7 @@ class _Candidate:
     now_ms: int
     audience_ok: bool
     paused: bool
+    late: bool = False
 
 
 class FlowStage:
@@ -132,9 +142,12 @@ class FlowStage:
         *,
         default_timezone: str = "UTC",
         send_max_age_ms: int = 86_400_000,
+        lateness_ms: Callable[[str], int] | None = None,
     ) -> None:
         self.definitions = definitions
         self.state = state
+        # the workspace's allowed lateness (``domain.lateness``), read once per batch
+        self.lateness_ms = lateness_ms or (lambda _workspace: lateness_rule.DEFAULT_LATENESS_MS)
         self.default_tz = ZoneInfo(default_timezone)
         self.send_max_age_ms = send_max_age_ms
         self.timer_batch = 5000  # timers loaded per batch
@@ -206,19 +219,21 @@ class FlowStage:
         *,
         now_ms: int,
     ) -> Pass:
-        """Start a batch. With events, timers due up to the latest event time are loaded; with
-        none, those due by ``now_ms``. When more than ``timer_batch`` timers are due, the events
-        after the last loaded timer wait for the next batch (``Pass.trimmed``), so order is kept."""
+        """Start a batch. With events, the timers released before the last event arrived are
+        loaded; with none, those released by ``now_ms``. When more than ``timer_batch`` timers
+        are due, the events after the last loaded timer wait for the next batch
+        (``Pass.trimmed``), so order is kept."""
         compiled = self.compiled(conn, workspace_id)
-        horizon = max(ev.time_ms for ev in events) if events else now_ms
+        horizon = max(ev.arrival_ms for ev in events) - 1 if events else now_ms
         due = self.state.due_timers(conn, workspace_id, until_ms=horizon, limit=self.timer_batch)
         trimmed = False
         if len(due) == self.timer_batch and events:
             horizon = due[-1].due_ms
-            cut = next((i for i, ev in enumerate(events) if ev.time_ms > horizon), len(events))
+            cut = next((i for i, ev in enumerate(events) if ev.arrival_ms - 1 > horizon), len(events))
             trimmed = cut < len(events)
             events = events[:cut]
         p = Pass(self, conn, workspace_id, compiled, events, due, horizon)
+        p.lateness = self.lateness_ms(workspace_id)
         p.clock_ms = now_ms
         p.trimmed = trimmed
         return p
@@ -244,6 +259,8 @@ class Pass:
         self.horizon = horizon
         self.clock_ms = horizon  # wall-clock time of this batch, set by FlowStage.begin
         self.trimmed = False  # events were held back because many timers fall due first
+        self.lateness = lateness_rule.DEFAULT_LATENESS_MS  # the workspace's, set by FlowStage.begin
+        self.arrival = 0  # when the event being processed arrived
         self.changes = Changes()
         self.members: dict[str, dict[str, int]] = {}
         self.history: dict[str, dict[str, list[int]]] = {}
@@ -297,6 +314,8 @@ class Pass:
         self.changes.timers[key] = None
 
     def fire_until(self, until_ms: int) -> None:
+        """Fire the timers released by ``until_ms``: before an event, its arrival minus one
+        (an event arriving at a release still counts for it)."""
         while self._heap and self._heap[0][0] <= until_ms:
             due, _, key = heapq.heappop(self._heap)
             timer = self._live.get(key)
@@ -314,7 +333,7 @@ class Pass:
             self._fire(timer, pid, profile)
 
     def _fire(self, timer: Timer, pid: str, profile: Profile) -> None:
-        now = timer.due_ms
+        now = int(timer.payload.get("at", timer.due_ms))  # the deadline, not its release
         if timer.kind == "segment":
             segs = [s for s in self.c.segments if s.id == timer.owner]
             self._evaluate_segments(pid, profile, now, segs, cause=f"t{now}")
@@ -326,10 +345,16 @@ class Pass:
         if flow is None:
             return  # the flow was archived since the timer was armed
         seq = timer.payload.get("seq")
+        late = bool(timer.payload.get("late"))
         if timer.kind == "absence" and isinstance(flow.trigger, AbsenceTrigger):
-            self._occur(flow, pid, profile, f"a{seq}", now, seq, timer.payload.get("event"))
+            mark = _window_mark(flow.id, timer.key)
+            start = timer.payload.get("t0")
+            self._set_mark(pid, "first" + mark, [])
+            if start is not None and self._completed(pid, mark, int(start), now):
+                return  # completed in time (in case the completion could not cancel it)
+            self._occur(flow, pid, profile, f"a{seq}", now, seq, timer.payload.get("event"), late=late)
         elif timer.kind == "inactivity" and isinstance(flow.trigger, InactivityTrigger):
-            self._occur(flow, pid, profile, f"i{seq}", now, seq, None)
+            self._occur(flow, pid, profile, f"i{seq}", now, seq, None, late=late)
         elif timer.kind == "date" and isinstance(flow.trigger, DateTrigger):
             value = _lookup(profile.traits, flow.trigger.trait)
             if value != timer.payload.get("value"):
@@ -341,18 +366,22 @@ class Pass:
 
     def _fire_idle(self, timer: Timer, pid: str, profile: Profile) -> None:
         """One timer per person serves every flow triggered by inactivity of any kind: it fires
-        at the shortest silence, enrolls the flows whose duration ends now, and re-arms itself
-        for the next one. Ten such flows cost one timer row per person, not ten."""
-        now = timer.due_ms
+        at the first release among them, enrolls the flows released now (each decided at the
+        end of its own silence), and re-arms itself for the next one. Ten such flows cost one
+        timer row per person, not ten."""
+        released = timer.due_ms
         seq, since = timer.payload.get("seq"), int(timer.payload.get("t", 0))
+        arrival = int(timer.payload.get("a", 0))
         later: list[int] = []
         for flow in self.c.inactivity_any:
             assert isinstance(flow.trigger, InactivityTrigger)
             end = since + flow.trigger.for_ms
-            if end == now:
-                self._occur(flow, pid, profile, f"i{seq}", now, seq, None)
-            elif end > now:
-                later.append(end)
+            release = lateness_rule.release(end, self._lateness(flow))
+            if release == released:
+                late = lateness_rule.is_late(release, arrival)
+                self._occur(flow, pid, profile, f"i{seq}", end, seq, None, late=late)
+            elif release > released:
+                later.append(release)
         if later:
             self._schedule(Timer(min(later), pid, "inactivity", ANY_ACTIVITY, "", timer.payload))
 
@@ -398,6 +427,7 @@ class Pass:
     def on_event(self, ev: LoggedEvent, pid: str, profile: Profile, *, is_new: bool, merged: bool) -> None:
         c = self.c
         t = ev.time_ms
+        self.arrival = ev.arrival_ms
         name = ev.name
         if ev.type == "track" and name is not None:
             count, last = self.changes.names.get(name, (0, 0))
@@ -445,16 +475,23 @@ class Pass:
         facts = self._facts(pid, profile, t, ev.body) if on_event or then or first or cohort else None
         if facts is not None:
             self._match(ev, pid, profile, facts, on_event, then, first)
-        for flow in c.inactivity_named.get(name, ()):
-            trig = flow.trigger
-            assert isinstance(trig, InactivityTrigger)
-            self._schedule(Timer(t + trig.for_ms, pid, "inactivity", flow.id, "", {"seq": ev.seq}))
-        if c.inactivity_any:
-            shortest = c.inactivity_any[0].trigger
-            assert isinstance(shortest, InactivityTrigger)
-            self._schedule(
-                Timer(t + shortest.for_ms, pid, "inactivity", ANY_ACTIVITY, "", {"seq": ev.seq, "t": t})
+        named = c.inactivity_named.get(name, ())
+        if named and self._latest(pid, "seen:" + name, t):
+            for flow in named:
+                trig = flow.trigger
+                assert isinstance(trig, InactivityTrigger)
+                end = t + trig.for_ms
+                release = lateness_rule.release(end, self._lateness(flow))
+                late = lateness_rule.is_late(release, self.arrival)
+                payload = {"seq": ev.seq, "at": end, "late": late}
+                self._schedule(Timer(release, pid, "inactivity", flow.id, "", payload))
+        if c.inactivity_any and self._latest(pid, "seen:" + ANY_ACTIVITY, t):
+            soonest = min(
+                lateness_rule.release(t + getattr(f.trigger, "for_ms", 0), self._lateness(f))
+                for f in c.inactivity_any
             )
+            payload = {"seq": ev.seq, "t": t, "a": self.arrival}
+            self._schedule(Timer(soonest, pid, "inactivity", ANY_ACTIVITY, "", payload))
         if facts is not None:
             for flow in cohort:
                 trig = flow.trigger
@@ -482,16 +519,78 @@ class Pass:
             trig = flow.trigger
             assert isinstance(trig, AbsenceTrigger)
             if trig.then_where(facts):
-                self._cancel((pid, "absence", flow.id, _key_value(trig.key, ev.body)))
+                self._complete(flow, trig, pid, _key_value(trig.key, ev.body), t)
         for flow in first:
             trig = flow.trigger
             assert isinstance(trig, AbsenceTrigger)
             if trig.first_where(facts):
-                body = {k: v for k, v in ev.body.items() if k != "integrations"}
-                key = _key_value(trig.key, ev.body)
-                self._schedule(
-                    Timer(t + trig.within_ms, pid, "absence", flow.id, key, {"seq": ev.seq, "event": body})
-                )
+                self._open(flow, trig, pid, ev, t)
+
+    # absence windows and inactivity, in event time ------------------------------------
+    def _lateness(self, flow: Flow) -> int:
+        return self.lateness if flow.lateness_ms is None else flow.lateness_ms
+
+    def _mark(self, pid: str, name: str) -> list[int]:
+        return self.history.get(pid, {}).get(MARK + name, [])
+
+    def _set_mark(self, pid: str, name: str, times: list[int]) -> None:
+        per = self.history.setdefault(pid, {})
+        if times:
+            per[MARK + name] = times
+        elif per.pop(MARK + name, None) is None:
+            return
+        self.changes.states[pid] = {"history": per}
+
+    def _latest(self, pid: str, name: str, t: int) -> bool:
+        """Record ``t`` as the latest time of ``name`` unless a later one is known: an event
+        flushed late must not pull a silence back to before what is already known."""
+        known = self._mark(pid, name)
+        if known and max(known) > t:
+            return False
+        self._set_mark(pid, name, [t])
+        return True
+
+    def _completed(self, pid: str, mark: str, start: int, end: int) -> bool:
+        return any(start <= done <= end for done in self._mark(pid, "then" + mark))
+
+    def _open(self, flow: Flow, trig: AbsenceTrigger, pid: str, ev: LoggedEvent, t: int) -> None:
+        """``first`` happened at ``t``: the window closes at ``t + within``, unless ``then``
+        is already known to have followed it in time (it may arrive first), or a later
+        ``first`` of the same key already holds the window open (the latest start wins, as it
+        does when events arrive in order)."""
+        key = _key_value(trig.key, ev.body)
+        mark = _window_mark(flow.id, key)
+        if self._completed(pid, mark, t, t + trig.within_ms):
+            return
+        start = self._mark(pid, "first" + mark)
+        if start and max(start) > t:
+            return
+        self._set_mark(pid, "first" + mark, [t])
+        end = t + trig.within_ms
+        release = lateness_rule.release(end, self._lateness(flow))
+        body = {k: v for k, v in ev.body.items() if k != "integrations"}
+        payload = {
+            "seq": ev.seq,
+            "event": body,
+            "at": end,
+            "t0": t,
+            "late": lateness_rule.is_late(release, self.arrival),
+        }
+        self._schedule(Timer(release, pid, "absence", flow.id, key, payload))
+
+    def _complete(self, flow: Flow, trig: AbsenceTrigger, pid: str, key: str, t: int) -> None:
+        """``then`` happened at ``t``: it closes the window if it falls inside it, in event
+        time (a ``then`` after the deadline does not: the absence happened, and the send-time
+        goal check keeps a message from going out after the goal was reached), and it is
+        remembered for a ``first`` that arrives after it."""
+        mark = _window_mark(flow.id, key)
+        keep_from = self.arrival - trig.within_ms - self._lateness(flow)
+        done = sorted(x for x in [*self._mark(pid, "then" + mark), t] if x >= keep_from)
+        self._set_mark(pid, "then" + mark, done[-MAX_MARKS:])
+        start = self._mark(pid, "first" + mark)
+        if start and max(start) <= t <= max(start) + trig.within_ms:
+            self._set_mark(pid, "first" + mark, [])
+            self._cancel((pid, "absence", flow.id, key))
 
     def _remember(self, pid: str, name: str, t: int, window: int) -> None:
         per = self.history.setdefault(pid, {})
@@ -538,9 +637,10 @@ class Pass:
                 key = (pid, "segment", seg.id, "")
                 at = seg.rule.next_change(facts)
                 if at is not None and at > now:
+                    release = lateness_rule.release(at, self.lateness)
                     current = self._live.get(key)
-                    if current is None or current.due_ms != at:
-                        self._schedule(Timer(at, pid, "segment", seg.id))
+                    if current is None or current.due_ms != release:
+                        self._schedule(Timer(release, pid, "segment", seg.id, "", {"at": at}))
                 elif key in self._live:
                     self._cancel(key)
 
@@ -608,13 +708,14 @@ class Pass:
         event: Mapping[str, Any] | None,
         *,
         facts: Facts | None = None,
+        late: bool = False,
     ) -> None:
         """``facts``, when given, are the person's at ``now`` with ``event``."""
         if facts is None and profile is not None:
             facts = self._facts(pid, profile, now, event)
         ok = facts is not None and flow.audience(facts)
         self.candidates.append(
-            _Candidate(flow, pid, occurrence, flow.trigger.kind, seq, now, ok, flow.id in self.c.paused)
+            _Candidate(flow, pid, occurrence, flow.trigger.kind, seq, now, ok, flow.id in self.c.paused, late)
         )
 
     def finish(self, conn: Connection) -> Changes:
@@ -635,6 +736,7 @@ class Pass:
                 audience_ok=c.audience_ok,
                 paused=c.paused,
                 last_sent_ms=last.get((c.flow.id, c.person_id)),
+                late=c.late,
             )
             if d.outcome == "send":
                 last[(c.flow.id, c.person_id)] = c.now_ms
@@ -687,6 +789,10 @@ class Pass:
                 )
             )
         return self.changes
+
+
+def _window_mark(flow_id: str, key: str) -> str:
+    return f":{flow_id}\x1f{key}"
 
 
 def _key_value(path: str | None, body: Mapping[str, Any]) -> str:

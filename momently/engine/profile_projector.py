@@ -83,6 +83,7 @@ class ProfileProjector:
         people: People | None = None,
         batch_size: int = 5000,
         cache_people: int = 100_000,
+        timer_grace_ms: int = 0,
     ) -> None:
         self.db = db
         self.log = log_
@@ -93,6 +94,9 @@ class ProfileProjector:
         self.people = people
         self._next_retention_ms = 0
         self.batch_size = batch_size
+        # live, a timer is released only this long after its time, so an event received just
+        # before it but committed just after is not overtaken (``domain.lateness``)
+        self.timer_grace_ms = timer_grace_ms
         self.cache = PersonCache(cache_people)
         # called after each committed batch with (workspace, cursor): for metrics and benchmarks
         self.on_batch: Callable[[str, int], None] | None = None
@@ -127,8 +131,8 @@ class ProfileProjector:
                 done += self.process_batch(workspace_id)
             elif self.flows is not None:
                 due = self.flows.state.next_due(workspace_id)
-                if due is not None and due <= now_ms:
-                    done += self.process_timers(workspace_id, now_ms)
+                if due is not None and due <= now_ms - self.timer_grace_ms:
+                    done += self.process_timers(workspace_id, now_ms - self.timer_grace_ms)
         return done
 
     def run_until_idle(self, progress: Callable[[str, int, int], None] | None = None) -> int:
@@ -262,7 +266,7 @@ class ProfileProjector:
 
                 flows.attach(batch.profiles, load)
                 for ev in events:
-                    flows.fire_until(ev.time_ms)
+                    flows.fire_until(ev.arrival_ms - 1)
                     pid, is_new, losers = self._apply(batch, ev)
                     for loser in losers:
                         flows.on_merge(loser, pid)

@@ -86,6 +86,8 @@ def make_env(database_url: str, **overrides: Any) -> Iterator[FlowEnv]:
     clock = ManualClock(START)
     port = free_port()
     overrides.setdefault("public_url", f"http://127.0.0.1:{port}")
+    # deadlines act at once unless a test is about allowed lateness (tests/flows/test_event_time_e2e.py)
+    overrides.setdefault("allowed_lateness_seconds", 0)
     settings = Settings(database_url=database_url, auth_cache_seconds=0.0, run_engine=False, **overrides)
     services = Services.build(settings, clock=clock)
     ws = services.workspaces.create("acme", name="Acme", now=clock.now())
