@@ -62,12 +62,21 @@ def backtest(
     with tempfile.TemporaryDirectory(prefix="momently-backtest-") as tmp:
         clock = ManualClock(until)
         scratch = Services.build(
-            Settings(database_url=f"sqlite:///{Path(tmp) / 'backtest.db'}", run_engine=False), clock=clock
+            Settings(
+                database_url=f"sqlite:///{Path(tmp) / 'backtest.db'}",
+                run_engine=False,
+                allowed_lateness_seconds=source.settings.allowed_lateness_seconds,
+            ),
+            clock=clock,
         )
         try:
             scratch.workspaces.create(workspace_id, name="backtest", now=until)
             copied = _copy_log(source, scratch, workspace_id, progress)
             now_ms = to_millis(until)
+            # the workspace's allowed lateness decides when deadlines act: the same as live
+            scratch.guardrails.put(
+                workspace_id, source.guardrails.get(workspace_id, fresh=True), now_ms=now_ms
+            )
             for seg in source.definitions.heads(workspace_id, "segment"):
                 if seg.status != "archived":
                     scratch.definitions.apply(

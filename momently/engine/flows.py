@@ -354,6 +354,12 @@ class Pass:
                 return  # completed in time (in case the completion could not cancel it)
             self._occur(flow, pid, profile, f"a{seq}", now, seq, timer.payload.get("event"), late=late)
         elif timer.kind == "inactivity" and isinstance(flow.trigger, InactivityTrigger):
+            if timer.key:
+                self._set_mark(
+                    pid,
+                    "idle:" + flow.id,
+                    [s for s in self._mark(pid, "idle:" + flow.id) if str(s) != timer.key],
+                )
             self._occur(flow, pid, profile, f"i{seq}", now, seq, None, late=late)
         elif timer.kind == "date" and isinstance(flow.trigger, DateTrigger):
             value = _lookup(profile.traits, flow.trigger.trait)
@@ -365,10 +371,8 @@ class Pass:
                 self._arm_date(flow, flow.trigger, pid, profile, now)
 
     def _fire_idle(self, timer: Timer, pid: str, profile: Profile) -> None:
-        """One timer per person serves every flow triggered by inactivity of any kind: it fires
-        at the first release among them, enrolls the flows released now (each decided at the
-        end of its own silence), and re-arms itself for the next one. Ten such flows cost one
-        timer row per person, not ten."""
+        """A timer stored before silences were kept per flow: one per person served every
+        flow triggered by inactivity of any kind, firing at the end of each in turn."""
         released = timer.due_ms
         seq, since = timer.payload.get("seq"), int(timer.payload.get("t", 0))
         arrival = int(timer.payload.get("a", 0))
@@ -476,22 +480,10 @@ class Pass:
         if facts is not None:
             self._match(ev, pid, profile, facts, on_event, then, first)
         named = c.inactivity_named.get(name, ())
-        if named and self._latest(pid, "seen:" + name, t):
-            for flow in named:
-                trig = flow.trigger
-                assert isinstance(trig, InactivityTrigger)
-                end = t + trig.for_ms
-                release = lateness_rule.release(end, self._lateness(flow))
-                late = lateness_rule.is_late(release, self.arrival)
-                payload = {"seq": ev.seq, "at": end, "late": late}
-                self._schedule(Timer(release, pid, "inactivity", flow.id, "", payload))
-        if c.inactivity_any and self._latest(pid, "seen:" + ANY_ACTIVITY, t):
-            soonest = min(
-                lateness_rule.release(t + getattr(f.trigger, "for_ms", 0), self._lateness(f))
-                for f in c.inactivity_any
-            )
-            payload = {"seq": ev.seq, "t": t, "a": self.arrival}
-            self._schedule(Timer(soonest, pid, "inactivity", ANY_ACTIVITY, "", payload))
+        if named:
+            self._silences(pid, name, named, ev.seq, t)
+        if c.inactivity_any:
+            self._silences(pid, ANY_ACTIVITY, c.inactivity_any, ev.seq, t)
         if facts is not None:
             for flow in cohort:
                 trig = flow.trigger
@@ -541,14 +533,39 @@ class Pass:
             return
         self.changes.states[pid] = {"history": per}
 
-    def _latest(self, pid: str, name: str, t: int) -> bool:
-        """Record ``t`` as the latest time of ``name`` unless a later one is known: an event
-        flushed late must not pull a silence back to before what is already known."""
-        known = self._mark(pid, name)
-        if known and max(known) > t:
-            return False
-        self._set_mark(pid, name, [t])
-        return True
+    def _silences(self, pid: str, name: str, flows: Sequence[Flow], seq: int, t: int) -> None:
+        """An event (of ``name``, or of any kind: ``ANY_ACTIVITY``) at ``t``, for the flows
+        that wait for a silence of it. Each event may start a silence; a silence is broken by
+        an event inside it, in event time, whatever order they arrive in:
+
+        - the silences started before ``t`` that ``t`` falls inside are cancelled, even one
+          whose deadline passed but is not yet released (an event inside it arrived late);
+        - ``t`` starts a silence only when no later event is known: an old event flushed late
+          must not make an active person inactive. (A later event known within the duration
+          breaks it at once; one beyond it means ``t`` arrived later than any lateness.)
+
+        Open silences are timers keyed by their start, listed in the ``idle`` mark."""
+        seen = self._mark(pid, "seen:" + name)
+        latest = max(seen) if seen else None
+        for flow in flows:
+            trig = flow.trigger
+            assert isinstance(trig, InactivityTrigger)
+            mark = "idle:" + flow.id
+            open_ = []
+            for start in self._mark(pid, mark):
+                if start < t <= start + trig.for_ms:
+                    self._cancel((pid, "inactivity", flow.id, str(start)))
+                else:
+                    open_.append(start)
+            if latest is None or t >= latest:
+                end = t + trig.for_ms
+                release = lateness_rule.release(end, self._lateness(flow))
+                payload = {"seq": seq, "at": end, "late": lateness_rule.is_late(release, self.arrival)}
+                self._schedule(Timer(release, pid, "inactivity", flow.id, str(t), payload))
+                open_.append(t)
+            self._set_mark(pid, mark, sorted(set(open_)))
+        if latest is None or t > latest:
+            self._set_mark(pid, "seen:" + name, [t])
 
     def _completed(self, pid: str, mark: str, start: int, end: int) -> bool:
         return any(start <= done <= end for done in self._mark(pid, "then" + mark))
