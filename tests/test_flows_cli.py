@@ -97,7 +97,11 @@ def test_backtest_counts_decisions_without_touching_the_live_database(tmp_path: 
                 "timestamp": (now - timedelta(days=ago)).isoformat(),
                 "messageId": f"m{i}",
             }
-            ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now)
+            # collected live: each arrived when it happened (a bulk import arrives late, see
+            # docs/flows.md, "Event time and late events")
+            ev = normalize(
+                raw, default_type=None, defaults=BatchDefaults(), received_at=now - timedelta(days=ago)
+            )
             assert isinstance(ev, Event)
             events.append(("shop", ev))
         with s.db.write() as conn:
