@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from momently.domain.chain import MAX_CHAIN
 from momently.domain.flow import Flow
 
 Outcome = Literal["send", "suppress"]
@@ -34,6 +35,7 @@ FLOW_PAUSED = "flow_paused"
 AUDIENCE_FALSE = "audience_false"
 REENTRY_ONCE = "reentry_once"
 REENTRY_PERIOD = "reentry_period"
+CHAIN_TOO_DEEP = "chain_too_deep"  # a follow-up of follow-ups more than MAX_CHAIN deep
 
 
 def decide(
@@ -43,8 +45,12 @@ def decide(
     audience_ok: bool,
     paused: bool,
     last_sent_ms: int | None,
+    chain: int = 0,
 ) -> Decision:
-    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever."""
+    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever;
+    ``chain``: how many flows' messages in a row led to this enrollment (``domain.chain``)."""
+    if chain > MAX_CHAIN:
+        return Decision("suppress", CHAIN_TOO_DEEP)
     if paused:
         return Decision("suppress", FLOW_PAUSED)
     if not audience_ok:
