@@ -163,3 +163,33 @@ def test_a_loop_stored_behind_validations_back_stops_at_the_limit(env: FlowEnv) 
     outcomes = [(e.outcome, e.reason) for e in env.enrollments("echo")]
     assert outcomes == [("send", None)] * MAX_CHAIN + [("suppress", "chain_too_deep")]
     assert len([p for p in log_of(env, "Message Sent") if p["flow_id"] == "echo"]) == MAX_CHAIN
+
+
+UNLESS_TAPPED = """
+id: tip-2
+trigger:
+  absence:
+    first: {event: Message Sent, where: {event: properties.flow_id, equals: tip}}
+    then: {event: Message Clicked, where: {event: properties.flow_id, equals: tip}}
+    within: 1d
+channels: [webhook]
+message: {body: "Still curious?"}
+"""
+
+
+def test_a_second_step_a_day_later_unless_the_first_was_tapped(env: FlowEnv, receiver: Receiver) -> None:
+    env.flow("tip", TIP)
+    env.flow("tip-2", UNLESS_TAPPED)
+    used(env, "ada")
+    used(env, "bob")
+    run(env)
+    [bobs] = [m for m in receiver.received if m["person"]["userId"] == "bob"]
+    assert httpx.post(bobs["message"]["action"]["url"]).status_code == 303
+    env.settle()
+    env.advance(hours=23)
+    assert env.enrollments("tip-2") == []
+    env.advance(hours=2)
+    [second] = env.sends("tip-2")
+    assert second.person_id == env.person("ada")
+    assert second.trigger_kind == "absence"
+    assert second.occurrence.endswith("~c1")
