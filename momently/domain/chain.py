@@ -128,18 +128,21 @@ class Loop:
 def loops(flows: Mapping[str, Mapping[str, Any]], declared: Mapping[str, Iterable[str]]) -> dict[str, Loop]:
     """For each flow on a cycle, the shortest one through it. ``flows``: id -> document;
     ``declared``: id -> the events its actions declare (a tap records them with its flow_id)."""
-    ids = sorted(flows)
     declarers: dict[str, list[str]] = {}
     for fid, names in declared.items():
         for name in names:
             declarers.setdefault(name, []).append(fid)
+    parts: dict[str, list[tuple[str, Follows]]] = {}
+    for fid, doc in flows.items():
+        trigger = doc.get("trigger")
+        parts[fid] = enrolling_parts(trigger) if isinstance(trigger, Mapping) else []
+    # Only flows that follow messages can be on a loop (each link of one is followed), so the
+    # graph holds just them: its size does not grow with the flows triggered by customer events.
+    ids = sorted(fid for fid, named in parts.items() if any(_followed(n, declarers) for n, _ in named))
     # after[b][a] = the event by which b's messages trigger a
     after: dict[str, dict[str, str]] = {fid: {} for fid in ids}
     for fid in ids:
-        trigger = flows[fid].get("trigger")
-        if not isinstance(trigger, Mapping):
-            continue
-        for name, which in enrolling_parts(trigger):
+        for name, which in parts[fid]:
             sources = ids if name in FLOW_MESSAGE_EVENTS else declarers.get(name, [])
             for source in sources:
                 if source in after and which.admits(source):
@@ -150,6 +153,11 @@ def loops(flows: Mapping[str, Mapping[str, Any]], declared: Mapping[str, Iterabl
         if path is not None:
             found[start] = Loop(path, after[path[-2]][start])
     return found
+
+
+def _followed(name: str, declarers: Mapping[str, list[str]]) -> bool:
+    """Whether an event is about some flow's message: its lifecycle, or an action's event."""
+    return name in FLOW_MESSAGE_EVENTS or name in declarers
 
 
 def _cycle(after: Mapping[str, Mapping[str, str]], start: str) -> tuple[str, ...] | None:
