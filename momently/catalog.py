@@ -47,16 +47,22 @@ def read_path(path: Path) -> Loaded:
 
 def known(services: Services, workspace_id: str) -> Known:
     """What references may point at besides the files themselves: the event names the
-    workspace's log has seen or its stored ``kind: events`` catalogs declare, and the
-    segments already stored."""
+    workspace's log has seen or its stored ``kind: events`` catalogs declare, the segments
+    already stored, and the stored flows (a new flow must not close a loop with them)."""
     names = set(services.engine_state.known_event_names(workspace_id))
     for c in services.definitions.heads(workspace_id, "events"):
         if c.status != "archived":
             names.update(str(n) for n in c.body.get("names", []) if isinstance(n, str))
     segments = {s.id for s in services.definitions.heads(workspace_id, "segment") if s.status != "archived"}
+    flows = {f.id: f.body for f in services.definitions.heads(workspace_id, "flow") if f.status != "archived"}
     settings = services.settings
     base = (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
-    return Known(events=frozenset(names), segments=frozenset(segments), link_base=f"{base}/a/{workspace_id}")
+    return Known(
+        events=frozenset(names),
+        segments=frozenset(segments),
+        link_base=f"{base}/a/{workspace_id}",
+        flows=flows,
+    )
 
 
 def check(services: Services, workspace_id: str, loaded: Loaded) -> list[Problem]:

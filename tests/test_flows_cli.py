@@ -218,3 +218,16 @@ def test_an_events_catalog_applied_on_its_own_is_kept(tmp_path: Path) -> None:
     assert "events   delivery" in run(tmp_path, "flows", "apply", str(names), "--workspace", "shop")
     assert "ok: 1 flow(s)" in run(tmp_path, "flows", "validate", str(flow), "--workspace", "shop")
     assert "thanks" in run(tmp_path, "flows", "apply", str(flow), "--workspace", "shop")
+
+
+def test_validate_refuses_flows_that_trigger_each_other(tmp_path: Path) -> None:
+    step = "id: %s\ntrigger:\n  event: Message Sent\n  where: {event: properties.flow_id, equals: %s}\n"
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "a.yaml").write_text(step % ("a", "b"))
+    (flows / "b.yaml").write_text(step % ("b", "c"))
+    assert "ok: 2 flow(s)" in run(tmp_path, "flows", "validate", str(flows))
+    (flows / "c.yaml").write_text(step % ("c", "a"))
+    out = run(tmp_path, "flows", "validate", str(flows), ok=False)
+    assert f"{flows / 'a.yaml'}:3: flows would trigger each other in a loop: a -> c -> b -> a" in out
+    assert "3 problem(s)" in out

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from momently.domain.chain import MAX_CHAIN
 from momently.domain.flow import Flow
 
 Outcome = Literal["send", "suppress"]
@@ -37,6 +38,7 @@ REENTRY_PERIOD = "reentry_period"
 # the deadline (absence, inactivity) had passed, allowed lateness included, before the event
 # that set it arrived: acting now would answer a moment that is gone
 LATE_EVENT = "late_event"
+CHAIN_TOO_DEEP = "chain_too_deep"  # a follow-up of follow-ups more than MAX_CHAIN deep
 
 
 def decide(
@@ -47,11 +49,15 @@ def decide(
     paused: bool,
     last_sent_ms: int | None,
     late: bool = False,
+    chain: int = 0,
 ) -> Decision:
-    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever.
-    ``late``: the trigger's deadline had passed, allowed lateness included, when it was set."""
+    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever;
+    ``late``: the trigger's deadline had passed, allowed lateness included, when it was set;
+    ``chain``: how many flows' messages in a row led to this enrollment (``domain.chain``)."""
     if late:
         return Decision("suppress", LATE_EVENT)
+    if chain > MAX_CHAIN:
+        return Decision("suppress", CHAIN_TOO_DEEP)
     if paused:
         return Decision("suppress", FLOW_PAUSED)
     if not audience_ok:

@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from momently.domain.chain import loops
 from momently.domain.conditions import ConditionError, compile_condition
 from momently.domain.durations import (
     TIME_OF_DAY,
@@ -32,7 +33,7 @@ from momently.domain.durations import (
     parse_offset,
     time_of_day_problem,
 )
-from momently.domain.flow import SYSTEM_EVENTS, TRIGGER_KINDS
+from momently.domain.flow import FLOW_MESSAGE_EVENTS, NOT_TRIGGERS, SYSTEM_EVENTS, TRIGGER_KINDS
 from momently.domain.flow_schema import SCHEMA, condition_keys
 from momently.domain.lateness import MAX_LATENESS_MS
 from momently.domain.lint import DEFAULT_LINK_BASE, LinkSpec, lint_message
@@ -210,11 +211,13 @@ class Known:
     events: frozenset[str] = frozenset()
     segments: frozenset[str] = frozenset()
     link_base: str = DEFAULT_LINK_BASE  # ``{public URL}/a/{workspace}``: one-tap links' length in SMS
+    flows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # stored, not archived: id -> body
 
 
 def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
-    """Schema, then meaning: one trigger kind, compilable conditions, durations, and
-    references to events and segments that exist. Returns every problem found."""
+    """Schema, then meaning: one trigger kind, compilable conditions, durations, references
+    to events and segments that exist, and no flows triggering each other in a loop (with the
+    workspace's stored flows). Returns every problem found."""
     problems: list[Problem] = []
     seen: dict[tuple[str, str], Document] = {}
     catalog = set(known.events) | set(SYSTEM_EVENTS)
@@ -250,7 +253,17 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
         if doc.kind == "events":
             continue
         problems += _meaning(doc, catalog if checked else set(), segments, known.link_base)
+    problems += _loops([d for (kind, _), d in seen.items() if kind == "flow"], known.flows)
     return sorted(problems, key=lambda p: (p.source, p.line))
+
+
+def _loops(docs: Sequence[Document], stored: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """Flows that would trigger themselves through other flows' messages: checked over the
+    files and what the workspace already runs, reported on the files' flows."""
+    flows: dict[str, Mapping[str, Any]] = {**stored, **{d.id: d.data for d in docs}}
+    declared = {fid: declared_events(body.get("message")) for fid, body in flows.items()}
+    found = loops(flows, declared)
+    return [Problem(d.source, d.line_of(("trigger",)), str(found[d.id])) for d in docs if d.id in found]
 
 
 def _schema_problems(doc: Document) -> list[Problem]:
@@ -351,6 +364,20 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
         if events and name not in events:
             problem(path, f"unknown event '{name}'{suggest(name, events)}")
 
+    def check_trigger_event(path: Path, name: str, *, inactivity: bool = False) -> None:
+        if name in NOT_TRIGGERS:
+            problem(path, f"'{name}' is not a trigger: {NOT_TRIGGERS[name]}")
+        elif inactivity and name in FLOW_MESSAGE_EVENTS:
+            problem(
+                path,
+                f"inactivity of '{name}' is not a trigger (every message would re-arm it, this "
+                "flow's own too): follow a message with an absence trigger, e.g. first: "
+                "{event: Message Sent, where: {event: properties.flow_id, equals: tip}}, "
+                "then: {event: Message Clicked}",
+            )
+        else:
+            check_event(path, name)
+
     if doc.kind == "segment":
         condition(data["rule"], ("rule",), in_segment=True)
         return problems
@@ -367,19 +394,20 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
     if "where" in trigger and kind != "event":
         problem(("trigger", "where"), f"'where' belongs inside the {kind} trigger")
     if kind == "event":
-        check_event(("trigger", "event"), trigger["event"])
+        check_trigger_event(("trigger", "event"), trigger["event"])
         condition(trigger.get("where"), ("trigger", "where"))
     elif kind == "absence":
         a = trigger["absence"]
         for part in ("first", "then"):
-            check_event(("trigger", "absence", part, "event"), a[part]["event"])
+            check_trigger_event(("trigger", "absence", part, "event"), a[part]["event"])
             condition(a[part].get("where"), ("trigger", "absence", part, "where"))
         if a["first"]["event"] == a["then"]["event"] and "where" not in a["then"]:
             problem(
                 ("trigger", "absence", "then"), "'then' is the same event as 'first': it would cancel itself"
             )
     elif kind == "inactivity" and "event" in trigger["inactivity"]:
-        check_event(("trigger", "inactivity", "event"), trigger["inactivity"]["event"])
+        name = trigger["inactivity"]["event"]
+        check_trigger_event(("trigger", "inactivity", "event"), name, inactivity=True)
     elif kind == "segment":
         name = trigger["segment"]["id"]
         if name not in segments:
@@ -390,7 +418,7 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
         except InvalidDuration as exc:
             problem(("trigger", "date", "offset"), str(exc))
     elif kind == "cohort":
-        check_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
+        check_trigger_event(("trigger", "cohort", "event"), trigger["cohort"]["event"])
         condition(trigger["cohort"].get("where"), ("trigger", "cohort", "where"))
     condition(data.get("audience"), ("audience",))
     link = LinkSpec(link_base, doc.id)

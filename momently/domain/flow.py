@@ -149,6 +149,29 @@ MESSAGE_EVENTS = (
     "Action Taken",
 )
 SYSTEM_EVENTS = (SEGMENT_ENTERED, SEGMENT_EXITED, *MESSAGE_EVENTS)
+# What happens to a flow's message, each recorded with ``properties.flow_id`` and
+# ``delivery_key``: a flow may follow another one's messages (step 2 of a sequence), naming it
+# with ``where: {event: properties.flow_id, equals: ...}`` (``domain.chain`` rejects loops).
+FLOW_MESSAGE_EVENTS = (
+    "Message Sent",
+    "Message Delivered",
+    "Message Failed",
+    "Message Seen",
+    "Message Clicked",
+    "Message Dismissed",
+)
+# Momently's events that are no trigger, and what to write instead. ``Message Replied`` and
+# ``Unsubscribed`` are the person's own doing (no flow_id) and trigger like any other event.
+NOT_TRIGGERS: dict[str, str] = {
+    SEGMENT_ENTERED: "use a segment trigger: {segment: {id: ..., on: enter}}",
+    SEGMENT_EXITED: "use a segment trigger: {segment: {id: ..., on: leave}}",
+    MESSAGE_DECIDED: "it records the engine's decision, written with the message's first outcome, "
+    "not something that happened to the person: trigger on 'Message Sent'",
+    "Message Suppressed": "nothing reached the person: trigger on 'Message Sent' or 'Message Failed'",
+    "Message Deferred": "nothing reached the person yet: trigger on 'Message Sent'",
+    "Action Taken": "Momently does not record it: trigger on 'Message Clicked' or on the event the "
+    "action declares",
+}
 
 
 def compile_flow(doc: dict[str, Any], version: int) -> Flow:

@@ -34,10 +34,12 @@ from sqlalchemy import Connection
 
 from momently.domain import geo
 from momently.domain import lateness as lateness_rule
+from momently.domain.chain import chained, depth_after
 from momently.domain.conditions import Facts
 from momently.domain.decision import decide
 from momently.domain.event import derived_event
 from momently.domain.flow import (
+    FLOW_MESSAGE_EVENTS,
     SEGMENT_ENTERED,
     SEGMENT_EXITED,
     AbsenceTrigger,
@@ -52,7 +54,7 @@ from momently.domain.flow import (
     compile_segment,
 )
 from momently.domain.profile import LoggedEvent, Profile, valid_timezone
-from momently.domain.schedule import next_fire
+from momently.domain.schedule import moved, next_fire
 from momently.domain.timestamps import from_millis
 from momently.store.definitions import Definitions
 from momently.store.engine_state import Changes, EngineState, Enrollment, Timer, TimerKey
@@ -132,6 +134,7 @@ class _Candidate:
     audience_ok: bool
     paused: bool
     late: bool = False
+    chain: int = 0
 
 
 class FlowStage:
@@ -182,7 +185,9 @@ class FlowStage:
         return c
 
     def zone(self, profile: Profile | None) -> ZoneInfo:
-        name = profile.timezone if profile is not None else None
+        return self.zone_named(profile.timezone if profile is not None else None)
+
+    def zone_named(self, name: str | None) -> ZoneInfo:
         if not name:
             return self.default_tz
         tz = self._zones.get(name)
@@ -198,6 +203,19 @@ class FlowStage:
         one-off date already past)."""
         value = _lookup(profile.traits, trigger.trait)
         planned = None if value is None else next_fire(trigger, value, self.zone(profile), after_ms)
+        if planned is None:
+            return None
+        return Timer(planned[0], pid, "date", flow.id, "", {"value": value, "date": planned[1]})
+
+    def moved_date_timer(
+        self, flow: Flow, trigger: DateTrigger, pid: str, profile: Profile, old: str | None, at_ms: int
+    ) -> Timer | None:
+        """The date timer of someone whose time zone was ``old`` until ``at_ms`` (None: the
+        default); ``schedule.moved`` keeps an anniversary from firing twice."""
+        value = _lookup(profile.traits, trigger.trait)
+        if value is None:
+            return None
+        planned = moved(trigger, value, self.zone_named(old), self.zone(profile), at_ms)
         if planned is None:
             return None
         return Timer(planned[0], pid, "date", flow.id, "", {"value": value, "date": planned[1]})
@@ -272,6 +290,7 @@ class Pass:
         self._cohorts: dict[tuple[str, str], dict[str, tuple[int, int, int]]] = {}
         self._conn = conn
         self._profiles: dict[str, Profile] = {}
+        self._zones_before: dict[str, str | None] = {}  # time zones date timers were planned in
         self._load: Callable[[Pass, set[str]], None] = lambda _pass, _people: None
         for t in due:
             self._schedule(t, loaded=True)
@@ -285,6 +304,8 @@ class Pass:
         its objects are freed as soon as it is done, without the cyclic garbage collector."""
         self._profiles = profiles
         self._load = load
+        if self.c.date_by_trait:
+            self._zones_before = {pid: p.timezone for pid, p in profiles.items()}
 
     def _profile(self, pid: str) -> Profile | None:
         if pid not in self._profiles:
@@ -390,7 +411,9 @@ class Pass:
             self._schedule(Timer(min(later), pid, "inactivity", ANY_ACTIVITY, "", timer.payload))
 
     def _arm_date(self, flow: Flow, trigger: DateTrigger, pid: str, profile: Profile, after_ms: int) -> None:
-        timer = self.stage.date_timer(flow, trigger, pid, profile, after_ms)
+        self._set_date(flow, pid, self.stage.date_timer(flow, trigger, pid, profile, after_ms))
+
+    def _set_date(self, flow: Flow, pid: str, timer: Timer | None) -> None:
         if timer is None:
             self._cancel((pid, "date", flow.id, ""))
         else:
@@ -445,6 +468,8 @@ class Pass:
                 occurrence = f"s{on}:{props.get('cause', ev.seq)}"
                 for flow in c.on_segment.get((str(props.get("segment_id")), on), ()):
                     self._occur(flow, pid, profile, occurrence, t, ev.seq, ev.body)
+            elif name in FLOW_MESSAGE_EVENTS:
+                self._on_message(ev, pid, profile)
             return
         if name is not None and name in c.history:
             self._remember(pid, name, t, c.history[name])
@@ -461,13 +486,8 @@ class Pass:
             segs = [s for s in c.segments if s.id in chosen] if chosen else ()
         if segs:
             self._evaluate_segments(pid, profile, t, segs, cause=f"e{ev.seq}")
-        if ev.type == "identify" and c.date_by_trait:
-            traits = ev.body.get("traits") or {}
-            for trait, flows in c.date_by_trait.items():
-                if trait in traits or merged:
-                    for flow in flows:
-                        assert isinstance(flow.trigger, DateTrigger)
-                        self._arm_date(flow, flow.trigger, pid, profile, t)
+        if c.date_by_trait:
+            self._dates(ev, pid, profile, merged=merged)
         if name is None:
             name = ""
         on_event = c.on_event.get(name, ())
@@ -490,6 +510,46 @@ class Pass:
                 assert isinstance(trig, CohortTrigger)
                 if trig.where(facts):
                     self._cohort(flow, trig, pid, profile, ev, t)
+
+    def _on_message(self, ev: LoggedEvent, pid: str, profile: Profile) -> None:
+        """A message's event the engine itself appended (sent, failed): it triggers the flows
+        that follow that message like a person's event does, but it is not the person's
+        activity and changes no segment. Its depth travels in its ``delivery_key``."""
+        name = ev.name or ""
+        if name in self.c.history:
+            self._remember(pid, name, ev.time_ms, self.c.history[name])
+        on_event = self.c.on_event.get(name, ())
+        then = self.c.absence_then.get(name, ())
+        first = self.c.absence_first.get(name, ())
+        cohort = self.c.cohort.get(name, ())
+        if not (on_event or then or first or cohort):
+            return
+        facts = self._facts(pid, profile, ev.time_ms, ev.body)
+        self._match(ev, pid, profile, facts, on_event, then, first)
+        for flow in cohort:
+            trig = flow.trigger
+            assert isinstance(trig, CohortTrigger)
+            if trig.where(facts):
+                self._cohort(flow, trig, pid, profile, ev, ev.time_ms)
+
+    def _dates(self, ev: LoggedEvent, pid: str, profile: Profile, *, merged: bool) -> None:
+        """Date timers are planned when an identify sets the trait (or two people merge), and
+        re-planned when the person's time zone first arrives or changes (``context.timezone``
+        of any event, a ``timezone`` trait), which may come after the trait."""
+        before = self._zones_before.get(pid)
+        self._zones_before[pid] = profile.timezone
+        zone_moved = before != profile.timezone and not merged
+        traits = (ev.body.get("traits") or {}) if ev.type == "identify" else {}
+        for trait, flows in self.c.date_by_trait.items():
+            if trait in traits or merged:
+                for flow in flows:
+                    assert isinstance(flow.trigger, DateTrigger)
+                    self._arm_date(flow, flow.trigger, pid, profile, ev.time_ms)
+            elif zone_moved and _lookup(profile.traits, trait) is not None:
+                for flow in flows:
+                    assert isinstance(flow.trigger, DateTrigger)
+                    timer = self.stage.moved_date_timer(flow, flow.trigger, pid, profile, before, ev.time_ms)
+                    self._set_date(flow, pid, timer)
 
     def _match(
         self,
@@ -727,12 +787,25 @@ class Pass:
         facts: Facts | None = None,
         late: bool = False,
     ) -> None:
-        """``facts``, when given, are the person's at ``now`` with ``event``."""
+        """``facts``, when given, are the person's at ``now`` with ``event``. An ``event``
+        about a message makes this enrollment one link further down a chain (``domain.chain``)."""
         if facts is None and profile is not None:
             facts = self._facts(pid, profile, now, event)
         ok = facts is not None and flow.audience(facts)
+        depth = depth_after(event)
         self.candidates.append(
-            _Candidate(flow, pid, occurrence, flow.trigger.kind, seq, now, ok, flow.id in self.c.paused, late)
+            _Candidate(
+                flow,
+                pid,
+                chained(occurrence, depth),
+                flow.trigger.kind,
+                seq,
+                now,
+                ok,
+                flow.id in self.c.paused,
+                late,
+                depth,
+            )
         )
 
     def finish(self, conn: Connection) -> Changes:
@@ -754,6 +827,7 @@ class Pass:
                 paused=c.paused,
                 last_sent_ms=last.get((c.flow.id, c.person_id)),
                 late=c.late,
+                chain=c.chain,
             )
             if d.outcome == "send":
                 last[(c.flow.id, c.person_id)] = c.now_ms

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from momently.domain.timestamps import from_millis
 from momently.services import Services
 from momently.settings import Settings
 from tests.flows.conftest import FlowEnv
@@ -168,6 +169,49 @@ def test_date_trigger_fires_at_local_time_every_year(env: FlowEnv) -> None:
     ]
     env.advance(days=366)
     assert [r.occurrence for r in env.enrollments("birthday")] == ["d2026-11-06", "d2027-11-06"]
+
+
+def test_a_date_is_re_planned_when_the_time_zone_arrives_after_it(env: FlowEnv) -> None:
+    # Given a birthday flow, and Ada's birthday known before her time zone
+    env.flow("birthday", "id: birthday\ntrigger: {date: {trait: birthday}}\nreentry: every_time\n")
+    env.send(identify("ada", birthday="1990-11-06"))
+    env.advance(days=1)
+    # When a later event of hers carries her time zone
+    env.send({**track("ada", "App Opened"), "context": {"timezone": "Asia/Tokyo"}})
+    # Then it fires at 09:00 in Tokyo (00:00 UTC), not 09:00 UTC, and once
+    env.clock.set(env.clock.now().replace(day=5, hour=23, minute=59))
+    env.settle()
+    assert env.enrollments("birthday") == []
+    env.advance(minutes=2)
+    env.advance(hours=12)
+    rows = env.enrollments("birthday")
+    assert [(r.occurrence, from_millis(r.decided_ms).isoformat()) for r in rows] == [
+        ("d2026-11-06", "2026-11-06T00:00:00+00:00")
+    ]
+
+
+def test_a_date_moves_when_the_time_zone_changes_and_never_fires_twice(env: FlowEnv) -> None:
+    env.flow("birthday", "id: birthday\ntrigger: {date: {trait: birthday}}\nreentry: every_time\n")
+    env.send({**identify("ada", birthday="1990-11-06"), "context": {"timezone": "Asia/Tokyo"}})
+    env.advance(days=1)
+    env.send(identify("ada", timezone="America/New_York"))  # she moved: 09:00 there is 14:00 UTC
+    env.clock.set(env.clock.now().replace(day=6, hour=13, minute=59))
+    env.settle()
+    assert env.enrollments("birthday") == []
+    env.advance(minutes=2)
+    assert [r.occurrence for r in env.enrollments("birthday")] == ["d2026-11-06"]
+    # Back to Tokyo the same day: that birthday was had; the next one is at 09:00 Tokyo
+    env.send({**track("ada", "App Opened"), "context": {"timezone": "Asia/Tokyo"}})
+    env.advance(days=2)
+    assert [r.occurrence for r in env.enrollments("birthday")] == ["d2026-11-06"]
+    env.clock.set(env.clock.now().replace(year=2027, day=5, hour=23, minute=59))
+    env.settle()
+    assert len(env.enrollments("birthday")) == 1
+    env.advance(minutes=2)
+    rows = env.enrollments("birthday")
+    assert [(r.occurrence, from_millis(r.decided_ms).isoformat()) for r in rows][1:] == [
+        ("d2027-11-06", "2027-11-06T00:00:00+00:00")
+    ]
 
 
 def test_cohort_trigger_neighbourhood(env: FlowEnv) -> None:
