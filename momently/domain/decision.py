@@ -43,8 +43,11 @@ def decide(
     audience_ok: bool,
     paused: bool,
     last_sent_ms: int | None,
+    send_at_ms: int | None = None,
 ) -> Decision:
-    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever."""
+    """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever;
+    ``send_at_ms``: when the message is to go (the end of the flow's delay), default now.
+    Reentry counts from decisions, so a delayed message counts from when it was decided."""
     if paused:
         return Decision("suppress", FLOW_PAUSED)
     if not audience_ok:
@@ -58,4 +61,5 @@ def decide(
     variant = "default"
     if isinstance(variants, list) and variants and isinstance(variants[0], dict):
         variant = str(variants[0].get("id", "default"))
-    return Decision("send", channel=flow.channels[0], variant=variant, at_ms=now_ms)
+    at = now_ms if send_at_ms is None else send_at_ms
+    return Decision("send", channel=flow.channels[0], variant=variant, at_ms=at)
