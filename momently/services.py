@@ -202,6 +202,7 @@ class Services:
             rate_limits=settings.channel_rate_limits,
             guardrails=guardrails,
             default_timezone=settings.default_timezone,
+            engine_state=engine_state,
             max_age_ms=int(settings.send_max_age_hours * 3_600_000),
             lease_ms=int(settings.dispatch_lease_seconds * 1000),
             batch=settings.dispatch_batch_size,

@@ -13,6 +13,7 @@ one or more operators, all of which must hold::
     {segment: vip}                                # member; add ``is: false`` for not a member
     {local: hour, between: [9, 20]}               # in the person's own time zone
     {trait: address.location, near: {lat: 52.37, lon: 4.89, km: 5}}
+    {last: Order Returned, since: decision}       # only in a delay's cancel_if
 
 Missing values never raise: every operator compares false on a missing or mistyped value
 (``exists: false`` is the one way to ask for absence, and ``not`` inverts a result).
@@ -55,6 +56,7 @@ OPERATORS: Final = (
     "near",
     "geohash",
     "is",
+    "since",
 )
 MODIFIERS: Final = ("in_last",)
 COMPUTED: Final = (
@@ -102,6 +104,8 @@ class Facts:
     segments: frozenset[str] = frozenset()
     # event name -> timestamps (ms, ascending) the engine keeps for ``count``/``last`` atoms
     history: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    # when the flow decided the message being checked (a delay's cancel_if, at send time)
+    decided_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +236,12 @@ def _earliest(values: Any) -> int | None:
 
 
 # compiling -------------------------------------------------------------------------------
-def compile_condition(spec: object, *, path: Sequence[str | int] = (), in_segment: bool = False) -> Condition:
+def compile_condition(
+    spec: object, *, path: Sequence[str | int] = (), in_segment: bool = False, decided: bool = False
+) -> Condition:
     """Compile a condition document. ``in_segment`` forbids what a segment cannot see (the
-    trigger event, the local clock)."""
+    trigger event, the local clock); ``decided`` allows ``since: decision``, which only means
+    something once a decision was taken (a delay's ``cancel_if``, checked at send time)."""
     if spec is None:
         return ALWAYS
     if not isinstance(spec, Mapping):
@@ -247,18 +254,22 @@ def compile_condition(spec: object, *, path: Sequence[str | int] = (), in_segmen
         if not isinstance(items, list) or not items:
             raise ConditionError(f"'{key}' takes a non-empty list of conditions", (*path, key))
         parts = [
-            compile_condition(item, path=(*path, key, i), in_segment=in_segment)
+            compile_condition(item, path=(*path, key, i), in_segment=in_segment, decided=decided)
             for i, item in enumerate(items)
         ]
         return _All(parts) if key == "all" else _Any(parts)
     if "not" in spec:
         if len(spec) != 1:
             raise ConditionError("'not' stands alone in its mapping", path)
-        return _Not(compile_condition(spec["not"], path=(*path, "not"), in_segment=in_segment))
-    return _compile_atom(spec, path, in_segment)
+        return _Not(
+            compile_condition(spec["not"], path=(*path, "not"), in_segment=in_segment, decided=decided)
+        )
+    return _compile_atom(spec, path, in_segment, decided)
 
 
-def _compile_atom(spec: Mapping[str, Any], path: Sequence[str | int], in_segment: bool) -> Condition:
+def _compile_atom(
+    spec: Mapping[str, Any], path: Sequence[str | int], in_segment: bool, decided: bool = False
+) -> Condition:
     subjects = [k for k in spec if k in SUBJECTS]
     if len(subjects) != 1:
         raise ConditionError(
@@ -282,6 +293,12 @@ def _compile_atom(spec: Mapping[str, Any], path: Sequence[str | int], in_segment
         ops = ["is"]
     if not ops:
         raise ConditionError(f"'{subject}: {target}' needs an operator ({', '.join(OPERATORS)})", path)
+    if "since" in spec and not decided:
+        raise ConditionError(
+            "'since: decision' compares with the moment the flow decided, so it belongs in a "
+            "delay's cancel_if (checked when the delayed message is due)",
+            (*path, "since"),
+        )
     if "in_last" in spec and subject != "count":
         raise ConditionError("'in_last' is the window of a 'count' subject", (*path, "in_last"))
     get, deps = _subject(subject, target, spec, path)
@@ -448,6 +465,8 @@ def as_millis(value: Any) -> int | None:
     """A point in time from a value: epoch milliseconds (or seconds, below 1e11), or ISO text."""
     if _is_number(value):
         v = float(value)
+        if not math.isfinite(v):
+            return None
         return int(v if abs(v) >= 1e11 else v * 1000)
     if isinstance(value, str):
         try:
@@ -559,6 +578,17 @@ def _operator(op: str, arg: Any, subject: str, path: Sequence[str | int]) -> tup
             return edge if edge > f.now_ms else None
 
         return test, flips
+    if op == "since":
+        if arg != "decision":
+            raise ConditionError(
+                "'since' takes the word decision: {last: Order Returned, since: decision}", path
+            )
+
+        def since(v: Any, f: Facts) -> bool:
+            t = as_millis(v) if present(v) else None
+            return t is not None and f.decided_ms is not None and t > f.decided_ms
+
+        return since, None
     if op == "near":
         if (
             not isinstance(arg, Mapping)

@@ -50,10 +50,13 @@ def decide(
     last_sent_ms: int | None,
     late: bool = False,
     chain: int = 0,
+    send_at_ms: int | None = None,
 ) -> Decision:
     """``last_sent_ms``: when this person was last enrolled with a send in this flow, if ever;
     ``late``: the trigger's deadline had passed, allowed lateness included, when it was set;
-    ``chain``: how many flows' messages in a row led to this enrollment (``domain.chain``)."""
+    ``chain``: how many flows' messages in a row led to this enrollment (``domain.chain``);
+    ``send_at_ms``: when the message is to go (the end of the flow's delay), default now.
+    Reentry counts from decisions, so a delayed message counts from when it was decided."""
     if late:
         return Decision("suppress", LATE_EVENT)
     if chain > MAX_CHAIN:
@@ -71,4 +74,5 @@ def decide(
     variant = "default"
     if isinstance(variants, list) and variants and isinstance(variants[0], dict):
         variant = str(variants[0].get("id", "default"))
-    return Decision("send", channel=flow.channels[0], variant=variant, at_ms=now_ms)
+    at = now_ms if send_at_ms is None else send_at_ms
+    return Decision("send", channel=flow.channels[0], variant=variant, at_ms=at)

@@ -311,6 +311,8 @@ def _fits(branches: list[Any], error: jsonschema.ValidationError, instance: obje
     kind = branch.get("type")
     if kind == "object":
         return isinstance(instance, dict)
+    if kind == "string":
+        return isinstance(instance, str)
     return True
 
 
@@ -328,6 +330,8 @@ def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
         return path, f"{where}: {error.instance!r}: {duration_problem(error.instance)}"
     if error.validator in ("pattern", "type") and pattern == TIME_OF_DAY:
         return path, f"{where}: {error.instance!r}: {time_of_day_problem(error.instance)}"
+    if error.validator == "required" and path == ("delay",):
+        return path, "delay: 'for' is required: how long to wait, e.g. {for: 2d, at: \"10:00\"}"
     if error.validator == "enum":
         allowed = [str(v) for v in schema.get("enum", [])]
         hint = suggest(str(error.instance), allowed)
@@ -342,11 +346,11 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
     def problem(path: Path, message: str) -> None:
         problems.append(Problem(doc.source, doc.line_of(path), message))
 
-    def condition(spec: object, path: Path, *, in_segment: bool = False) -> None:
+    def condition(spec: object, path: Path, *, in_segment: bool = False, decided: bool = False) -> None:
         if spec is None:
             return
         try:
-            compile_condition(spec, path=path, in_segment=in_segment)
+            compile_condition(spec, path=path, in_segment=in_segment, decided=decided)
         except ConditionError as exc:
             message = str(exc)
             if message.startswith("unknown key"):
@@ -427,6 +431,15 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
     if "goal" in data:
         check_event(("goal", "event"), data["goal"]["event"])
         condition(data["goal"].get("where"), ("goal", "where"))
+    if "delay" in data:
+        delay = data["delay"]
+        at: Path = ("delay", "for") if isinstance(delay, dict) else ("delay",)
+        try:
+            parse_duration(delay["for"] if isinstance(delay, dict) else delay)
+        except InvalidDuration as exc:
+            problem(at, f"{'.'.join(map(str, at))}: {exc}")
+        if isinstance(delay, dict):
+            condition(delay.get("cancel_if"), ("delay", "cancel_if"), decided=True)
     if data.get("quiet_hours") == "bypass" and data.get("tier", "B") != "A":
         problem(("quiet_hours",), "only transactional (tier A) flows may bypass quiet hours")
     quiet = data.get("quiet_hours")

@@ -83,7 +83,10 @@ def duration_problem(value: object) -> str:
 
 
 def time_of_day_problem(value: object) -> str:
-    """A local time is ``HH:MM``, 24-hour, two digits each: ``9:00`` is ``09:00``."""
+    """A local time is ``HH:MM``, 24-hour, two digits each: ``9:00`` is ``09:00``. Unquoted,
+    YAML 1.1 reads ``10:00`` as the number 600 (base 60): say to quote it."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return f'quote the time: "{value // 60:02d}:{value % 60:02d}" (unquoted, YAML reads it as a number)'
     text = str(value).strip()
     parts = text.split(":")
     if len(parts) == 2 and all(p.isdigit() for p in parts) and int(parts[0]) < 24 and int(parts[1]) < 60:

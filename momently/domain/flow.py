@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from momently.domain.conditions import ALWAYS, Condition, compile_condition
+from momently.domain.delays import Delay, compile_delay
 from momently.domain.durations import parse_duration, parse_offset
 
 Tier = Literal["A", "B", "C"]
@@ -97,7 +98,8 @@ class Reentry:
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
-    """If the goal is not reached ``after_ms`` after the decision, send on ``channel`` too."""
+    """If the goal is not reached ``after_ms`` after the message's send time (the decision, or
+    the end of its delay), send on ``channel`` too."""
 
     channel: str
     after_ms: int
@@ -114,6 +116,7 @@ class Flow:
     channels: tuple[str, ...] = ("console",)
     goal: Goal | None = None
     follow_up: FollowUp | None = None
+    delay: Delay | None = None
     reentry: Reentry = Reentry()
     message: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
@@ -232,6 +235,7 @@ def compile_flow(doc: dict[str, Any], version: int) -> Flow:
         follow_up=FollowUp(doc["follow_up"]["channel"], parse_duration(doc["follow_up"]["after"]))
         if "follow_up" in doc
         else None,
+        delay=compile_delay(doc["delay"]) if "delay" in doc else None,
         reentry=reentry,
         message=dict(doc.get("message", {})),
         tags=tuple(doc.get("tags", ())),

@@ -116,6 +116,24 @@ SCHEMA: Final[dict[str, Any]] = {
                     "description": "send again on another channel if the goal is not reached in time",
                     "properties": {"channel": {"enum": list(CHANNELS)}, "after": _duration},
                 },
+                "delay": {
+                    "description": "send later: 'delay: 2d', or {for: 2d, at: '10:00' (the first local "
+                    "time at or after decision + for, in the person's time zone), cancel_if: a condition "
+                    "checked when the message is due}",
+                    "oneOf": [
+                        _duration,
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["for"],
+                            "properties": {
+                                "for": _duration,
+                                "at": {"type": "string", "pattern": TIME_OF_DAY},
+                                "cancel_if": _ref_condition,
+                            },
+                        },
+                    ],
+                },
                 "webhook": {
                     "type": "object",
                     "additionalProperties": False,

@@ -62,10 +62,10 @@ def next_allowed(q: QuietHours, at: datetime, tz: ZoneInfo) -> datetime:
     day = local.date()
     if q.start > q.end and local.time() >= q.start:
         day += timedelta(days=1)  # in the evening part of a window that wraps midnight
-    return _first_instant_at_or_after(day, q.end, tz).astimezone(at.tzinfo)
+    return first_instant_at_or_after(day, q.end, tz).astimezone(at.tzinfo)
 
 
-def _first_instant_at_or_after(day: date, wall: time, tz: ZoneInfo) -> datetime:
+def first_instant_at_or_after(day: date, wall: time, tz: ZoneInfo) -> datetime:
     """The first real instant whose local time on ``day`` is ``wall`` or, if ``wall`` does not
     exist that day (spring forward), the first instant after the gap."""
     naive = datetime.combine(day, wall)

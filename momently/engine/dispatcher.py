@@ -21,6 +21,10 @@ Sent``, ``Message Failed``, ``Message Suppressed``), so funnels are queries over
   under, re-read at most every ``recheck_ms``; when one moved, consent and kill switches are
   reloaded and the message checked again. A stop-contact acknowledged at T stops every send
   that would start after T + ``recheck_ms``, whatever the batch size or the channel's speed.
+- A delayed message (a flow's ``delay``) waits in the outbox until its time; right before it is
+  sent its ``cancel_if`` is evaluated on the person as they are then (profile, segments,
+  history as the engine keeps them) and, when it holds, the message is suppressed with reason
+  ``cancelled``. Consent, kill switches, quiet hours and caps are checked as for any message.
 - The frequency-cap check is serialised per person (store.outbox.Outbox.lock_people) and a
   message that passes it is reserved before it is sent, so caps hold with any number of
   dispatchers.
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 from sqlalchemy import Connection
 
 from momently.channels.base import Channel, Failed, Outgoing, Result, Sent
@@ -57,6 +62,7 @@ from momently.domain.actions import (
 )
 from momently.domain.caps import Send
 from momently.domain.conditions import Facts, compile_condition
+from momently.domain.delays import CANCELLED, Delay, compile_delay
 from momently.domain.durations import parse_duration
 from momently.domain.event import Event, derived_event
 from momently.domain.flow import MESSAGE_DECIDED
@@ -77,6 +83,7 @@ from momently.engine.channel_health import ChannelHealth
 from momently.store.consent import ConsentLedger
 from momently.store.database import Database
 from momently.store.definitions import Definitions, UnknownDefinition
+from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.outbox import Delivery, Outbox
@@ -133,6 +140,7 @@ class Dispatcher:
         rate_limits: Mapping[str, float] | None = None,
         guardrails: GuardrailPolicies | None = None,
         default_timezone: str = "UTC",
+        engine_state: EngineState | None = None,
         max_age_ms: int = 86_400_000,
         lease_ms: int = 60_000,
         batch: int = 100,
@@ -154,6 +162,7 @@ class Dispatcher:
         self.rate_limits = dict(rate_limits or {})
         self.guardrails = guardrails
         self.default_timezone = default_timezone
+        self.engine_state = engine_state  # segments and history for delays' cancel_if
         self.max_age_ms = max_age_ms
         self._buckets: dict[str, ratelimit.Bucket] = {}
         self._buckets_lock = threading.Lock()
@@ -164,6 +173,7 @@ class Dispatcher:
         self._fresh_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._flows: dict[tuple[str, str, int], dict[str, Any]] = {}  # versions never change
+        self._delays: dict[tuple[str, str, int], Delay | None] = {}
         self._rng = random.Random(seed)
         # a failed round leaves its leases to expire, so the rows come back
         self._loop = Background("dispatcher", self.run_once, idle_seconds=0.5)
@@ -460,7 +470,7 @@ class Dispatcher:
     def _paused(self, d: Delivery, profile: Profile, switch: str, now: int, max_age_ms: int) -> _Outcome:
         """A paused workspace, channel or flow: the message waits (checked again every few
         seconds) until it is resumed, or until it is too old to be worth sending."""
-        if now - d.created_ms > max_age_ms:
+        if now - d.planned_ms > max_age_ms:  # from when it was meant to go: a delay is not age
             return self._record(
                 d,
                 profile,
@@ -491,6 +501,25 @@ class Dispatcher:
             self._flows[key] = body
         return body
 
+    def _delay(self, d: Delivery, flow: dict[str, Any]) -> Delay | None:
+        key = (d.workspace_id, d.flow_id, d.flow_version)
+        if key not in self._delays:
+            self._delays[key] = compile_delay(flow["delay"]) if "delay" in flow else None
+        return self._delays[key]
+
+    def _cancellable(self, claimed: list[Delivery]) -> set[str]:
+        """The people of the batch whose message may be cancelled (its flow's delay has a
+        ``cancel_if``): their segments and history are loaded with the batch."""
+        people: set[str] = set()
+        for d in claimed:
+            try:
+                delay = self._delay(d, self._flow(d))
+            except UnknownDefinition:
+                continue
+            if delay is not None and delay.cancel_if is not None:
+                people.add(d.person_id)
+        return people
+
     def _load(self, claimed: list[Delivery]) -> _Context:
         """The people and trigger events of a whole batch, one query each per workspace."""
         people: dict[tuple[str, str], Profile] = {}
@@ -501,6 +530,7 @@ class Dispatcher:
         paused_flows: dict[str, set[str]] = {}
         marks: dict[str, SendMarks] = {}
         checked: dict[str, float] = {}
+        standing: dict[tuple[str, str], _Standing] = {}
         for ws in {d.workspace_id for d in claimed}:
             mine = [d for d in claimed if d.workspace_id == ws]
             with self.db.read() as conn:
@@ -519,10 +549,19 @@ class Dispatcher:
                 if self.guardrails is not None:
                     guardrails[ws] = self.guardrails.of_body(marks[ws].guardrails)
                     paused_flows[ws] = self._paused_flows(conn, ws)
+                cancellable = self._cancellable(mine) if self.engine_state is not None else set()
+                if cancellable and self.engine_state is not None:
+                    members = self.engine_state.members(conn, ws, cancellable)
+                    states = self.engine_state.states(conn, ws, cancellable)
+                    for pid in cancellable:
+                        history = states.get(pid, {}).get("history", {})
+                        standing[(ws, pid)] = _Standing(frozenset(members.get(pid, ())), history)
             people.update({(ws, pid): p for pid, p in loaded.items()})
             seqs = sorted({d.trigger_seq for d in mine if d.trigger_seq is not None})
             triggers.update({(ws, ev.seq): ev.body for ev in self.events.by_seqs(ws, seqs)})
-        return _Context(people, triggers, records, policies, guardrails, paused_flows, marks, checked)
+        return _Context(
+            people, triggers, records, policies, guardrails, paused_flows, marks, checked, standing
+        )
 
     def _deliver(self, d: Delivery, context: _Context, lease: _Lease) -> _Outcome:
         """Prepare (consent, kill switches, render), then check the send marks: if anything
@@ -567,6 +606,9 @@ class Dispatcher:
             what = "the follow-up" if d.kind == "follow_up" else "the message went out"
             return self._suppress(d, profile, "goal_reached", f"the goal was reached before {what}")
         trigger = context.triggers.get((d.workspace_id, d.trigger_seq)) if d.trigger_seq is not None else None
+        cancelled = self._cancelled(d, flow, profile, trigger, context)
+        if cancelled is not None:
+            return self._suppress(d, profile, CANCELLED, cancelled)
         name = d.channel
         channel = self.channels.channel(d.workspace_id, name, flow) if name is not None else None
         if channel is None:
@@ -745,6 +787,36 @@ class Dispatcher:
                 return True
         return False
 
+    def _cancelled(
+        self,
+        d: Delivery,
+        flow: dict[str, Any],
+        profile: Profile,
+        trigger: Mapping[str, Any] | None,
+        context: _Context,
+    ) -> str | None:
+        """The detail of the suppression when the flow's ``delay.cancel_if`` holds now, for
+        the message and its follow-up alike; else None. Evaluated like an audience, on the
+        person as the engine knows them at this moment, with ``since: decision`` meaning
+        after ``created_ms``."""
+        delay = self._delay(d, flow)
+        if delay is None or delay.cancel_if is None:
+            return None
+        standing = context.standing.get((d.workspace_id, d.person_id), _Standing())
+        facts = Facts(
+            profile=profile,
+            now_ms=to_millis(self.clock.now()),
+            tz=self._zone(profile),
+            event=trigger,
+            segments=standing.segments,
+            history=standing.history,
+            decided_ms=d.created_ms,
+        )
+        if not delay.cancel_if(facts):
+            return None
+        written = orjson.dumps(delay.cancel_spec, option=orjson.OPT_SORT_KEYS).decode()
+        return f"delay.cancel_if held when the message was due: {written[:300]}"
+
     def _unsubscribe_url(self, d: Delivery, profile: Profile, channel: str, purpose: str) -> str | None:
         if self.links is None or purpose == "transactional":
             return None
@@ -889,7 +961,16 @@ class _Context:
     # what the above was loaded under, per workspace, and when the marks were last read
     marks: dict[str, SendMarks]
     checked: dict[str, float]
+    standing: dict[tuple[str, str], _Standing] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Standing:
+    """A person's segments and kept event history, read with the batch for ``cancel_if``."""
+
+    segments: frozenset[str] = frozenset()
+    history: Mapping[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

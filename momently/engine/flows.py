@@ -106,7 +106,10 @@ class Compiled:
                 self.on_segment.setdefault((t.segment, t.on), []).append(flow)
             else:
                 self.date_by_trait.setdefault(t.trait.split(".")[0], []).append(flow)
-            for name, window in flow.audience.deps.history.items():
+            deps = flow.audience.deps
+            if flow.delay is not None and flow.delay.cancel_if is not None:
+                deps = deps | flow.delay.cancel_if.deps  # read by the dispatcher when the message is due
+            for name, window in deps.history.items():
                 self.history[name] = max(self.history.get(name, 0), window)
         self.inactivity_any.sort(key=lambda f: (getattr(f.trigger, "for_ms", 0), f.id))
         # segments that read other segments go last, so they see this event's changes
@@ -133,6 +136,7 @@ class _Candidate:
     now_ms: int
     audience_ok: bool
     paused: bool
+    send_at_ms: int  # now_ms, or the end of the flow's delay
     late: bool = False
     chain: int = 0
 
@@ -793,6 +797,7 @@ class Pass:
             facts = self._facts(pid, profile, now, event)
         ok = facts is not None and flow.audience(facts)
         depth = depth_after(event)
+        send_at = now if flow.delay is None else flow.delay.send_time(now, self.stage.zone(profile))
         self.candidates.append(
             _Candidate(
                 flow,
@@ -803,8 +808,9 @@ class Pass:
                 now,
                 ok,
                 flow.id in self.c.paused,
-                late,
-                depth,
+                send_at,
+                late=late,
+                chain=depth,
             )
         )
 
@@ -828,14 +834,17 @@ class Pass:
                 last_sent_ms=last.get((c.flow.id, c.person_id)),
                 late=c.late,
                 chain=c.chain,
+                send_at_ms=c.send_at_ms,
             )
             if d.outcome == "send":
                 last[(c.flow.id, c.person_id)] = c.now_ms
                 dkey = f"{c.flow.id}:{c.person_id}:{c.occurrence}"
                 at = d.at_ms if d.at_ms is not None else c.now_ms
                 # a decision about the distant past (a replay, a new flow over old history) is
-                # recorded but not sent: nobody wants last month's nudge
-                stale = self.clock_ms - c.now_ms > self.stage.send_max_age_ms
+                # recorded but not sent: nobody wants last month's nudge. Counted from when it
+                # was meant to go, so a delay never makes a message stale (a thank-you decided
+                # in an outage 30 hours ago, due in 18 more, still goes)
+                stale = self.clock_ms - at > self.stage.send_max_age_ms
                 row = {
                     "key": dkey,
                     "flow_id": c.flow.id,
@@ -849,19 +858,22 @@ class Pass:
                     "status": "expired" if stale else "pending",
                     "attempts": 0,
                     "next_attempt_ms": at,
+                    "due_ms": at,
                     "created_ms": c.now_ms,
                     "updated_ms": c.now_ms,
                     "kind": "message",
                 }
                 self.changes.deliveries.append(row)
                 if c.flow.follow_up is not None:
-                    # sent later unless the goal is reached first (checked at send time)
+                    # sent later unless the goal is reached first (checked at send time); counted
+                    # from the message's own send time, so after its delay
                     self.changes.deliveries.append(
                         {
                             **row,
                             "key": f"{dkey}:follow-up",
                             "channels": orjson.dumps([c.flow.follow_up.channel]).decode(),
                             "next_attempt_ms": at + c.flow.follow_up.after_ms,
+                            "due_ms": at + c.flow.follow_up.after_ms,
                             "kind": "follow_up",
                         }
                     )

@@ -63,6 +63,7 @@ OUTBOX_COLUMNS = (
     "created_ms",
     "updated_ms",
     "kind",
+    "due_ms",
 )
 
 TimerKey = tuple[str, str, str, str]  # person, kind, owner, key

@@ -53,6 +53,12 @@ class Delivery:
     lease_until_ms: int | None = None
     reserved_ms: int | None = None
     held_ms: int | None = None
+    due_ms: int | None = None  # when the decision meant it to go (after its delay); older rows: None
+
+    @property
+    def planned_ms(self) -> int:
+        """When the message was meant to go: its age for ``max_age`` counts from here."""
+        return self.due_ms if self.due_ms is not None else self.created_ms
 
     @property
     def channel(self) -> str | None:
@@ -286,6 +292,7 @@ def _delivery(m: dict[str, Any]) -> Delivery:
         lease_until_ms=_int(m.get("lease_until_ms")),
         reserved_ms=_int(m.get("reserved_ms")),
         held_ms=_int(m.get("held_ms")),
+        due_ms=_int(m.get("due_ms")),
     )
 
 

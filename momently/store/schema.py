@@ -267,6 +267,9 @@ deliveries = Table(
     Column("reserved_ms", BigInteger, nullable=True),
     # when a guardrail first held it back: on_cap.max_delay counts from there
     Column("held_ms", BigInteger, nullable=True),
+    # when the decision meant it to go: the decision, or the end of the flow's delay (max_age
+    # counts from here, so a delay does not age a message)
+    Column("due_ms", BigInteger, nullable=True),
     UniqueConstraint("workspace_id", "key", name="ux_deliveries_key"),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_ms)

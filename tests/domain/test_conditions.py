@@ -148,6 +148,7 @@ OPERANDS: dict[str, Any] = {
     "near": st.just({"lat": 1.0, "lon": 1.0, "km": 10}),
     "geohash": st.just("s0"),
     "is": st.booleans(),
+    "since": st.just("decision"),
 }
 
 
@@ -162,11 +163,11 @@ def test_missing_or_mistyped_values_never_raise_and_not_inverts(
 ) -> None:
     operand = data.draw(OPERANDS[op])
     for subject, target in (("trait", "a"), ("trait", "a.b"), ("event", "properties.a")):
-        cond = compile_condition({subject: target, op: operand})
+        cond = compile_condition({subject: target, op: operand}, decided=True)
         f = facts(traits, event if isinstance(event, dict) else None)
         result = cond(f)
         assert isinstance(result, bool)
-        assert compile_condition({"not": {subject: target, op: operand}})(f) is (not result)
+        assert compile_condition({"not": {subject: target, op: operand}}, decided=True)(f) is (not result)
 
 
 @given(
