@@ -404,6 +404,7 @@ def flows() -> None:
 def flows_validate(c: _Ctx, path: Path, workspace_id: str | None) -> None:
     """Check every flow and segment document under PATH (a file or a directory)."""
     from momently import catalog
+    from momently.domain import scenario
     from momently.domain.definitions import validate
 
     loaded = catalog.read_path(path)
@@ -412,12 +413,14 @@ def flows_validate(c: _Ctx, path: Path, workspace_id: str | None) -> None:
         problems = catalog.check(c.services, workspace_id, loaded)
     else:
         problems = loaded.problems + validate(loaded.documents)
+    problems += scenario.problems_of(loaded.scenarios)
     if problems:
         for p in problems:
             click.echo(str(p), err=True)
         raise click.ClickException(f"{len(problems)} problem(s) in {path}")
     kinds = [d.kind for d in loaded.documents]
-    click.echo(f"ok: {kinds.count('flow')} flow(s), {kinds.count('segment')} segment(s) in {path}")
+    tests = f", {len(loaded.scenarios)} scenario(s)" if loaded.scenarios else ""
+    click.echo(f"ok: {kinds.count('flow')} flow(s), {kinds.count('segment')} segment(s){tests} in {path}")
 
 
 @flows.command("schema")
@@ -588,6 +591,44 @@ def flows_backtest(
         click.echo(f"  {reason:24} {n}")
     if not report.decisions:
         click.echo("  (no trigger occurrences)")
+
+
+@flows.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--flows",
+    "flows_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run against the flows and segments here (default: those next to each scenario).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print every result as JSON.")
+@pass_ctx
+def flows_test(c: _Ctx, paths: tuple[Path, ...], flows_path: Path | None, as_json: bool) -> None:
+    """Run the scenarios (kind: scenario) in PATHS against the flows next to them, on virtual
+    time in a scratch database: exit 1 when an expectation fails (see docs/flows.md)."""
+    from momently import flowtest
+
+    suite = flowtest.load_suite(list(paths), flows=flows_path)
+    if suite.problems:
+        for p in suite.problems:
+            click.echo(str(p), err=True)
+        raise click.ClickException(f"{len(suite.problems)} problem(s) in the scenarios; nothing was run")
+    results = []
+    for scenario, documents in suite.scenarios:
+        result = flowtest.run(scenario, documents, default_timezone=c.settings.default_timezone)
+        results.append(result)
+        if not as_json:
+            click.echo(result.report())
+    failed = sum(not r.passed for r in results)
+    if as_json:
+        _print_json(
+            {"passed": len(results) - failed, "failed": failed, "scenarios": [r.as_json() for r in results]}
+        )
+    else:
+        click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 @main.group()
