@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from momently import heap
+from momently.clock import Clock
 from momently.domain import consent
 from momently.domain.credentials import KeyKind
 from momently.domain.profile import document
@@ -30,13 +31,14 @@ from momently.store.workspaces import WorkspaceError
 class _Ctx:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.clock: Clock | None = None  # serve --clock virtual
         self._services: Services | None = None
 
     @property
     def services(self) -> Services:
         if self._services is None:
             try:
-                self._services = Services.build(self.settings)
+                self._services = Services.build(self.settings, clock=self.clock)
             except (DatabaseError, LedgerKeyError) as exc:
                 raise click.ClickException(str(exc)) from None
         return self._services
@@ -108,8 +110,19 @@ def main(ctx: click.Context, database_url: str | None) -> None:
     default=None,
     help="Run the engine in this process (default on; use `momently worker` to run it apart).",
 )
+@click.option(
+    "--clock",
+    "clock_spec",
+    default="system",
+    show_default=True,
+    metavar="system|virtual[=START]",
+    help="virtual: time stands still (at START, ISO-8601, or now) and moves only by POST /v1/clock; "
+    "for trying flows by hand, never for production.",
+)
 @pass_ctx
-def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine: bool | None) -> None:
+def serve(
+    c: _Ctx, host: str | None, port: int | None, workers: int, run_engine: bool | None, clock_spec: str
+) -> None:
     """Run the HTTP API (ingest + admin) and the engine."""
     import uvicorn
 
@@ -118,7 +131,12 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
     with _checked_settings():
         c.settings = c.settings.with_overrides(host=host, port=port, run_engine=run_engine)
     st = c.settings
+    c.clock = _serve_clock(clock_spec, workers=workers, run_engine=st.run_engine)
     click.echo(f"Momently on http://{st.host}:{st.port} using {c.services.db.safe_url}", err=True)
+    if c.clock is not None:
+        click.echo(
+            f"virtual clock at {format_timestamp(c.clock.now())}: move it with POST /v1/clock", err=True
+        )
     if workers == 1:
         uvicorn.run(
             create_app(c.services, settle_heap=True),
@@ -156,6 +174,30 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
     finally:  # after the workers: they wait for the writer's replies to what they accepted
         writer.stop()
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _serve_clock(spec: str, *, workers: int, run_engine: bool) -> Clock | None:
+    """``system`` (None: the default clock) or ``virtual[=START]``: a ManualClock, which only
+    makes sense with the engine in this one process."""
+    from datetime import UTC, datetime
+
+    from momently.clock import ManualClock
+    from momently.domain.timestamps import InvalidTimestamp, parse_timestamp
+
+    kind, _, start = spec.partition("=")
+    if kind == "system" and not start:
+        return None
+    if kind != "virtual":
+        raise click.BadParameter("system, virtual or virtual=2026-03-02T09:00:00Z", param_hint="--clock")
+    if workers != 1 or not run_engine:
+        raise click.BadParameter(
+            "a virtual clock lives in one process: use --workers 1 with the engine (no --no-engine)",
+            param_hint="--clock",
+        )
+    try:
+        return ManualClock(parse_timestamp(start) if start else datetime.now(UTC))
+    except InvalidTimestamp as exc:
+        raise click.BadParameter(str(exc), param_hint="--clock") from None
 
 
 @main.command("log-writer", hidden=True)

@@ -53,15 +53,14 @@ from momently.domain.scenario import (
     parse_scenario,
     timeline,
 )
-from momently.domain.timestamps import format_timestamp, from_millis, to_millis
+from momently.domain.timestamps import format_timestamp, from_millis
 from momently.engine.dispatcher import MESSAGE_DEFERRED, MESSAGE_FAILED, MESSAGE_SUPPRESSED
 from momently.services import Services
 from momently.settings import Settings
+from momently.virtual_time import Runaway, next_stop, walk
 
 WORKSPACE = "scenario"
-MAX_WAKES = 100_000  # wake-ups of one clock walk: a runaway (a message re-deferred forever)
 DISPATCH_NOTES = (MESSAGE_FAILED, MESSAGE_DEFERRED, MESSAGE_SUPPRESSED)
-HELD_STEP_MS = 60_000  # a due timer not fired yet (allowed lateness): walk on a minute at a time
 
 
 class ScenarioError(RuntimeError):
@@ -356,25 +355,15 @@ class _World:
 
     def advance(self, target_ms: int) -> None:
         """Walk the clock to ``target_ms``, stopping at each due timer and delivery on the way."""
-        for _ in range(MAX_WAKES):
-            self.drain()
-            now = to_millis(self.clock.now())
-            due = [
-                t
-                for t in (self.s.engine_state.next_due(WORKSPACE), self.s.outbox.next_attempt_ms(WORKSPACE))
-                if t is not None
-            ]
-            nxt = min(due, default=None)
-            if nxt is None or nxt > target_ms or now >= target_ms:
-                break
-            # due but not fired yet (held back by the allowed lateness): walk on a little
-            self.clock.set(from_millis(nxt if nxt > now else min(now + HELD_STEP_MS, target_ms)))
-        else:
-            until = format_timestamp(from_millis(target_ms))
-            raise ScenarioError(f"the engine did not settle: {MAX_WAKES} wake-ups before {until}")
-        if to_millis(self.clock.now()) < target_ms:
-            self.clock.set(from_millis(target_ms))
-        self.drain()
+        try:
+            walk(
+                self.clock,
+                from_millis(target_ms),
+                stop=lambda: next_stop(self.s, [WORKSPACE]),
+                settle=self.drain,
+            )
+        except Runaway as exc:
+            raise ScenarioError(str(exc)) from None
 
     def observe(self, scenario: Scenario) -> Observed:
         """What happened, by userId (a person with none is shown by their person id)."""

@@ -48,12 +48,26 @@ class Background:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._last_error: str | None = None
+        self._idle_rounds = 0  # rounds that found nothing to do, for ``wait_idle``
+        self._idle = threading.Condition()
 
     def health(self) -> LoopHealth:
         return LoopHealth(self._thread is not None, self._failures, self._last_error)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wake the loop and block until a round that started after this call found nothing
+        to do (virtual time: the clock was moved, everything now due has been handled).
+        True at once when the loop is not running; False on timeout."""
+        if self._thread is None:
+            return True
+        with self._idle:
+            # the first idle round may have started before the call; the second cannot have
+            wanted = self._idle_rounds + 2
+            self._wake.set()
+            return self._idle.wait_for(lambda: self._idle_rounds >= wanted or self._thread is None, timeout)
 
     def start(self, idle_seconds: float | None = None) -> None:
         if self._thread is not None:
@@ -86,5 +100,8 @@ class Background:
                 busy = 0
                 self._stop.wait(1.0)
             if not busy:
+                with self._idle:
+                    self._idle_rounds += 1
+                    self._idle.notify_all()
                 self._wake.wait(self.idle_seconds)
                 self._wake.clear()
