@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 FAILING_AFTER: Final = 3  # consecutive failed rounds (about a second apart) before "failing"
@@ -63,11 +65,20 @@ class Background:
         True at once when the loop is not running; False on timeout."""
         if self._thread is None:
             return True
+        deadline = time.monotonic() + timeout
         with self._idle:
             # the first idle round may have started before the call; the second cannot have
             wanted = self._idle_rounds + 2
-            self._wake.set()
-            return self._idle.wait_for(lambda: self._idle_rounds >= wanted or self._thread is None, timeout)
+            while self._idle_rounds < wanted and self._thread is not None:
+                seen = self._idle_rounds
+                self._wake.set()  # again after each idle round, or the loop sleeps its idle time
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._idle.wait_for(partial(self._idle_since, seen), left):
+                    return False
+            return True
+
+    def _idle_since(self, rounds: int) -> bool:
+        return self._idle_rounds > rounds
 
     def start(self, idle_seconds: float | None = None) -> None:
         if self._thread is not None:
