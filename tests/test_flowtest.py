@@ -232,3 +232,16 @@ def test_a_scenario_names_flows_that_exist(tmp_path: Path) -> None:
     code, out = run(tmp_path, "flows", "test", str(folder))
     assert code == 1
     assert "no flow 'cart-nuge' next to the scenario" in out
+
+
+def test_the_scenario_in_the_docs_passes_against_the_shop_flows(tmp_path: Path) -> None:
+    """Kept apart from the flows, it runs against them with --flows."""
+    doc = (ROOT / "docs" / "flows.md").read_text()
+    section = doc[doc.index("## Testing flows in virtual time") :]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "doc.scenario.yaml").write_text(example)
+    code, out = run(tmp_path, "flows", "test", str(scenarios), "--flows", str(SHOP))
+    assert code == 0, out
+    assert out.startswith("ok    cart-nudge-after-30-minutes (2 expectations")
