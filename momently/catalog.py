@@ -3,7 +3,7 @@ workspace knows, apply it as new versions. One place for the CLI and the admin A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from momently.store.definitions import Applied, Kind
 from momently.store.engine_state import Changes
 
 SUFFIXES = (".yaml", ".yml")
+SCENARIO = "scenario"
 
 
 class InvalidDefinitions(ValueError):
@@ -25,8 +26,12 @@ class InvalidDefinitions(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
+    """``scenarios`` are the ``kind: scenario`` documents (flow tests, ``momently flows
+    test``): read with the flows they sit next to, never applied."""
+
     documents: list[Document]
     problems: list[Problem]
+    scenarios: list[Document] = field(default_factory=list)
 
 
 def read_path(path: Path) -> Loaded:
@@ -38,11 +43,13 @@ def read_path(path: Path) -> Loaded:
         return Loaded([], [Problem(str(path), 0, "no .yaml or .yml files here")])
     docs: list[Document] = []
     problems: list[Problem] = []
+    scenarios: list[Document] = []
     for f in files:
         found, bad = load(f.read_text(encoding="utf-8"), str(f))
-        docs += found
+        docs += [d for d in found if d.kind != SCENARIO]
+        scenarios += [d for d in found if d.kind == SCENARIO]
         problems += bad
-    return Loaded(docs, problems)
+    return Loaded(docs, problems, scenarios)
 
 
 def known(services: Services, workspace_id: str) -> Known:

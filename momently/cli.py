@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from momently import heap
+from momently.clock import Clock
 from momently.domain import consent
 from momently.domain.credentials import KeyKind
 from momently.domain.profile import document
@@ -30,13 +31,14 @@ from momently.store.workspaces import WorkspaceError
 class _Ctx:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.clock: Clock | None = None  # serve --clock virtual
         self._services: Services | None = None
 
     @property
     def services(self) -> Services:
         if self._services is None:
             try:
-                self._services = Services.build(self.settings)
+                self._services = Services.build(self.settings, clock=self.clock)
             except (DatabaseError, LedgerKeyError) as exc:
                 raise click.ClickException(str(exc)) from None
         return self._services
@@ -108,8 +110,19 @@ def main(ctx: click.Context, database_url: str | None) -> None:
     default=None,
     help="Run the engine in this process (default on; use `momently worker` to run it apart).",
 )
+@click.option(
+    "--clock",
+    "clock_spec",
+    default="system",
+    show_default=True,
+    metavar="system|virtual[=START]",
+    help="virtual: time stands still (at START, ISO-8601, or now) and moves only by POST /v1/clock; "
+    "for trying flows by hand, never for production.",
+)
 @pass_ctx
-def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine: bool | None) -> None:
+def serve(
+    c: _Ctx, host: str | None, port: int | None, workers: int, run_engine: bool | None, clock_spec: str
+) -> None:
     """Run the HTTP API (ingest + admin) and the engine."""
     import uvicorn
 
@@ -118,7 +131,12 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
     with _checked_settings():
         c.settings = c.settings.with_overrides(host=host, port=port, run_engine=run_engine)
     st = c.settings
+    c.clock = _serve_clock(clock_spec, workers=workers, run_engine=st.run_engine)
     click.echo(f"Momently on http://{st.host}:{st.port} using {c.services.db.safe_url}", err=True)
+    if c.clock is not None:
+        click.echo(
+            f"virtual clock at {format_timestamp(c.clock.now())}: move it with POST /v1/clock", err=True
+        )
     if workers == 1:
         uvicorn.run(
             create_app(c.services, settle_heap=True),
@@ -156,6 +174,30 @@ def serve(c: _Ctx, host: str | None, port: int | None, workers: int, run_engine:
     finally:  # after the workers: they wait for the writer's replies to what they accepted
         writer.stop()
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _serve_clock(spec: str, *, workers: int, run_engine: bool) -> Clock | None:
+    """``system`` (None: the default clock) or ``virtual[=START]``: a ManualClock, which only
+    makes sense with the engine in this one process."""
+    from datetime import UTC, datetime
+
+    from momently.clock import ManualClock
+    from momently.domain.timestamps import InvalidTimestamp, parse_timestamp
+
+    kind, _, start = spec.partition("=")
+    if kind == "system" and not start:
+        return None
+    if kind != "virtual":
+        raise click.BadParameter("system, virtual or virtual=2026-03-02T09:00:00Z", param_hint="--clock")
+    if workers != 1 or not run_engine:
+        raise click.BadParameter(
+            "a virtual clock lives in one process: use --workers 1 with the engine (no --no-engine)",
+            param_hint="--clock",
+        )
+    try:
+        return ManualClock(parse_timestamp(start) if start else datetime.now(UTC))
+    except InvalidTimestamp as exc:
+        raise click.BadParameter(str(exc), param_hint="--clock") from None
 
 
 @main.command("log-writer", hidden=True)
@@ -404,6 +446,7 @@ def flows() -> None:
 def flows_validate(c: _Ctx, path: Path, workspace_id: str | None) -> None:
     """Check every flow and segment document under PATH (a file or a directory)."""
     from momently import catalog
+    from momently.domain import scenario
     from momently.domain.definitions import validate
 
     loaded = catalog.read_path(path)
@@ -412,12 +455,14 @@ def flows_validate(c: _Ctx, path: Path, workspace_id: str | None) -> None:
         problems = catalog.check(c.services, workspace_id, loaded)
     else:
         problems = loaded.problems + validate(loaded.documents)
+    problems += scenario.problems_of(loaded.scenarios)
     if problems:
         for p in problems:
             click.echo(str(p), err=True)
         raise click.ClickException(f"{len(problems)} problem(s) in {path}")
     kinds = [d.kind for d in loaded.documents]
-    click.echo(f"ok: {kinds.count('flow')} flow(s), {kinds.count('segment')} segment(s) in {path}")
+    tests = f", {len(loaded.scenarios)} scenario(s)" if loaded.scenarios else ""
+    click.echo(f"ok: {kinds.count('flow')} flow(s), {kinds.count('segment')} segment(s){tests} in {path}")
 
 
 @flows.command("schema")
@@ -588,6 +633,44 @@ def flows_backtest(
         click.echo(f"  {reason:24} {n}")
     if not report.decisions:
         click.echo("  (no trigger occurrences)")
+
+
+@flows.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--flows",
+    "flows_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run against the flows and segments here (default: those next to each scenario).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print every result as JSON.")
+@pass_ctx
+def flows_test(c: _Ctx, paths: tuple[Path, ...], flows_path: Path | None, as_json: bool) -> None:
+    """Run the scenarios (kind: scenario) in PATHS against the flows next to them, on virtual
+    time in a scratch database: exit 1 when an expectation fails (see docs/flows.md)."""
+    from momently import flowtest
+
+    suite = flowtest.load_suite(list(paths), flows=flows_path)
+    if suite.problems:
+        for p in suite.problems:
+            click.echo(str(p), err=True)
+        raise click.ClickException(f"{len(suite.problems)} problem(s) in the scenarios; nothing was run")
+    results = []
+    for scenario, documents in suite.scenarios:
+        result = flowtest.run(scenario, documents, default_timezone=c.settings.default_timezone)
+        results.append(result)
+        if not as_json:
+            click.echo(result.report())
+    failed = sum(not r.passed for r in results)
+    if as_json:
+        _print_json(
+            {"passed": len(results) - failed, "failed": failed, "scenarios": [r.as_json() for r in results]}
+        )
+    else:
+        click.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        raise click.exceptions.Exit(1)
 
 
 @main.group()

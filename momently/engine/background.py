@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 FAILING_AFTER: Final = 3  # consecutive failed rounds (about a second apart) before "failing"
@@ -48,12 +50,35 @@ class Background:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._last_error: str | None = None
+        self._idle_rounds = 0  # rounds that found nothing to do, for ``wait_idle``
+        self._idle = threading.Condition()
 
     def health(self) -> LoopHealth:
         return LoopHealth(self._thread is not None, self._failures, self._last_error)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wake the loop and block until a round that started after this call found nothing
+        to do (virtual time: the clock was moved, everything now due has been handled).
+        True at once when the loop is not running; False on timeout."""
+        if self._thread is None:
+            return True
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            # the first idle round may have started before the call; the second cannot have
+            wanted = self._idle_rounds + 2
+            while self._idle_rounds < wanted and self._thread is not None:
+                seen = self._idle_rounds
+                self._wake.set()  # again after each idle round, or the loop sleeps its idle time
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._idle.wait_for(partial(self._idle_since, seen), left):
+                    return False
+            return True
+
+    def _idle_since(self, rounds: int) -> bool:
+        return self._idle_rounds > rounds
 
     def start(self, idle_seconds: float | None = None) -> None:
         if self._thread is not None:
@@ -86,5 +111,8 @@ class Background:
                 busy = 0
                 self._stop.wait(1.0)
             if not busy:
+                with self._idle:
+                    self._idle_rounds += 1
+                    self._idle.notify_all()
                 self._wake.wait(self.idle_seconds)
                 self._wake.clear()

@@ -195,6 +195,10 @@ class Dispatcher:
     def health(self) -> LoopHealth:
         return self._loop.health()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """See ``Background.wait_idle``: for ``POST /v1/clock`` on a virtual clock."""
+        return self._loop.wait_idle(timeout)
+
     def run_once(self) -> int:
         """Claim a batch, send its messages concurrently, then record every outcome (and its
         ``Message …`` event) in one transaction: one commit per batch, not per message."""

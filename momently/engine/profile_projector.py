@@ -116,6 +116,10 @@ class ProfileProjector:
     def health(self) -> LoopHealth:
         return self._loop.health()
 
+    def wait_idle(self, timeout: float) -> bool:
+        """See ``Background.wait_idle``: for ``POST /v1/clock`` on a virtual clock."""
+        return self._loop.wait_idle(timeout)
+
     def run_once(self) -> int:
         """Process at most one batch per workspace that is behind, or, for a workspace whose
         log is drained, fire the timers that are due. Returns events and timers processed."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BindParameter, Connection, Update, and_, bindparam, or_, select, text, update
+from sqlalchemy import BindParameter, Connection, Update, and_, bindparam, func, or_, select, text, update
 
 from momently.store.database import Database
 from momently.store.schema import deliveries
@@ -201,6 +201,16 @@ class Outbox:
         with self.db.read() as conn:
             rows = conn.execute(query.order_by(deliveries.c.id.desc()).limit(limit)).all()
         return [_delivery(dict(r._mapping)) for r in rows]
+
+    def next_attempt_ms(self, workspace_id: str) -> int | None:
+        """When the workspace's earliest pending delivery is due: how far virtual time may
+        jump without stepping over a send (flow tests)."""
+        query = select(func.min(deliveries.c.next_attempt_ms)).where(
+            deliveries.c.workspace_id == workspace_id, deliveries.c.status == "pending"
+        )
+        with self.db.read() as conn:
+            value = conn.execute(query).scalar()
+        return int(value) if value is not None else None
 
     def by_provider_id(self, workspace_id: str, provider_id: str) -> Delivery | None:
         """The delivery a provider's status callback is about."""

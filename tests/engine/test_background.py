@@ -43,3 +43,30 @@ def test_consecutive_failures_are_counted_and_reset_by_a_good_round() -> None:
     finally:
         loop.stop()
     assert not loop.health().running
+
+
+def test_wait_idle_returns_once_a_round_started_after_it_found_nothing_to_do() -> None:
+    """Virtual time: the clock moved, so work may be due that the sleeping loop has not seen.
+    ``wait_idle`` wakes it and returns once that work is done, without waiting out the idle
+    time (here far longer than the test)."""
+    pending = 0
+
+    def step() -> int:
+        nonlocal pending
+        if pending:
+            pending -= 1
+            return 1
+        return 0
+
+    loop = Background("test", step, idle_seconds=60.0)
+    assert loop.wait_idle(0.1)  # not running: nothing to wait for
+    loop.start()
+    try:
+        time.sleep(0.1)  # asleep for its idle minute
+        pending = 3  # due now that the clock moved; nobody woke the loop
+        started = time.monotonic()
+        assert loop.wait_idle(10.0)
+        assert pending == 0
+        assert time.monotonic() - started < 5.0
+    finally:
+        loop.stop()
