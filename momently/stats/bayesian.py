@@ -83,21 +83,20 @@ def posterior(
     if prior.proper:
         prior_mean, prior_variance = prior.mean, prior.stddev**2
         if scale == "absolute":
-            # a relative prior says nothing on the absolute scale of a zero baseline
-            if a.unadjusted_mean == 0:
-                return None
             prior_mean *= abs(a.unadjusted_mean)
-            prior_variance *= a.unadjusted_mean**2
+            prior_variance *= a.unadjusted_mean * a.unadjusted_mean
+        if prior_variance == 0:
+            # a relative prior says nothing on the absolute scale of a zero baseline
+            return None
         precision = 1 / data_variance + 1 / prior_variance
         mu = (data_mean / data_variance + prior_mean / prior_variance) / precision
         sigma = math.sqrt(1 / precision)
     else:
         mu, sigma = data_mean, math.sqrt(data_variance)
-    z = mu / sigma
-    density = float(norm.pdf(z))
-    loss_arm = sigma * density - mu * float(norm.cdf(-z))
-    loss_control = sigma * density + mu * float(norm.cdf(z))
-    chance = float(norm.cdf(z))
+    if not (math.isfinite(mu) and 0 < sigma < math.inf):
+        return None  # beyond floating point: a baseline or variance near 1e-308
+    loss_arm, loss_control = expected_losses(mu, sigma)
+    chance = float(norm.cdf(mu / sigma))
     if inverse:
         chance = 1 - chance
         loss_arm, loss_control = loss_control, loss_arm
@@ -107,6 +106,18 @@ def posterior(
         stddev=sigma,
         ci=(mu - half, mu + half),
         chance_to_win=chance,
-        expected_loss=max(loss_arm, 0.0),
-        expected_loss_control=max(loss_control, 0.0),
+        expected_loss=loss_arm,
+        expected_loss_control=loss_control,
     )
+
+
+def expected_losses(mu: float, sigma: float) -> tuple[float, float]:
+    """``(E[max(0, -X)], E[max(0, X)])`` for ``X ~ N(mu, sigma²)``: the loss of shipping the arm
+    and of keeping control. Closed form, so a posterior that is sure of itself (tiny ``sigma``)
+    gives ``(0, mu)`` rather than overflowing, as a truncated-normal mean can."""
+    z = mu / sigma
+    density = float(norm.pdf(z))
+    loss_arm = sigma * density - mu * float(norm.cdf(-z))
+    loss_control = sigma * density + mu * float(norm.cdf(z))
+    # the difference of two tiny terms can round below zero; a loss cannot be negative
+    return max(loss_arm, 0.0), max(loss_control, 0.0)

@@ -18,14 +18,20 @@ unadjusted (gbstats does the same).
 
 from __future__ import annotations
 
+import math
+
 from momently.stats.samples import Cuped, Mean, Moments, Plain, Proportion, Sample, covariance
 
 
 def theta(control: Cuped, arm: Cuped) -> float:
-    """The regression coefficient of post on pre over both arms' units (0 when undefined)."""
+    """The regression coefficient of post on pre over both arms' units: 0 when the pooled
+    variance is 0 (no adjustment), NaN when the sums overflow (nothing is defined)."""
     n = control.n + arm.n
-    post = _pooled(control.post, arm.post, n)
-    pre = _pooled(control.pre, arm.pre, n)
+    try:
+        post = _pooled(control.post, arm.post, n)
+        pre = _pooled(control.pre, arm.pre, n)
+    except OverflowError:
+        return math.nan  # sums beyond floating point: every statistic of the pair is undefined
     if pre.variance == 0 or post.variance == 0:
         return 0.0
     return covariance(n, post.sum, pre.sum, control.sum_products + arm.sum_products) / pre.variance
@@ -37,7 +43,7 @@ def adjusted(sample: Cuped, theta: float) -> Moments:
         return Moments.of(sample.post)
     variance = 0.0
     if sample.n > 1:
-        variance = sample.post.variance + theta**2 * sample.pre.variance - 2 * theta * sample.covariance
+        variance = sample.post.variance + theta * theta * sample.pre.variance - 2 * theta * sample.covariance
     return Moments(
         n=sample.n,
         mean=sample.post.mean - theta * sample.pre.mean,
@@ -64,7 +70,10 @@ def _pooled(a: Plain, b: Plain, n: int) -> Plain:
     if isinstance(a, Proportion) and isinstance(b, Proportion):
         return Proportion(n, a.conversions + b.conversions)
     if isinstance(a, Mean) and isinstance(b, Mean):
-        return Mean(n, a.sum + b.sum, a.sum_squares + b.sum_squares)
+        total, squares = a.sum + b.sum, a.sum_squares + b.sum_squares
+        if not (math.isfinite(total) and math.isfinite(squares)):
+            raise OverflowError
+        return Mean(n, total, squares)
     raise TypeError(
         f"control and arm must be the same kind of metric: {type(a).__name__} vs {type(b).__name__}"
     )

@@ -60,6 +60,8 @@ def lift(control: Sample, arm: Sample, scale: Scale = "relative", alpha: float =
     dof = welch_dof(a, b)
     width = float(student_t.ppf(1 - alpha / 2, dof)) * sd
     p = 2 * float(student_t.sf(abs(point) / sd, dof))
+    if not math.isfinite(width):
+        return None
     return Estimate(lift=point, ci=(point - width, point + width), p_value=min(p, 1.0), stddev=sd)
 
 

@@ -50,7 +50,11 @@ class Mean:
     sum_squares: float
 
     def __post_init__(self) -> None:
-        if self.n < 0 or self.sum_squares < 0 or not math.isfinite(self.sum + self.sum_squares):
+        if (
+            self.n < 0
+            or self.sum_squares < 0
+            or not (math.isfinite(self.sum) and math.isfinite(self.sum_squares))
+        ):
             raise ValueError(f"need n >= 0 and finite sums, sum_squares >= 0; got {self}")
 
     @property
@@ -61,7 +65,7 @@ class Mean:
     def variance(self) -> float:
         if self.n <= 1:
             return 0.0
-        return (self.sum_squares - self.sum**2 / self.n) / (self.n - 1)
+        return (self.sum_squares - self.sum * self.sum / self.n) / (self.n - 1)
 
 
 Plain = Proportion | Mean

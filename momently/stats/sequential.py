@@ -48,6 +48,8 @@ def sequential_lift(
     width = math.sqrt(scaled_variance) * math.sqrt(
         2 * spread * math.log(math.sqrt(spread) / alpha) / (total * rho) ** 2
     )
-    log_evalue = rho**2 * (point**2 * total / variance) / (2 * spread) - 0.5 * math.log(spread)
+    log_evalue = rho**2 * (point * point * total / variance) / (2 * spread) - 0.5 * math.log(spread)
     p = 1.0 if log_evalue <= 0 else math.exp(-log_evalue)
+    if not math.isfinite(width):
+        return None
     return Estimate(lift=point, ci=(point - width, point + width), p_value=p, stddev=math.sqrt(variance))
