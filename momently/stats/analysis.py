@@ -73,6 +73,8 @@ class ArmResult:
 
 @dataclass(frozen=True)
 class Analysis:
+    """One metric of one experiment: the split check and every arm against control."""
+
     control: str
     srm_p: float
     arms: tuple[ArmResult, ...]

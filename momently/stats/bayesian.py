@@ -96,9 +96,8 @@ def posterior(
     if not (math.isfinite(mu) and 0 < sigma < math.inf):
         return None  # beyond floating point: a baseline or variance near 1e-308
     loss_arm, loss_control = expected_losses(mu, sigma)
-    chance = float(norm.cdf(mu / sigma))
+    chance = float(norm.cdf(-mu / sigma if inverse else mu / sigma))
     if inverse:
-        chance = 1 - chance
         loss_arm, loss_control = loss_control, loss_arm
     half = sigma * float(norm.ppf(1 - alpha / 2))
     return Posterior(

@@ -55,6 +55,12 @@ def test_analyse_gives_each_arm_against_control_and_the_split_check() -> None:
     assert b.expected_loss is not None
     assert b.expected_loss < 1e-4
     assert (b.arm_n, b.control_n, b.n) == (2500, 5000, 2500)
+    # the numbers docs/statistics.md shows for this experiment
+    assert b.ci == pytest.approx((0.12947, 0.47053), abs=1e-5)
+    assert b.p_value == pytest.approx(0.00057, abs=1e-5)
+    assert b.chance_to_win == pytest.approx(0.9997, abs=1e-4)
+    assert b.expected_loss == pytest.approx(6.2e-06, abs=1e-7)
+    assert adjust(result.arms)[1].p_adjusted == pytest.approx(2 * b.p_value)
 
 
 def test_analyse_flags_a_broken_split() -> None:
