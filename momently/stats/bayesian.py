@@ -29,7 +29,7 @@ from scipy.stats import norm
 
 from momently.stats.cuped import pair
 from momently.stats.frequentist import ALPHA, Scale, difference
-from momently.stats.samples import Sample
+from momently.stats.samples import Sample, square
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def posterior(
         prior_mean, prior_variance = prior.mean, prior.stddev**2
         if scale == "absolute":
             prior_mean *= abs(a.unadjusted_mean)
-            prior_variance *= a.unadjusted_mean * a.unadjusted_mean
+            prior_variance *= square(a.unadjusted_mean)
         if prior_variance == 0:
             # a relative prior says nothing on the absolute scale of a zero baseline
             return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from momently.stats.samples import Cuped, Mean, Moments, Plain, Proportion, Sample, covariance
+from momently.stats.samples import Cuped, Mean, Moments, Plain, Proportion, Sample, covariance, square
 
 
 def theta(control: Cuped, arm: Cuped) -> float:
@@ -43,7 +43,7 @@ def adjusted(sample: Cuped, theta: float) -> Moments:
         return Moments.of(sample.post)
     variance = 0.0
     if sample.n > 1:
-        variance = sample.post.variance + theta * theta * sample.pre.variance - 2 * theta * sample.covariance
+        variance = sample.post.variance + square(theta) * sample.pre.variance - 2 * theta * sample.covariance
     return Moments(
         n=sample.n,
         mean=sample.post.mean - theta * sample.pre.mean,

@@ -65,7 +65,7 @@ class Mean:
     def variance(self) -> float:
         if self.n <= 1:
             return 0.0
-        return (self.sum_squares - self.sum * self.sum / self.n) / (self.n - 1)
+        return (self.sum_squares - square(self.sum) / self.n) / (self.n - 1)
 
 
 Plain = Proportion | Mean
@@ -98,6 +98,16 @@ class Cuped:
 
 
 Sample = Proportion | Mean | Cuped
+
+
+def square(x: float) -> float:
+    """``x**2`` rounded as Python's ``pow`` rounds it, which is what gbstats uses: ``x * x`` can
+    differ in the last bit, and ``Q - S² / n`` of a near-constant metric turns that bit into
+    the difference between a tiny variance and none. Overflow gives ``inf``, not an error."""
+    try:
+        return x**2
+    except OverflowError:
+        return math.inf
 
 
 def covariance(n: int, sum_x: float, sum_y: float, sum_products: float) -> float:

@@ -23,7 +23,7 @@ import math
 
 from momently.stats.cuped import pair
 from momently.stats.frequentist import ALPHA, Estimate, Scale, difference
-from momently.stats.samples import Sample
+from momently.stats.samples import Sample, square
 
 TUNING = 5000.0
 
@@ -48,7 +48,7 @@ def sequential_lift(
     width = math.sqrt(scaled_variance) * math.sqrt(
         2 * spread * math.log(math.sqrt(spread) / alpha) / (total * rho) ** 2
     )
-    log_evalue = rho**2 * (point * point * total / variance) / (2 * spread) - 0.5 * math.log(spread)
+    log_evalue = rho**2 * (square(point) * total / variance) / (2 * spread) - 0.5 * math.log(spread)
     p = 1.0 if log_evalue <= 0 else math.exp(-log_evalue)
     if not math.isfinite(width):
         return None
