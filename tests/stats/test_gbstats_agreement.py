@@ -221,8 +221,8 @@ def test_chance_to_win_and_expected_loss(
         assert (ours is None) == prior.proper
         return
     if ours is None or theirs.error_message is not None:
-        # gbstats' Bayesian test only refuses a zero baseline for a relative lift
-        gap = explained_gap(control, arm, scale, ours is not None) and (scale == "relative" or ours is None)
+        # gbstats' Bayesian test refuses a zero baseline only for a relative lift, as we do
+        gap = ours is None and explained_gap(control, arm, scale, ours_defined=False)
         assert (ours is None) == (theirs.error_message is not None) or gap
         return
     event("compared")
