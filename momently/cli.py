@@ -1365,10 +1365,15 @@ def worker(c: _Ctx, role: str) -> None:
 @pass_ctx
 def demo(c: _Ctx, port: int | None, people: int, exit_after: bool) -> None:
     """Serve a ready 'demo' workspace, send it synthetic shop traffic, show a profile."""
+    from datetime import UTC, datetime, timedelta
+
+    from momently.clock import CatchUpClock
     from momently.demo import run_demo
 
     with _checked_settings():
         c.settings = c.settings.with_overrides(
             port=port, console_path=c.settings.console_path or "momently-messages.jsonl"
         )
+    # the synthetic shop day started two hours ago: its events arrive as they would have
+    c.clock = CatchUpClock(datetime.now(UTC) - timedelta(hours=2))
     sys.exit(run_demo(c.services, people=people, exit_after=exit_after))

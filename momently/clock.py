@@ -44,3 +44,25 @@ class ManualClock:
             if when < self._now:
                 raise ValueError("time only moves forward")
             self._now = when.astimezone(UTC)
+
+
+class CatchUpClock(ManualClock):
+    """Virtual time that becomes real time: it stands still until moved, like a ManualClock,
+    then ``release()`` hands over to the system clock for good. ``momently demo`` plays hours
+    of synthetic traffic as if it arrived live, then serves live on the same engine."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self._released = False
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) if self._released else super().now()
+
+    def release(self) -> None:
+        if super().now() > datetime.now(UTC):
+            raise ValueError("the virtual time is ahead of the system clock")
+        self._released = True
+
+    @property
+    def released(self) -> bool:
+        return self._released

@@ -4,13 +4,18 @@ Applies the example flows (momently/sim/flows/shop.yaml), starts the real server
 synthetic shop traffic to it over HTTP with a fresh server key, waits for the engine to fold
 it into profiles, segments and enrollments, and prints a profile, what each flow decided and
 the commands to try next. Everything goes through the public API a real SDK would use.
+
+The shop's day started two hours ago. Its events are sent as a live SDK would have sent them
+then: the server runs on a clock that catches up (``clock.CatchUpClock``), each batch arrives
+at the time its events happened, and the clock then walks to now, stopping at every deadline
+so that each nudge is decided and sent when it would have been. Then the clock is real time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -19,10 +24,13 @@ import uvicorn
 
 from momently import catalog
 from momently.api import create_app
+from momently.clock import CatchUpClock
 from momently.domain.credentials import KeyKind
+from momently.domain.timestamps import parse_timestamp
 from momently.engine.profile_projector import CONSUMER
 from momently.services import Services
 from momently.sim.customers import Shop
+from momently.virtual_time import next_stop, walk
 
 WORKSPACE = "demo"
 FLOWS = Path(__file__).parent / "sim" / "flows"
@@ -58,22 +66,38 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
             return 1
         time.sleep(0.05)
 
-    # New message ids on every run (nothing de-duplicated), and a shop day that started two hours
-    # ago: carts left then are past their 30-minute nudge, and recent enough to be sent.
-    shop = Shop(people=people, seed=time.time_ns(), start=s.clock.now() - timedelta(hours=2))
+    # New message ids on every run (nothing de-duplicated), and a shop day that started when
+    # the clock does (two hours ago, see momently.cli demo): carts left then are past their
+    # 30-minute nudge, and recent enough to be sent.
+    shop = Shop(people=people, seed=time.time_ns(), start=s.clock.now())
     batch = [shop.identify(i) for i in range(people)] + list(shop.events(people * 20))
+    clock = s.clock if isinstance(s.clock, CatchUpClock) and not s.clock.released else None
+
+    def settle() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _caught_up(s):
+            time.sleep(0.02)
+        s.projector.run_until_idle()  # and the timers now due (abandoned carts)
+        s.dispatcher.run_until_idle()  # and the messages decided
+
+    def until(when: datetime) -> None:
+        """Let time pass to ``when`` as it would have live."""
+        if clock is not None and when > clock.now():
+            walk(clock, when, stop=lambda: next_stop(s, [WORKSPACE]), settle=settle)
+
     with httpx.Client(base_url=base, auth=(write, ""), timeout=10) as client:
         sent = 0
         for i in range(0, len(batch), 100):
-            reply = client.post("/v1/batch", json={"batch": batch[i : i + 100]})
+            chunk = batch[i : i + 100]
+            until(max(parse_timestamp(e["timestamp"]) for e in chunk))  # it arrives as it happens
+            reply = client.post("/v1/batch", json={"batch": chunk})
             reply.raise_for_status()
             sent += reply.json()["accepted"]
         click.echo(f"sent {sent} synthetic events for {people} customers to {base}/v1/batch")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _caught_up(s):
-            time.sleep(0.1)
-        s.projector.run_until_idle()  # and the timers now due (abandoned carts)
-        s.dispatcher.run_until_idle()  # and the messages decided
+        if clock is not None:
+            until(datetime.now(UTC))
+            clock.release()  # from here on, real time
+        settle()
         got = httpx.get(f"{base}/v1/profiles/user-1", headers={"Authorization": f"Bearer {admin}"})
         profile = got.json() if got.status_code == 200 else None
     if profile is not None:

@@ -16,7 +16,7 @@ from momently.channels.registry import ChannelFactory, ChannelRegistry
 from momently.channels.sms import SmsChannel
 from momently.channels.webhook import WebhookChannel
 from momently.channels.webpush import WebPushChannel
-from momently.clock import Clock, ManualClock, SystemClock
+from momently.clock import CatchUpClock, Clock, ManualClock, SystemClock
 from momently.domain.addresses import AddressPolicy
 from momently.domain.lateness import COMMIT_GRACE_MS
 from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
@@ -118,7 +118,9 @@ class Services:
             people=people,
             cache_people=settings.engine_cache_people,
             # virtual time is moved by whoever sends the events, after they are committed
-            timer_grace_ms=0 if isinstance(clock, ManualClock) else COMMIT_GRACE_MS,
+            timer_grace_ms=0
+            if isinstance(clock, ManualClock) and not isinstance(clock, CatchUpClock)
+            else COMMIT_GRACE_MS,
         )
         writer: EventAppender
         if settings.log_writer_socket:  # an HTTP worker of `serve --workers N`
