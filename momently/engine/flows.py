@@ -396,8 +396,10 @@ class Pass:
                 self._arm_date(flow, flow.trigger, pid, profile, now)
 
     def _fire_idle(self, timer: Timer, pid: str, profile: Profile) -> None:
-        """A timer stored before silences were kept per flow: one per person served every
-        flow triggered by inactivity of any kind, firing at the end of each in turn."""
+        """One timer per person serves every flow triggered by inactivity of any kind: it fires
+        at the first release among them, enrolls the flows released now (each decided at the
+        end of its own silence), and re-arms itself for the next one. Ten such flows cost one
+        timer row per person, not ten."""
         released = timer.due_ms
         seq, since = timer.payload.get("seq"), int(timer.payload.get("t", 0))
         arrival = int(timer.payload.get("a", 0))
@@ -433,7 +435,10 @@ class Pass:
                 self.merged[target] = winner
         mine = self.history.setdefault(winner, {})
         for name, times in self.history.pop(loser, {}).items():
-            mine[name] = sorted(mine.get(name, []) + times)[-MAX_HISTORY:]
+            if name.startswith(MARK + "seen:"):  # [time, seq, arrival]: the latest of the two
+                mine[name] = max(mine.get(name, []), times)
+            else:
+                mine[name] = sorted(mine.get(name, []) + times)[-MAX_HISTORY:]
         self.members.pop(loser, None)
         self.changes.states.pop(loser, None)
         for key in [k for k in self.changes.members if k[0] == loser]:
@@ -600,36 +605,57 @@ class Pass:
     def _silences(self, pid: str, name: str, flows: Sequence[Flow], seq: int, t: int) -> None:
         """An event (of ``name``, or of any kind: ``ANY_ACTIVITY``) at ``t``, for the flows
         that wait for a silence of it. Each event may start a silence; a silence is broken by
-        an event inside it, in event time, whatever order they arrive in:
+        an event inside it, in event time, whatever order they arrive in.
 
-        - the silences started before ``t`` that ``t`` falls inside are cancelled, even one
-          whose deadline passed but is not yet released (an event inside it arrived late);
-        - ``t`` starts a silence only when no later event is known: an old event flushed late
-          must not make an active person inactive. (A later event known within the duration
-          breaks it at once; one beyond it means ``t`` arrived later than any lateness.)
+        The silence since the latest event is one timer with a stable key, re-armed by each
+        newer event (one row per person, however many events): per flow for a named event, and
+        one for all the flows of any activity (``_fire_idle``). The ``seen`` mark holds that
+        latest event: ``[time, seq, arrival]``.
 
-        Open silences are timers keyed by their start, listed in the ``idle`` mark."""
+        - A newer event breaks that silence for the flows whose duration it falls inside. For
+          a flow whose silence it ends after the duration, the silence happened: when its
+          deadline is still waiting for late events, it moves to a timer of its own, keyed by
+          its start and listed in the flow's ``idle`` mark, and fires at its release.
+        - An older event (flushed late) starts no silence, since a later one is known, and
+          cancels the moved silences it falls inside."""
         seen = self._mark(pid, "seen:" + name)
-        latest = max(seen) if seen else None
+        newest = not seen or t >= seen[0]
         for flow in flows:
             trig = flow.trigger
             assert isinstance(trig, InactivityTrigger)
             mark = "idle:" + flow.id
-            open_ = []
-            for start in self._mark(pid, mark):
-                if start < t <= start + trig.for_ms:
-                    self._cancel((pid, "inactivity", flow.id, str(start)))
-                else:
-                    open_.append(start)
-            if latest is None or t >= latest:
-                end = t + trig.for_ms
+            moved = self._mark(pid, mark)
+            kept = [s for s in moved if not s < t <= s + trig.for_ms]
+            for start in set(moved) - set(kept):
+                self._cancel((pid, "inactivity", flow.id, str(start)))
+            if newest and seen and t > seen[0] + trig.for_ms:
+                start, start_seq, start_arrival = seen[0], seen[1], seen[2]
+                end = start + trig.for_ms
                 release = lateness_rule.release(end, self._lateness(flow))
-                payload = {"seq": seq, "at": end, "late": lateness_rule.is_late(release, self.arrival)}
-                self._schedule(Timer(release, pid, "inactivity", flow.id, str(t), payload))
-                open_.append(t)
-            self._set_mark(pid, mark, sorted(set(open_)))
-        if latest is None or t > latest:
-            self._set_mark(pid, "seen:" + name, [t])
+                if release >= self.arrival:  # not yet released: it still fires, at its release
+                    late = lateness_rule.is_late(release, start_arrival)
+                    payload = {"seq": start_seq, "at": end, "late": late}
+                    self._schedule(Timer(release, pid, "inactivity", flow.id, str(start), payload))
+                    kept.append(start)
+            if kept != moved:
+                self._set_mark(pid, mark, sorted(set(kept)))
+        if not newest:
+            return
+        self._set_mark(pid, "seen:" + name, [t, seq, self.arrival])
+        if name == ANY_ACTIVITY:
+            soonest = min(
+                lateness_rule.release(t + getattr(f.trigger, "for_ms", 0), self._lateness(f)) for f in flows
+            )
+            payload = {"seq": seq, "t": t, "a": self.arrival}
+            self._schedule(Timer(soonest, pid, "inactivity", ANY_ACTIVITY, "", payload))
+            return
+        for flow in flows:
+            trig = flow.trigger
+            assert isinstance(trig, InactivityTrigger)
+            end = t + trig.for_ms
+            release = lateness_rule.release(end, self._lateness(flow))
+            payload = {"seq": seq, "at": end, "late": lateness_rule.is_late(release, self.arrival)}
+            self._schedule(Timer(release, pid, "inactivity", flow.id, "", payload))
 
     def _completed(self, pid: str, mark: str, start: int, end: int) -> bool:
         return any(start <= done <= end for done in self._mark(pid, "then" + mark))

@@ -172,3 +172,42 @@ def test_the_workspace_allowed_lateness_is_a_guardrail(late_env: FlowEnv) -> Non
     env.send(track("ada", "Order Completed", at(25), cart_id="c1"))  # 20 minutes late: still counts
     arrive(env, at(60))
     assert env.enrollments("cart-nudge") == []
+
+
+QUIET = "id: quiet\ntrigger: {inactivity: {for: 2h, event: App Opened}}\nreentry: every_time\n"
+IDLE = "id: idle\ntrigger: {inactivity: {for: 2h}}\nreentry: every_time\n"
+
+
+def test_a_silence_that_ended_before_the_next_event_still_fires_at_its_release(late_env: FlowEnv) -> None:
+    """The next event comes 2 minutes after the silence ended, before its release: the
+    silence happened, and the new event starts the next one."""
+    env = late_env
+    env.flow("quiet", QUIET)
+    env.flow("idle", IDLE)
+    env.send(track("ada", "App Opened", at(0)))
+    arrive(env, at(122))
+    env.send(track("ada", "App Opened", at(122)))
+    arrive(env, at(130))
+    rows = env.enrollments()
+    assert sorted((r.flow_id, r.outcome, r.decided_ms) for r in rows) == [
+        ("idle", "send", to_millis(at(120))),
+        ("quiet", "send", to_millis(at(120))),
+    ]
+
+
+def test_an_event_inside_an_ended_silence_arriving_within_the_lateness_breaks_it(late_env: FlowEnv) -> None:
+    env = late_env
+    env.flow("quiet", QUIET)
+    env.flow("idle", IDLE)
+    env.send(track("ada", "App Opened", at(0)))
+    arrive(env, at(122))
+    env.send(track("ada", "App Opened", at(122)))
+    arrive(env, at(123))
+    env.send(track("ada", "App Opened", at(100)))  # flushed late, within the lateness
+    arrive(env, at(130))
+    assert env.enrollments() == []
+    arrive(env, at(122 + 126))  # the silence since 122 ends at 242, acted on at 247
+    assert sorted((r.flow_id, r.decided_ms) for r in env.enrollments()) == [
+        ("idle", to_millis(at(242))),
+        ("quiet", to_millis(at(242))),
+    ]
