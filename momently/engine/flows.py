@@ -283,6 +283,7 @@ class Pass:
         self.trimmed = False  # events were held back because many timers fall due first
         self.lateness = lateness_rule.DEFAULT_LATENESS_MS  # the workspace's, set by FlowStage.begin
         self.arrival = 0  # when the event being processed arrived
+        self._span_cache: dict[str, tuple[int, int]] = {}
         self.changes = Changes()
         self.members: dict[str, dict[str, int]] = {}
         self.history: dict[str, dict[str, list[int]]] = {}
@@ -379,12 +380,6 @@ class Pass:
                 return  # completed in time (in case the completion could not cancel it)
             self._occur(flow, pid, profile, f"a{seq}", now, seq, timer.payload.get("event"), late=late)
         elif timer.kind == "inactivity" and isinstance(flow.trigger, InactivityTrigger):
-            if timer.key:
-                self._set_mark(
-                    pid,
-                    "idle:" + flow.id,
-                    [s for s in self._mark(pid, "idle:" + flow.id) if str(s) != timer.key],
-                )
             self._occur(flow, pid, profile, f"i{seq}", now, seq, None, late=late)
         elif timer.kind == "date" and isinstance(flow.trigger, DateTrigger):
             value = _lookup(profile.traits, flow.trigger.trait)
@@ -615,47 +610,70 @@ class Pass:
         - A newer event breaks that silence for the flows whose duration it falls inside. For
           a flow whose silence it ends after the duration, the silence happened: when its
           deadline is still waiting for late events, it moves to a timer of its own, keyed by
-          its start and listed in the flow's ``idle`` mark, and fires at its release.
+          its start (listed in the ``idle`` mark), and fires at its release.
         - An older event (flushed late) starts no silence, since a later one is known, and
           cancels the moved silences it falls inside."""
         seen = self._mark(pid, "seen:" + name)
-        newest = not seen or t >= seen[0]
-        for flow in flows:
-            trig = flow.trigger
-            assert isinstance(trig, InactivityTrigger)
-            mark = "idle:" + flow.id
-            moved = self._mark(pid, mark)
-            kept = [s for s in moved if not s < t <= s + trig.for_ms]
-            for start in set(moved) - set(kept):
-                self._cancel((pid, "inactivity", flow.id, str(start)))
-            if newest and seen and t > seen[0] + trig.for_ms:
-                start, start_seq, start_arrival = seen[0], seen[1], seen[2]
-                end = start + trig.for_ms
-                release = lateness_rule.release(end, self._lateness(flow))
-                if release >= self.arrival:  # not yet released: it still fires, at its release
-                    late = lateness_rule.is_late(release, start_arrival)
-                    payload = {"seq": start_seq, "at": end, "late": late}
-                    self._schedule(Timer(release, pid, "inactivity", flow.id, str(start), payload))
-                    kept.append(start)
-            if kept != moved:
-                self._set_mark(pid, mark, sorted(set(kept)))
-        if not newest:
+        moved = self._mark(pid, "idle:" + name)
+        if moved:
+            self._break_moved(pid, name, flows, moved, t)
+        if seen and t < seen[0]:
             return
+        shortest, first_release = self._spans(name, flows)
+        if seen and t > seen[0] + shortest:
+            self._move_ended(pid, name, flows, seen, t)
         self._set_mark(pid, "seen:" + name, [t, seq, self.arrival])
         if name == ANY_ACTIVITY:
-            soonest = min(
-                lateness_rule.release(t + getattr(f.trigger, "for_ms", 0), self._lateness(f)) for f in flows
-            )
             payload = {"seq": seq, "t": t, "a": self.arrival}
-            self._schedule(Timer(soonest, pid, "inactivity", ANY_ACTIVITY, "", payload))
+            self._schedule(Timer(t + first_release, pid, "inactivity", ANY_ACTIVITY, "", payload))
             return
         for flow in flows:
-            trig = flow.trigger
-            assert isinstance(trig, InactivityTrigger)
-            end = t + trig.for_ms
+            end = t + getattr(flow.trigger, "for_ms", 0)
             release = lateness_rule.release(end, self._lateness(flow))
             payload = {"seq": seq, "at": end, "late": lateness_rule.is_late(release, self.arrival)}
             self._schedule(Timer(release, pid, "inactivity", flow.id, "", payload))
+
+    def _spans(self, name: str, flows: Sequence[Flow]) -> tuple[int, int]:
+        """The shortest silence of these flows, and the first release after a silence's start
+        (what the shared timer of any activity is armed at), cached per batch."""
+        spans = self._span_cache.get(name)
+        if spans is None:
+            spans = (
+                min(getattr(f.trigger, "for_ms", 0) for f in flows),
+                min(getattr(f.trigger, "for_ms", 0) + self._lateness(f) for f in flows),
+            )
+            self._span_cache[name] = spans
+        return spans
+
+    def _move_ended(self, pid: str, name: str, flows: Sequence[Flow], seen: list[int], t: int) -> None:
+        """The silence since ``seen`` ended for the flows shorter than the gap to ``t``: those
+        still waiting for late events get a timer of their own, keyed by its start."""
+        start, start_seq, start_arrival = seen[0], seen[1], seen[2]
+        moved = False
+        for flow in flows:
+            end = start + getattr(flow.trigger, "for_ms", 0)
+            release = lateness_rule.release(end, self._lateness(flow))
+            if end < t and release >= self.arrival:  # ended, and not yet released
+                late = lateness_rule.is_late(release, start_arrival)
+                payload = {"seq": start_seq, "at": end, "late": late}
+                self._schedule(Timer(release, pid, "inactivity", flow.id, str(start), payload))
+                moved = True
+        if moved:
+            self._set_mark(pid, "idle:" + name, sorted({*self._mark(pid, "idle:" + name), start}))
+
+    def _break_moved(self, pid: str, name: str, flows: Sequence[Flow], moved: list[int], t: int) -> None:
+        """An event at ``t`` cancels the moved silences it falls inside; a start is forgotten
+        once every flow's silence from it is broken or released."""
+        horizon = max(getattr(f.trigger, "for_ms", 0) + self._lateness(f) for f in flows)
+        for start in moved:
+            if start < t:
+                for flow in flows:
+                    if t <= start + getattr(flow.trigger, "for_ms", 0):
+                        self._cancel((pid, "inactivity", flow.id, str(start)))
+        shortest = self._spans(name, flows)[0]
+        kept = [s for s in moved if s + horizon >= self.arrival and not s < t <= s + shortest]
+        if kept != moved:
+            self._set_mark(pid, "idle:" + name, kept)
 
     def _completed(self, pid: str, mark: str, start: int, end: int) -> bool:
         return any(start <= done <= end for done in self._mark(pid, "then" + mark))

@@ -46,11 +46,15 @@ id: quiet
 trigger: {inactivity: {for: 3h}}
 reentry: every_time
 ---
+id: quiet-long
+trigger: {inactivity: {for: 100m}}
+lateness: 10m
+reentry: every_time
+---
 id: thanks
 trigger: {event: Order Completed}
 reentry: every_time
 """
-FLOW_IDS = ("cart", "no-open", "quiet", "thanks")
 
 
 @dataclass(frozen=True)
