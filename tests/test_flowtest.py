@@ -220,7 +220,7 @@ def test_scenario_mistakes_are_reported_with_file_and_line(tmp_path: Path, text:
 def test_validate_counts_scenarios_and_apply_leaves_them_out(tmp_path: Path) -> None:
     code, out = run(tmp_path, "flows", "validate", str(SHOP))
     assert code == 0
-    assert "ok: 3 flow(s), 2 segment(s), 3 scenario(s)" in out
+    assert "ok: 3 flow(s), 2 segment(s), 4 scenario(s)" in out
     run(tmp_path, "workspace", "create", "shop")
     code, out = run(tmp_path, "flows", "apply", str(SHOP), "--workspace", "shop")
     assert code == 0
