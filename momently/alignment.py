@@ -8,6 +8,7 @@ on that channel. It uses the workspace's current policy (policies are not versio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from momently.domain import consent
@@ -37,6 +38,39 @@ class Alignment:
             "unmarked": self.unmarked,
             "misaligned": self.misaligned,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One ``Message Sent``, as much of it as the check reads."""
+
+    user_id: str | None
+    anonymous_id: str | None
+    time_ms: int
+    channel: str
+    personalised: bool | None
+
+
+def aligned(s: Services, workspace_id: str, sends: Sequence[Send]) -> list[bool]:
+    """For each personalised send, whether the ledger as it stood at that moment allowed
+    personalisation on its channel (False for sends that were not personalised). The ledger
+    is read once per person."""
+    policy = s.consent.policy(workspace_id)
+    people: dict[tuple[str | None, str | None], list[consent.Record]] = {}
+    out: list[bool] = []
+    for send in sends:
+        if send.personalised is not True:
+            out.append(False)
+            continue
+        who = (send.user_id, send.anonymous_id)
+        if who not in people:
+            # every id the person was known by (and their phone), as the dispatcher saw them
+            people[who] = s.consent.of_person(workspace_id, s.profiles, user_id=who[0], anonymous_id=who[1])
+        theirs = [r for r in people[who] if r.grant.at_ms <= send.time_ms]
+        out.append(
+            consent.check(theirs, send.channel, "personalisation", policy, now_ms=send.time_ms).allowed
+        )
+    return out
 
 
 def personalisation_alignment(s: Services, workspace_id: str, *, since_ms: int = 0) -> Alignment:
