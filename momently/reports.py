@@ -172,7 +172,7 @@ def flow_report(
     messages = _messages(s, store, workspace_id, flow_id, options, goal, group_of, kinds)
     for m in messages.values():
         _count_message(counter, m)
-    # a stage nobody reached is a cell too (0 people, so hidden), not a missing one
+    # a stage nobody reached is a cell too (a published zero), not a missing one
     for g in {ALL, *(g for g, _ in list(counter.items))}:
         for name in ("triggered", "eligible", "sent", "not_sent", *SUBSETS, "aligned"):
             counter.items[(g, name)] += 0
@@ -335,14 +335,17 @@ def _equations(cells: Mapping[tuple[str, str], Cell], groups: list[str]) -> list
     metrics = {m for _, m in cells}
     for g in [ALL, *groups]:
         of = sorted(m for m in metrics if (g, m) in cells)
-        enrollment_parts = tuple((g, m) for m in of if m.startswith("enrollment:"))
-        out.append(Equation((g, "triggered"), ((g, "eligible"), *enrollment_parts)))
+        # the later stage first: its preferred complement then covers the earlier one too
         out.append(
             Equation(
                 (g, "eligible"),
                 ((g, "sent"), (g, "not_sent"), *((g, m) for m in of if m.startswith("message:"))),
+                # sent is the denominator of every rate: spare it, hide the stage before
+                prefer=(g, "eligible"),
             )
         )
+        enrollment_parts = tuple((g, m) for m in of if m.startswith("enrollment:"))
+        out.append(Equation((g, "triggered"), ((g, "eligible"), *enrollment_parts)))
         for name in SUBSETS:
             out.append(Equation((g, "sent"), ((g, name), (g, f"not_{name}"))))
         out.append(Equation((g, "personalised"), ((g, "aligned"), (g, "not_aligned"))))

@@ -5,12 +5,15 @@ A report is a set of **cells** (a count and the number of distinct people behind
 **equations**: a total is the sum of its parts (triggered = eligible + each suppression
 reason; the whole flow = the sum of its variants). The rules:
 
-1. *Primary suppression.* A cell counting fewer than ``k`` people is hidden.
+1. *Primary suppression.* A cell counting 1 to ``k - 1`` people is hidden. A zero is shown:
+   it describes no one, and hiding the zeros every report has (no SMS delivery receipts on
+   email, nobody sent in a holdout) would spread through every equation they are in.
 2. *Complementary suppression.* A hidden cell whose equation has every other member
    published is recovered by subtraction (a total minus all but one of its parts). So no
    equation may have exactly one hidden member: while one does, a second member is hidden
-   too, the smallest published part (a non-zero one first), or the total when no part is
-   left. Hiding only ever grows, so this ends.
+   too: the equation's ``prefer`` (a cell the report can best spare) if it has one, else a
+   never-printed part, else the smallest published non-zero part, else a zero, else the
+   total. Hiding only ever grows, so this ends.
 
 Some cells of an equation are never printed but follow from others ("sent but did not
 click" is sent minus clicked). They are cells too (``derived``): a small one is hidden like
@@ -48,17 +51,19 @@ class Cell:
 
 @dataclass(frozen=True, slots=True)
 class Equation:
-    """``total`` is the sum of ``parts``."""
+    """``total`` is the sum of ``parts``; ``prefer``: the member to hide first when one must
+    be hidden to protect another."""
 
     total: Hashable
     parts: tuple[Hashable, ...]
+    prefer: Hashable | None = None
 
 
 def suppress(cells: Mapping[K, Cell], equations: Sequence[Equation], k: int) -> frozenset[K]:
-    """The keys of the cells to hide: those under ``k`` people, and enough others that no
-    equation has a single hidden member. Equations may name keys missing from ``cells``
+    """The keys of the cells to hide: those of 1 to ``k - 1`` people, and enough others that
+    no equation has a single hidden member. Equations may name keys missing from ``cells``
     (an empty part): those count as published zeros."""
-    hidden: set[Hashable] = {key for key, cell in cells.items() if cell.people < k}
+    hidden: set[Hashable] = {key for key, cell in cells.items() if 0 < cell.people < k}
     changed = True
     while changed:
         changed = False
@@ -72,18 +77,21 @@ def suppress(cells: Mapping[K, Cell], equations: Sequence[Equation], k: int) -> 
 
 
 def _complement(cells: Mapping[K, Cell], eq: Equation, hidden: set[Hashable]) -> Hashable:
-    """The member to hide with the one already hidden: the smallest published part (a zero
-    is a poor complement, as an empty category is often known), else the total."""
+    """The member to hide with the one already hidden."""
+    if eq.prefer is not None and eq.prefer not in hidden:
+        return eq.prefer
     open_parts = [p for p in eq.parts if p not in hidden]
     if not open_parts:
         return eq.total
+    lookup = cast(Mapping[Hashable, Cell], cells)
 
-    def size(key: Hashable) -> tuple[bool, int, int]:
-        cell = cast(Mapping[Hashable, Cell], cells).get(key)
-        value = cell.value if cell is not None else 0
-        return (value == 0, value, cell.people if cell is not None else 0)
+    def cost(key: Hashable) -> tuple[bool, bool, int, int]:
+        cell = lookup.get(key)
+        if cell is None:
+            return (True, True, 0, 0)
+        return (not cell.derived, cell.value == 0, cell.value, cell.people)
 
-    return min(open_parts, key=size)
+    return min(open_parts, key=cost)
 
 
 def noisy(values: Mapping[K, int], epsilon: float, rng: np.random.Generator) -> dict[K, int]:

@@ -13,7 +13,12 @@ from momently.domain.privacy import Cell, Equation, noisy, suppress
 
 def test_a_small_part_hides_a_second_part_so_the_total_does_not_give_it_away() -> None:
     # Given triggered 30 = eligible 20 + audience_false 7 + reentry_once 3, k = 5
-    cells = {"triggered": Cell(30, 30), "eligible": Cell(20, 20), "audience": Cell(7, 7), "reentry": Cell(3, 3)}
+    cells = {
+        "triggered": Cell(30, 30),
+        "eligible": Cell(20, 20),
+        "audience": Cell(7, 7),
+        "reentry": Cell(3, 3),
+    }
     eq = [Equation("triggered", ("eligible", "audience", "reentry"))]
     # When suppressed
     hidden = suppress(cells, eq, k=5)
@@ -33,11 +38,18 @@ def test_people_not_items_decide() -> None:
     assert suppress(cells, [Equation("t", ("a", "b"))], k=10) == {"a", "b"}
 
 
-def test_the_complement_is_the_smallest_published_part() -> None:
+def test_zeros_are_shown_and_the_complement_is_a_non_zero_part() -> None:
     cells = {"t": Cell(30, 30), "small": Cell(2, 2), "zero": Cell(0, 0), "big": Cell(28, 28)}
-    # a zero counts no one: hidden (0 < k), and the smallest other part goes with it
-    assert suppress(cells, [Equation("t", ("small", "zero", "big"))], k=1) == {"small", "zero"}
-    assert suppress(cells, [Equation("t", ("small", "zero", "big"))], k=3) == {"small", "zero"}
+    # a zero counts no one: shown; hiding it beside `small` would only pretend to protect it
+    assert suppress(cells, [Equation("t", ("small", "zero", "big"))], k=1) == frozenset()
+    assert suppress(cells, [Equation("t", ("small", "zero", "big"))], k=3) == {"small", "big"}
+
+
+def test_a_never_printed_part_or_the_preferred_member_goes_first() -> None:
+    cells = {"t": Cell(30, 30), "small": Cell(2, 2), "mid": Cell(8, 8), "rest": Cell(20, 20, derived=True)}
+    assert suppress(cells, [Equation("t", ("small", "mid", "rest"))], k=3) == {"small", "rest"}
+    preferring = [Equation("t", ("small", "mid", "rest"), prefer="t")]
+    assert suppress(cells, preferring, k=3) == {"small", "t"}
 
 
 def test_a_single_part_equal_to_its_total_hides_the_total() -> None:
@@ -63,7 +75,8 @@ def test_suppression_spreads_through_linked_equations() -> None:
     eqs = [Equation(("sent", v), (("clicked", v), ("not", v))) for v in ("all", "a", "b")]
     eqs += [Equation((m, "all"), ((m, "a"), (m, "b"))) for m in ("sent", "clicked", "not")]
     hidden = suppress(cells, eqs, k=10)
-    assert ("clicked", "b") in hidden and ("not", "a") in hidden
+    assert ("clicked", "b") in hidden
+    assert ("not", "a") in hidden
     assert_no_equation_has_one_hidden(cells, eqs, hidden)
 
 
@@ -105,8 +118,8 @@ def hierarchies(draw: st.DrawFn) -> tuple[dict[str, Cell], list[Equation], int]:
 def test_no_small_cell_is_recoverable_from_a_published_total(case: tuple) -> None:  # type: ignore[type-arg]
     cells, eqs, k = case
     hidden = suppress(cells, eqs, k)
-    # every cell under k people is hidden
-    assert {key for key, c in cells.items() if c.people < k} <= hidden
+    # every cell of 1 to k - 1 people is hidden
+    assert {key for key, c in cells.items() if 0 < c.people < k} <= hidden
     for eq in eqs:
         hidden_members = [m for m in (eq.total, *eq.parts) if m in hidden]
         # the attacker's subtraction: a published total minus every published part is the sum of
@@ -132,7 +145,8 @@ def test_noise_is_laplace_seeded_and_never_negative() -> None:
     a = noisy(counts, 0.5, np.random.default_rng(7))
     b = noisy(counts, 0.5, np.random.default_rng(7))
     c = noisy(counts, 0.5, np.random.default_rng(8))
-    assert a == b and a != c
+    assert a == b
+    assert a != c
     errors = np.array([v - 100 for v in a.values()])
     # Laplace(0, 1/ε = 2): mean absolute deviation 2, median 0
     assert abs(float(np.mean(np.abs(errors))) - 2.0) < 0.2

@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from momently.cli import main
+from momently.domain.timestamps import to_millis
+from momently.store.engine_state import Changes, Enrollment
 from tests.flows.conftest import FlowEnv, make_env
 from tests.flows.test_dispatch_e2e import dispatch
 
@@ -95,43 +97,43 @@ def test_exact_figures_of_a_flow_with_known_traffic(env: FlowEnv) -> None:
     traffic(env)
     set_min_count(env, 3)
     got = report(env)
-    assert got["min_count"] == 3 and got["noise"] is None
+    assert got["min_count"] == 3
+    assert got["noise"] is None
     [flow] = got["flows"]
     assert flow["experiment"] is None
     [everyone] = flow["groups"]
     assert everyone["variant"] == "all"
     assert everyone["funnel"] == {
         "triggered": 19,
-        "eligible": 14,
+        "eligible": None,  # 14, hidden: eligible - sent - not sent would be the 2 below
         "sent": 12,
-        "delivered": None,  # console reports no delivery: 0 people, hidden
-        "seen": None,
-        "clicked": None,
+        "delivered": 0,  # console reports no delivery; a zero describes no one
+        "seen": 0,
+        "clicked": 0,
         "converted": 5,
     }
-    # reentry_once counts 2 people: hidden, and audience_false with it, or 19 - 14 - 3 = 2
-    assert everyone["suppressed"]["enrollment"] == {"audience_false": None, "reentry_once": None}
+    # reentry_once counts 2 people: hidden; with eligible hidden, 19 - 3 cannot split it out
+    assert everyone["suppressed"]["enrollment"] == {"audience_false": 3, "reentry_once": None}
     assert everyone["suppressed"]["message"] == {"render_missing_value": None}
-    assert everyone["suppressed"]["not_sent"] is None
+    assert everyone["suppressed"]["not_sent"] == 0
     conversion = everyone["conversion"]
     assert conversion["rate"] == pytest.approx(5 / 12)
     low, high = conversion["ci"]
-    assert low == pytest.approx(0.1933, abs=1e-4) and high == pytest.approx(0.6805, abs=1e-4)  # Wilson
-    assert everyone["ctr"] is None  # no clicks: hidden
+    assert low == pytest.approx(0.1933, abs=1e-4)
+    assert high == pytest.approx(0.6805, abs=1e-4)
+    assert everyone["ctr"] == 0.0
     assert everyone["time_to_resolution_ms"] == {"p50": 10 * MINUTE, "p90": 30 * MINUTE}
     ack = everyone["acknowledgement"]
     assert ack["n"] == 12
-    assert ack["p50"] == pytest.approx(100) and ack["p99"] == pytest.approx(400)
+    assert ack["p50"] == pytest.approx(100)
+    assert ack["p99"] == pytest.approx(400)
     assert ack["under_300ms"] == pytest.approx(8 / 12)
     assert everyone["revenue"] == {"orders": 3, "total": 60.0, "per_send": 5.0}
     pers = everyone["personalisation"]
-    assert pers["personalised"] == 12 and pers["rate"] is not None
+    assert pers["personalised"] == 12
+    assert pers["rate"] is not None
     assert set(everyone["hidden"]) == {
-        "delivered",
-        "seen",
-        "clicked",
-        "not_sent",
-        "enrollment:audience_false",
+        "eligible",
         "enrollment:reentry_once",
         "message:render_missing_value",
     }
@@ -145,9 +147,11 @@ def test_small_cells_are_hidden_at_the_default_threshold(env: FlowEnv) -> None:
     got = report(env)
     assert got["min_count"] == 10
     [everyone] = got["flows"][0]["groups"]
-    assert everyone["funnel"]["triggered"] == 19 and everyone["funnel"]["sent"] == 12
+    assert everyone["funnel"]["triggered"] == 19
+    assert everyone["funnel"]["sent"] == 12
     assert everyone["funnel"]["converted"] is None  # 5 people
-    assert everyone["conversion"] is None and everyone["time_to_resolution_ms"] is None
+    assert everyone["conversion"] is None
+    assert everyone["time_to_resolution_ms"] is None
     assert everyone["revenue"] is None  # 3 people ordered
     assert set(everyone["suppressed"]["enrollment"].values()) == {None}
 
@@ -158,7 +162,7 @@ def test_noise_changes_counts_but_not_what_is_hidden(env: FlowEnv) -> None:
     noisy = report(env, noise_epsilon=0.5)
     assert noisy["noise"] == {"mechanism": "laplace", "epsilon": 0.5}
     [everyone] = noisy["flows"][0]["groups"]
-    assert everyone["funnel"]["delivered"] is None
+    assert everyone["funnel"]["eligible"] is None
     assert all(v is None or v >= 0 for v in everyone["funnel"].values())
     with env.admin() as c:
         assert c.get("/v1/reports/flows/tip", params={"since": "soon"}).json()["code"] == "invalid_report"
@@ -177,16 +181,79 @@ def test_cli_formats(env: FlowEnv) -> None:
     table = runner.invoke(main, [*base])
     assert table.exit_code == 0, table.output
     assert "cells under 3 people hidden" in table.output
-    lines = {line.split("  ")[0].strip(): line.split()[-1] for line in table.output.splitlines() if "  " in line}
-    assert lines["triggered"] == "19" and lines["sent"] == "12" and lines["delivered"] == "<3"
+    lines = {
+        line.split("  ")[0].strip(): line.split()[-1] for line in table.output.splitlines() if "  " in line
+    }
+    assert lines["triggered"] == "19"
+    assert lines["sent"] == "12"
+    assert lines["eligible"] == "<3"
     assert "41.7% [19.3%, 68.0%]" in table.output
     csv_out = runner.invoke(main, [*base, "--flow", "tip", "--format", "csv"])
     assert csv_out.exit_code == 0, csv_out.output
     rows = csv_out.output.splitlines()
     assert rows[0] == "flow,variant,metric,value"
-    assert "tip,all,converted,5" in rows and "tip,all,seen,<3" in rows
+    assert "tip,all,converted,5" in rows
+    assert "tip,all,eligible,<3" in rows
     as_json = runner.invoke(main, [*base, "--format", "json"])
     assert as_json.exit_code == 0, as_json.output
     assert '"triggered": 19' in as_json.output
     missing = runner.invoke(main, [*base, "--flow", "nope"])
-    assert missing.exit_code != 0 and "nope" in missing.output
+    assert missing.exit_code != 0
+    assert "nope" in missing.output
+
+
+def test_a_column_per_arm_that_adds_up_and_hides_by_difference_across_columns(env: FlowEnv) -> None:
+    # Given 40 people sent the flow's message, 13 reaching the goal, and (as an experiment's
+    # holdout records them) 12 people held out with their arm in the enrollment's detail
+    env.flow(
+        "tip",
+        TIP.replace("audience: {trait: plan, equals: pro}", "reentry: every_time").replace(
+            "reentry: once\n", ""
+        ),
+    )
+    people = [f"u{i}" for i in range(40)]
+    env.send(*(identify(u, name=u) for u in people))
+    env.send(*(used(u) for u in people))
+    dispatch(env)
+    env.advance(minutes=5)
+    env.send(*(track(u, "Shortcut Tried") for u in people[:13]))
+    held = [f"h{i}" for i in range(12)]
+    env.send(*(identify(u, name=u) for u in held))
+    now = to_millis(env.clock.now())
+    changes = Changes(
+        enrollments=[
+            Enrollment(
+                "tip",
+                env.person(u),
+                f"x{i}",
+                1,
+                "event",
+                None,
+                now,
+                "suppress",
+                "holdout",
+                {"arm": "holdout"},
+            )
+            for i, u in enumerate(held)
+        ]
+    )
+    with env.services.db.write() as conn:
+        env.services.engine_state.save(conn, env.workspace, changes)
+    set_min_count(env, 5)
+    # When reported
+    groups = {g["variant"]: g for g in report(env)["flows"][0]["groups"]}
+    # Then there is a column per arm beside the whole flow's, and they add up
+    assert set(groups) == {"all", "default", "holdout"}
+    assert groups["all"]["funnel"]["triggered"] == 52
+    assert groups["default"]["funnel"]["triggered"] == 40
+    assert groups["holdout"]["funnel"]["triggered"] == 12
+    assert groups["default"]["funnel"]["converted"] == 13
+    assert groups["holdout"]["suppressed"]["enrollment"] == {"holdout": 12}
+    assert groups["all"]["suppressed"]["enrollment"] == {"holdout": 12}
+    # a stage nobody in the holdout reached is hidden there; the flow's own column then
+    # hides it too only if exactly one cell of the row would be hidden
+    for stage in ("triggered", "eligible", "sent", "converted"):
+        values = [groups[v]["funnel"][stage] for v in ("all", "default", "holdout")]
+        assert values.count(None) != 1, (stage, values)
+        if None not in values:
+            assert values[0] == values[1] + values[2]
