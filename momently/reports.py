@@ -290,7 +290,10 @@ def _after_send(
 def _alignment(s: Services, workspace_id: str, messages: Mapping[str, _Message]) -> None:
     """Each personalised send checked against the consent ledger as it stood then."""
     sends = [
-        (key, alignment.Send(m.user_id, m.anonymous_id, m.sent_ms, m.channel or "", m.personalised))
+        (
+            key,
+            alignment.Send(m.user_id, m.anonymous_id, m.sent_ms, m.channel or "", m.personalised, m.person),
+        )
         for key, m in messages.items()
         if m.sent_ms is not None and m.personalised
     ]
