@@ -179,14 +179,18 @@ def flow_report(
     derived = [f"not_{name}" for name in SUBSETS] + ["not_aligned"]
     cells = counter.cells(derived)
     groups = sorted({g for g, _ in cells if g != ALL})
+    # a column per variant or arm when there are several (with the suppressions decided
+    # before any variant was chosen in a column of their own, so the columns add up); with
+    # one, the flow's own column is the report and the others are not cells at all
+    if len([g for g in groups if g != NO_VARIANT]) <= 1:
+        groups = []
+        cells = {key: cell for key, cell in cells.items() if key[0] == ALL}
     equations = _equations(cells, groups)
     hidden = suppress(cells, equations, options.min_count)
     published = {key: c.value for key, c in cells.items() if key not in hidden and not c.derived}
     if rng is not None and options.epsilon is not None:
         published = noisy(published, options.epsilon, rng)
-    # a column per variant or arm when there are several (with the suppressions decided
-    # before any variant was chosen in a column of their own, so the columns add up)
-    columns = [ALL] + (groups if len([g for g in groups if g != NO_VARIANT]) > 1 else [])
+    columns = [ALL, *groups]
     return {
         "flow": flow_id,
         "goal": goal,
@@ -352,7 +356,7 @@ def _equations(cells: Mapping[tuple[str, str], Cell], groups: list[str]) -> list
         for name in SUBSETS:
             out.append(Equation((g, "sent"), ((g, name), (g, f"not_{name}"))))
         out.append(Equation((g, "personalised"), ((g, "aligned"), (g, "not_aligned"))))
-    if len(groups) > 1:
+    if groups:
         for metric in metrics:
             out.append(Equation((ALL, metric), tuple((g, metric) for g in groups)))
     return out
