@@ -66,6 +66,7 @@ def main() -> None:
             run_engine=False,
             console_path=str(scratch / "console.jsonl"),
             send_max_age_hours=24 * 365,
+            ledger_key="bench-report-ledger-key-0123456789abcdef",  # a scratch database's
         )
         s = Services.build(settings, clock=clock)
         try:
