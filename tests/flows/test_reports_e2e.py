@@ -140,6 +140,16 @@ def test_exact_figures_of_a_flow_with_known_traffic(env: FlowEnv) -> None:
     text = str(got)
     for user in ("p0", "q1", "anon1", "f2"):  # never a person
         assert f"'{user}'" not in text
+    # with k = 2 nothing is small: every suppression reason with its count
+    set_min_count(env, 2)
+    [everyone] = report(env)["flows"][0]["groups"]
+    assert everyone["funnel"]["eligible"] == 14
+    assert everyone["suppressed"] == {
+        "enrollment": {"audience_false": 3, "reentry_once": 2},
+        "message": {"render_missing_value": 2},
+        "not_sent": 0,
+    }
+    assert everyone["hidden"] == []
 
 
 def test_small_cells_are_hidden_at_the_default_threshold(env: FlowEnv) -> None:
