@@ -342,7 +342,8 @@ def _equations(cells: Mapping[tuple[str, str], Cell], groups: list[str]) -> list
     metrics = {m for _, m in cells}
     for g in [ALL, *groups]:
         of = sorted(m for m in metrics if (g, m) in cells)
-        # the later stage first: its preferred complement then covers the earlier one too
+        # eligible's equation first: hiding its spare cell (eligible) may already protect
+        # the triggered equation's small cells too, sparing another one there
         out.append(
             Equation(
                 (g, "eligible"),
