@@ -8,12 +8,14 @@ on that channel. It uses the workspace's current policy (policies are not versio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from momently.domain import consent
 from momently.services import Services
 
 PAGE = 5000
+CHUNK = 500
 
 
 @dataclass
@@ -37,6 +39,62 @@ class Alignment:
             "unmarked": self.unmarked,
             "misaligned": self.misaligned,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One ``Message Sent``, as much of it as the check reads."""
+
+    user_id: str | None
+    anonymous_id: str | None
+    time_ms: int
+    channel: str
+    personalised: bool | None
+    person_id: str | None = None
+    """when known (a report has it from the delivery), the ledger is read for many people at once"""
+
+
+def aligned(s: Services, workspace_id: str, sends: Sequence[Send]) -> list[bool]:
+    """For each personalised send, whether the ledger as it stood at that moment allowed
+    personalisation on its channel (False for sends that were not personalised). The ledger
+    is read once per person."""
+    policy = s.consent.policy(workspace_id)
+    people: dict[tuple[str | None, str | None], list[consent.Record]] = {}
+    by_person = _records_by_person(s, workspace_id, {x.person_id for x in sends if x.person_id})
+    out: list[bool] = []
+    for send in sends:
+        if send.personalised is not True:
+            out.append(False)
+            continue
+        if send.person_id is not None and send.person_id in by_person:
+            records = by_person[send.person_id]
+        else:
+            who = (send.user_id, send.anonymous_id)
+            if who not in people:
+                # every id the person was known by (and their phone), as the dispatcher saw them
+                people[who] = s.consent.of_person(
+                    workspace_id, s.profiles, user_id=who[0], anonymous_id=who[1]
+                )
+            records = people[who]
+        theirs = [r for r in records if r.grant.at_ms <= send.time_ms]
+        out.append(
+            consent.check(theirs, send.channel, "personalisation", policy, now_ms=send.time_ms).allowed
+        )
+    return out
+
+
+def _records_by_person(
+    s: Services, workspace_id: str, person_ids: set[str]
+) -> dict[str, list[consent.Record]]:
+    """The ledger records of many people, as the dispatcher reads them: their profiles, then
+    one pair of queries per chunk of people."""
+    out: dict[str, list[consent.Record]] = {}
+    ids = sorted(person_ids)
+    for i in range(0, len(ids), CHUNK):
+        with s.db.read() as conn:
+            loaded = s.profiles.load(conn, workspace_id, set(ids[i : i + CHUNK]))
+            out.update(s.consent.for_profiles(conn, workspace_id, loaded.values()))
+    return out
 
 
 def personalisation_alignment(s: Services, workspace_id: str, *, since_ms: int = 0) -> Alignment:

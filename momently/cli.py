@@ -524,6 +524,48 @@ def flows_show(c: _Ctx, flow_id: str, workspace_id: str, version: int | None) ->
         click.echo("# decisions: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
+@main.command("report")
+@click.option(
+    "--workspace", "workspace_id", default=None, help="Default: the only workspace, if there is one."
+)
+@click.option("--flow", "flow_id", default=None, help="One flow (default: every flow with enrollments).")
+@click.option("--since", default="30d", show_default=True, help="The window: enrollments decided since.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@click.option(
+    "--noise-epsilon",
+    type=float,
+    default=None,
+    help="Add Laplace noise of scale 1/E to every published count (docs/reports.md).",
+)
+@pass_ctx
+def report(
+    c: _Ctx, workspace_id: str | None, flow_id: str | None, since: str, fmt: str, noise_epsilon: float | None
+) -> None:
+    """Per-flow KPIs: funnel, suppressions, conversion, latency; cells under k people hidden."""
+    from momently import report_render, reports
+
+    s = c.services
+    if workspace_id is None:
+        every = s.workspaces.all()
+        if len(every) != 1:
+            raise click.ClickException("name the workspace: --workspace W (see `momently workspace list`)")
+        workspace_id = every[0].id
+    _require_workspace(s, workspace_id)
+    try:
+        options = reports.options_for(s, workspace_id, since=since, epsilon=noise_epsilon)
+        result = reports.workspace_report(s, workspace_id, options, flow_id=flow_id)
+    except (reports.InvalidReport, reports.UnknownFlow) as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        _print_json(result)
+    elif fmt == "csv":
+        click.echo(report_render.as_csv(result), nl=False)
+    else:
+        click.echo(report_render.table(result))
+
+
 def _set_status(c: _Ctx, kind: Kind, ident: str, workspace_id: str, status: Status) -> None:
     from momently.domain.timestamps import to_millis
     from momently.store.definitions import UnknownDefinition

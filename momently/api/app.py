@@ -28,6 +28,7 @@ from momently.api import (
     ingest,
     people,
     push,
+    reports,
     sms,
     unsubscribe,
 )
@@ -86,6 +87,7 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
     app.include_router(guardrails.router(services, auth))
     app.include_router(people.router(services, auth))
     app.include_router(clock.router(services, auth))
+    app.include_router(reports.router(services, auth))
     # The last added is the outermost: security headers on every answer (preflights
     # included), then CORS, then the ingest fast path, which gets CORS like any route.
     app.add_middleware(ingest.IngestFastPath, ingest=ingest_handlers)

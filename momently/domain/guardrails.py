@@ -24,6 +24,9 @@ from momently.domain.lateness import MAX_LATENESS_MS
 from momently.domain.quiet_hours import InvalidQuietHours, QuietHours, next_allowed
 
 DEFAULT_MAX_DELAY_MS = 86_400_000
+# a report cell counting fewer people than this is not shown (domain.privacy)
+DEFAULT_REPORT_MIN_COUNT = 10
+MAX_REPORT_MIN_COUNT = 1000
 # an in-app card interrupts nobody: it shows while the person is using the product anyway
 QUIET_EXEMPT_CHANNELS = frozenset({"in_app"})
 
@@ -42,6 +45,8 @@ class Policy:
     paused_channels: frozenset[str] = frozenset()
     # how long the engine's deadlines wait for late events (``domain.lateness``); None: the server's
     allowed_lateness_ms: int | None = None
+    # reports hide every cell counting fewer people (and whatever would reveal one by difference)
+    report_min_count: int = DEFAULT_REPORT_MIN_COUNT
 
     def with_pause(self, channel: str | None, on: bool) -> Policy:
         """Pause (or resume) the whole workspace, or one channel."""
@@ -60,15 +65,23 @@ class Policy:
             "allowedLateness": None
             if self.allowed_lateness_ms is None
             else format_duration(self.allowed_lateness_ms),
+            "reportMinCount": self.report_min_count,
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Policy:
-        unknown = set(doc) - {"quietHours", "caps", "paused", "pausedChannels", "allowedLateness"}
+        unknown = set(doc) - {
+            "quietHours",
+            "caps",
+            "paused",
+            "pausedChannels",
+            "allowedLateness",
+            "reportMinCount",
+        }
         if unknown:
             raise InvalidGuardrails(
                 f"unknown key {sorted(unknown)[0]!r}: quietHours, caps, paused, pausedChannels, "
-                "allowedLateness"
+                "allowedLateness, reportMinCount"
             )
         quiet = None
         q = doc.get("quietHours")
@@ -102,7 +115,16 @@ class Policy:
                 raise InvalidGuardrails(f"allowedLateness: {exc}") from None
             if not 0 <= lateness_ms <= MAX_LATENESS_MS:
                 raise InvalidGuardrails('allowedLateness must be a duration from "0s" to "1d", e.g. "5m"')
-        return cls(quiet, caps, bool(doc.get("paused", False)), frozenset(channels), lateness_ms)
+        min_count = doc.get("reportMinCount", DEFAULT_REPORT_MIN_COUNT)
+        if min_count is None:
+            min_count = DEFAULT_REPORT_MIN_COUNT
+        if (
+            not isinstance(min_count, int)
+            or isinstance(min_count, bool)
+            or not 1 <= min_count <= MAX_REPORT_MIN_COUNT
+        ):
+            raise InvalidGuardrails(f"reportMinCount must be a whole number from 1 to {MAX_REPORT_MIN_COUNT}")
+        return cls(quiet, caps, bool(doc.get("paused", False)), frozenset(channels), lateness_ms, min_count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ sequential.py   always-valid CI and p-value (asymptotic confidence sequences)
 bayesian.py     chance to beat control, expected loss
 srm.py          sample-ratio mismatch p-value
 holm.py         Holm-adjusted p-values
+interval.py     Wilson interval of one proportion
 privacy.py      hide cohorts smaller than k
 analysis.py     analyse(): every arm against control, the shape a report prints
 ```
@@ -20,6 +21,7 @@ from momently.stats.analysis import Analysis, ArmResult, Options, adjust, analys
 from momently.stats.bayesian import FLAT, Posterior, Prior, posterior
 from momently.stats.frequentist import Estimate, Scale, lift
 from momently.stats.holm import holm
+from momently.stats.interval import wilson
 from momently.stats.privacy import MIN_COHORT, hide_small, reportable
 from momently.stats.samples import Cuped, Mean, Proportion, Sample
 from momently.stats.sequential import sequential_lift
@@ -50,4 +52,5 @@ __all__ = [
     "reportable",
     "sequential_lift",
     "srm_p_value",
+    "wilson",
 ]

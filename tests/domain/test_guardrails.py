@@ -216,3 +216,20 @@ def test_deferral_crosses_a_dst_change_on_the_wall_clock() -> None:
     assert got.until_ms - evening == 11 * H  # 22:00 CEST to 08:00 CET: an hour longer than usual
     assert datetime.fromtimestamp(got.until_ms / 1000, AMS).hour == 8
     assert timedelta(milliseconds=got.until_ms - evening) == timedelta(hours=11)
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [({}, 10), ({"reportMinCount": 25}, 25), ({"reportMinCount": None}, 10), ({"reportMinCount": 1}, 1)],
+)
+def test_report_min_count_defaults_to_ten_and_round_trips(doc: dict[str, object], expected: int) -> None:
+    policy = Policy.from_json(doc)
+    assert policy.report_min_count == expected
+    assert policy.as_json()["reportMinCount"] == expected
+    assert Policy.from_json(policy.as_json()) == policy
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1001, 2.5, "10", True])
+def test_report_min_count_is_a_whole_number_from_1_to_1000(bad: object) -> None:
+    with pytest.raises(InvalidGuardrails, match="reportMinCount"):
+        Policy.from_json({"reportMinCount": bad})
