@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -70,23 +70,9 @@ class Workspaces:
         cached = self._identity.get(workspace_id)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
-        with self.db.read() as conn:
-            found = conn.execute(
-                select(identity_secrets.c.secret).where(identity_secrets.c.workspace_id == workspace_id)
-            ).scalar()
-        if found is None:
-            insert_ = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
-            with self.db.write() as conn:
-                conn.execute(
-                    insert_(identity_secrets)
-                    .values(workspace_id=workspace_id, secret=_identity_secret(), created_ms=to_millis(now))
-                    .on_conflict_do_nothing()
-                )
-                found = conn.execute(
-                    select(identity_secrets.c.secret).where(identity_secrets.c.workspace_id == workspace_id)
-                ).scalar()
-        self._identity[workspace_id] = (str(found), time.monotonic() + self.IDENTITY_CACHE_SECONDS)
-        return str(found)
+        found = self._secret(identity_secrets, workspace_id, _identity_secret, now)
+        self._identity[workspace_id] = (found, time.monotonic() + self.IDENTITY_CACHE_SECONDS)
+        return found
 
     def rotate_identity_secret(self, workspace_id: str, *, now: datetime) -> str:
         """A new identity secret: every user token made with the old one stops working."""
@@ -112,24 +98,25 @@ class Workspaces:
         cached = self._keys.get(workspace_id)
         if cached is not None:
             return cached
+        found = self._secret(signing_keys, workspace_id, lambda: secrets.token_urlsafe(48), now)
+        self._keys[workspace_id] = found
+        return found
+
+    def _secret(self, table: Table, workspace_id: str, make: Callable[[], str], now: datetime) -> str:
+        """A per-workspace secret row (``workspace_id``, ``secret``, ``created_ms``), made by
+        ``make`` on first use; two processes racing to make it agree on the one stored first."""
+        query = select(table.c.secret).where(table.c.workspace_id == workspace_id)
         with self.db.read() as conn:
-            found = conn.execute(
-                select(signing_keys.c.secret).where(signing_keys.c.workspace_id == workspace_id)
-            ).scalar()
+            found = conn.execute(query).scalar()
         if found is None:
             insert_ = postgresql.insert if self.db.dialect == "postgresql" else sqlite.insert
             with self.db.write() as conn:
                 conn.execute(
-                    insert_(signing_keys)
-                    .values(
-                        workspace_id=workspace_id, secret=secrets.token_urlsafe(48), created_ms=to_millis(now)
-                    )
+                    insert_(table)
+                    .values(workspace_id=workspace_id, secret=make(), created_ms=to_millis(now))
                     .on_conflict_do_nothing()
                 )
-                found = conn.execute(
-                    select(signing_keys.c.secret).where(signing_keys.c.workspace_id == workspace_id)
-                ).scalar()
-        self._keys[workspace_id] = str(found)
+                found = conn.execute(query).scalar()
         return str(found)
 
     def create(
