@@ -34,6 +34,7 @@ from momently.domain.actions import (
     MESSAGE_CLICKED,
     ExpiredAction,
     InvalidAction,
+    card_mark_track,
     one_tap_token,
     read,
     tap_tracks,
@@ -173,19 +174,15 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
         )
         redirect: str | None = None
         if card is not None:
-            raw = {
-                "type": "track",
-                "event": event_name,
-                "userId": user_id,
-                "anonymousId": anon_id,
-                "messageId": f"inbox:{card.id}:{column}",
-                "properties": {
-                    "channel": "in_app",
-                    "card_id": card.id,
-                    "flow_id": card.flow_id,
-                    "delivery_key": card.delivery_key,
-                },
-            }
+            raw = card_mark_track(
+                event_name,
+                column,
+                card_id=card.id,
+                flow_id=card.flow_id,
+                delivery_key=card.delivery_key,
+                user_id=user_id,
+                anonymous_id=anon_id,
+            )
             events = [normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=now)]
             if mark == "act":
                 declared, redirect = await run_in_threadpool(card_action, ws, card)

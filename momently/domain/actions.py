@@ -170,6 +170,27 @@ def tap_tracks(action: Action, *, via: str) -> list[dict[str, Any]]:
     ]
 
 
+def card_mark_track(
+    event: str, mark: str, *, card_id: int, flow_id: str, delivery_key: str, user_id: str | None,
+    anonymous_id: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The event an in-app card's mark records (``Message Seen``, ``Message Dismissed``, or
+    ``Message Clicked`` for its button), once per card and mark."""
+    return {
+        "type": "track",
+        "event": event,
+        "userId": user_id,
+        "anonymousId": anonymous_id,
+        "messageId": f"inbox:{card_id}:{mark}",
+        "properties": {
+            "channel": "in_app",
+            "card_id": card_id,
+            "flow_id": flow_id,
+            "delivery_key": delivery_key,
+        },
+    }
+
+
 def one_tap_token(url: object, workspace_id: str) -> str | None:
     """The token of a one-tap link of this workspace (``…/a/{workspace}/{token}``), else None.
     An in-app card keeps its link server-side: the widget acts through the inbox API, bound to
