@@ -193,8 +193,9 @@ class ExperimentProjector:
         return changed
 
     def _people(self, conn: Connection, workspace_id: str, batch: list[LoggedEvent]) -> list[str | None]:
-        """Each event's person: an exposure names it; others through the identity map, userId
-        first, as the profile projector resolves them."""
+        """Each event's person as the identity map knows them now (userId first, as the profile
+        projector resolves): after a merge, the survivor. An exposure's ``person_id`` is used
+        only for an event without a known identity."""
         wanted: set[tuple[str, str]] = set()
         for ev in batch:
             if ev.user_id is not None:
@@ -204,12 +205,12 @@ class ExperimentProjector:
         known = self.profiles.lookup_identities(conn, workspace_id, wanted)
         out: list[str | None] = []
         for ev in batch:
-            seen = viewed(ev)
-            person = seen.person_id if seen is not None else None
-            if person is None and ev.user_id is not None:
-                person = known.get(("user", ev.user_id))
+            person = known.get(("user", ev.user_id)) if ev.user_id is not None else None
             if person is None and ev.anonymous_id is not None:
                 person = known.get(("anon", ev.anonymous_id))
+            if person is None:
+                seen = viewed(ev)
+                person = seen.person_id if seen is not None else None
             out.append(person)
         return out
 

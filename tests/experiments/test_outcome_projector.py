@@ -266,3 +266,58 @@ def test_the_consumer_stays_behind_the_profiles(services: Services) -> None:
     assert s.outcomes.run_until_idle() == 0  # the profiles have not folded these yet
     s.projector.run_until_idle()
     assert s.outcomes.run_until_idle() == len(story_first())
+
+
+def test_an_exposure_follows_its_person_through_a_merge(services: Services) -> None:
+    s = services
+    setup(s)
+    browse = normalize(
+        {"type": "page", "anonymousId": "a9", "name": "Cart", "timestamp": at(minutes=-1).isoformat()},
+        default_type=None,
+        defaults=BatchDefaults(),
+        received_at=LATER,
+    )
+    assert isinstance(browse, Event)
+    # zed is known already (another device), so logging in merges the visitor into zed
+    append(s, track("zed", "Page Viewed", at(days=-40)), browse)
+    s.projector.run_until_idle()
+    anon = s.profiles.person_for("w", ("anon", "a9"))
+    viewed = derived_event(
+        message_id="exp:a9",
+        name="Experiment Viewed",
+        user_id=None,
+        anonymous_id="a9",
+        at=at(),
+        received_at=LATER,
+        properties={
+            "experiment_id": "nudge",
+            "variation_id": "short",
+            "flow_id": "nudge",
+            "flow_version": 1,
+            "person_id": anon,
+        },
+    )
+    append(s, viewed)
+    s.projector.run_until_idle()
+    s.outcomes.run_until_idle()
+    # Given the anonymous visitor exposed, when they log in (merged into the user) and buy
+    login = normalize(
+        {"type": "identify", "userId": "zed", "anonymousId": "a9", "timestamp": at(minutes=5).isoformat()},
+        default_type=None,
+        defaults=BatchDefaults(),
+        received_at=LATER,
+    )
+    assert isinstance(login, Event)
+    fold(s, [[login, track("zed", "Order Completed", at(minutes=20), total=15)]])
+    # Then the exposure is the survivor's, and converted
+    zed = s.profiles.person_for("w", ("user", "zed"))
+    assert zed != anon
+    (x,) = OutcomeStore(s.db).exposures("w", "nudge")
+    assert x.person_id == zed
+    assert x.converted_ms == int(at(minutes=20).timestamp() * 1000)
+    assert x.pre_events == 1  # the visitor's browsing; zed's own was before the 30 days
+    before = stats(s)
+    s.outcomes.replay("w")
+    assert_same_stats(before, stats(s))
+    (again,) = OutcomeStore(s.db).exposures("w", "nudge")
+    assert again == x
