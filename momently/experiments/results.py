@@ -155,13 +155,19 @@ def summarise(
         window = metric.window_ms if metric.window_ms is not None else goal_window_ms
         sums: dict[str, list[float]] = {arm: [0, 0.0, 0.0, 0.0, 0.0, 0.0] for arm in arms}
         days: set[int] = set()
-        for r in by_metric.get(metric.name, []):
-            if open_windows == "exclude" and (r.day + 1) * DAY_MS + window + lateness_ms > now_ms:
+        # a day is closed when its last exposure's window has: end of day + window + lateness
+        last_closed = (now_ms - window - lateness_ms) // DAY_MS - 1
+        for r in by_metric.get(metric.name, ()):
+            if open_windows == "exclude" and r.day > last_closed:
                 continue
             days.add(r.day)
             acc = sums[r.arm]
-            for i, v in enumerate((r.n, r.sum, r.sum_squares, r.cov_sum, r.cov_sum_squares, r.sum_products)):
-                acc[i] += v
+            acc[0] += r.n
+            acc[1] += r.sum
+            acc[2] += r.sum_squares
+            acc[3] += r.cov_sum
+            acc[4] += r.cov_sum_squares
+            acc[5] += r.sum_products
         samples = {arm: _sample(metric, acc) for arm, acc in sums.items()}
         analyses[metric.name] = analyse(
             samples, control, analyse_weights, dataclasses.replace(options, inverse=metric.inverse)
