@@ -321,3 +321,69 @@ def test_an_exposure_follows_its_person_through_a_merge(services: Services) -> N
     assert_same_stats(before, stats(s))
     (again,) = OutcomeStore(s.db).exposures("w", "nudge")
     assert again == x
+
+
+def test_the_docs_worked_example(services: Services) -> None:
+    """docs/experiments.md, "Worked example": the conversion rows it prints."""
+    s = services
+    s.workspaces.create("w", name=None, now=s.clock.now())
+    flow = FLOW.replace("within: 1d, where: {event: properties.total, gte: 10}", "within: 1h")
+    docs, problems = load(flow, "nudge.yaml")
+    assert not problems
+    catalog.apply(s, "w", catalog.Loaded(docs, []))
+    before = [
+        track("ada", "Page Viewed", at(days=-1)),
+        track("ada", "Page Viewed", at(days=-2)),
+        track("bo", "Identified", at(days=-40)),
+        track("cy", "Page Viewed", at(days=-3)),
+        *[track("di", "Page Viewed", at(days=-d)) for d in (1, 2, 3, 4)],
+        track("ed", "Identified", at(days=-40)),
+    ]
+    append(s, *before)
+    s.projector.run_until_idle()
+    fold(
+        s,
+        [
+            [
+                exposure(s, "ada", "short", at()),
+                exposure(s, "bo", "short", at()),
+                exposure(s, "cy", "holdout", at()),
+                exposure(s, "di", "holdout", at()),
+                exposure(s, "ed", "holdout", at()),
+                track("ada", "Order Completed", at(minutes=10), total=30),
+                track("bo", "Order Completed", at(hours=3), total=12),
+                track("di", "Order Completed", at(minutes=40), total=20),
+                track("ed", "Page Viewed", at(days=40)),
+            ]
+        ],
+    )
+    day = int(T0.timestamp() * 1000) // DAY_MS
+    rows = stats(s)
+    short, holdout = rows[("short", day, "conversion")], rows[("holdout", day, "conversion")]
+    assert (
+        short.n,
+        short.sum,
+        short.sum_squares,
+        short.cov_sum,
+        short.cov_sum_squares,
+        short.sum_products,
+    ) == (
+        2,
+        1,
+        1,
+        2,
+        4,
+        2,
+    )
+    assert (
+        holdout.n,
+        holdout.sum,
+        holdout.sum_squares,
+        holdout.cov_sum,
+        holdout.cov_sum_squares,
+        holdout.sum_products,
+    ) == (3, 1, 1, 5, 17, 4)
+    assert rows[("short", day, "revenue")].sum == 30
+    assert rows[("short", day, "orders_30d")].sum == 2
+    assert rows[("holdout", day, "retention_90d")].sum == 2  # di's order, ed's page view
+    assert rows[("holdout", day, "retention_30d")].sum == 1
