@@ -150,6 +150,8 @@ class ExperimentProjector:
         self, conn: Connection, workspace_id: str, batch: list[LoggedEvent]
     ) -> dict[tuple[str, str], tuple[Exposure | None, Exposure]]:
         """Every exposure the batch created or changed: (as stored before, as it is now)."""
+        if not any(viewed(ev) is not None for ev in batch) and not self.store.any(conn, workspace_id):
+            return {}  # no experiment in this workspace yet: nothing to resolve or read
         people = self._people(conn, workspace_id, batch)
         exposures = self.store.load(conn, workspace_id, {p for p in people if p is not None})
         originals = {(p, e): x for p, byexp in exposures.items() for e, x in byexp.items()}

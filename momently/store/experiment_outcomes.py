@@ -123,6 +123,15 @@ class OutcomeStore:
                 out.setdefault(x.person_id, {})[x.experiment_id] = x
         return out
 
+    def any(self, conn: Connection, workspace_id: str) -> bool:
+        """Whether the workspace has any exposure (most batches of most workspaces: no)."""
+        found = conn.execute(
+            select(experiment_exposures.c.person_id)
+            .where(experiment_exposures.c.workspace_id == workspace_id)
+            .limit(1)
+        ).first()
+        return found is not None
+
     def history(
         self, conn: Connection, workspace_id: str, people: Iterable[str], *, since_ms: int, before_seq: int
     ) -> dict[str, list[LoggedEvent]]:
@@ -149,7 +158,9 @@ class OutcomeStore:
     ) -> None:
         """Write changed exposures and add ``sums`` to the statistics, in the caller's
         transaction (the consumer's, with its cursor)."""
-        self._save.run(conn, [_row(workspace_id, x) for x in exposures])
+        # in key order, as the stats below: concurrent writers lock rows in one order
+        ordered = sorted(exposures, key=lambda x: (x.experiment_id, x.person_id))
+        self._save.run(conn, [_row(workspace_id, x) for x in ordered])
         self._add.run(conn, [(workspace_id, *key, *value) for key, value in sorted(sums.items())])
 
     def reset(self, conn: Connection, workspace_id: str, consumer: str) -> None:
