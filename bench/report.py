@@ -13,6 +13,9 @@ metric, Holm, SRM, hiding) over 1,000,000 exposures.
    them that reads them all).
 3. The report: ``experiments.results.experiment_results`` for the flow, every exposure day,
    then the last 30 days only; ``--repeat`` times each, median and worst.
+4. With ``--fold N``: the consumer itself, on a log of N people (a page view, an exposure, and
+   for a third of them an order, 3 to 4 events each) appended through the log; its rate
+   against the profile projector's (without flows) over the same log, the baseline.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.ingest import FreshDatabase
 from momently import catalog
 from momently.domain.definitions import load
+from momently.domain.event import BatchDefaults, Event, derived_event, normalize
+from momently.domain.identity import person_id_for
 from momently.domain.outcomes import DAY_MS, Exposure, delta
+from momently.engine.profile_projector import ProfileProjector
 from momently.experiments.results import experiment_results
 from momently.services import Services
 from momently.settings import Settings
@@ -55,6 +61,7 @@ experiment:
 """
 START = datetime(2026, 6, 1, tzinfo=UTC)
 DAYS = 90
+BENCH_LEDGER_KEY = "bench-ledger-key-bench-ledger-key-0123"  # PostgreSQL needs one; nothing is signed
 ARMS = (("holdout", 0.1, 0.05), ("short", 0.45, 0.06), ("long", 0.45, 0.065))  # arm, share, conversion
 
 
@@ -152,6 +159,68 @@ def timed(fn: object, repeat: int) -> tuple[float, float, float]:
     return times[0], statistics.median(times), max(times)
 
 
+def fold_rate(url: str, people: int) -> None:
+    s = Services.build(Settings(database_url=url, run_engine=False, ledger_key=BENCH_LEDGER_KEY))
+    s.workspaces.create("bench", name=None, now=s.clock.now())
+    docs, problems = load(FLOW, "nudge.yaml")
+    assert not problems
+    catalog.apply(s, "bench", catalog.Loaded(docs, []))
+    rng = random.Random(3)
+    received = START + timedelta(days=200)
+    log: list[Event] = []
+    for i in range(people):
+        user = f"u{i}"
+        when = START + timedelta(seconds=rng.randrange(DAYS * 86400))
+        raw = {"type": "track", "userId": user, "event": "Page Viewed", "timestamp": when.isoformat()}
+        ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=received)
+        assert isinstance(ev, Event)
+        log.append(ev)
+        arm = rng.choice(("holdout", "short", "long"))
+        log.append(
+            derived_event(
+                message_id=f"x{i}",
+                name="Experiment Viewed",
+                user_id=user,
+                anonymous_id=None,
+                at=when + timedelta(minutes=1),
+                received_at=received,
+                properties={
+                    "experiment_id": "nudge",
+                    "variation_id": arm,
+                    "flow_id": "nudge",
+                    "flow_version": 1,
+                    "person_id": person_id_for(("user", user)),
+                },
+            )
+        )
+        if rng.random() < 1 / 3:
+            raw = {
+                "type": "track",
+                "userId": user,
+                "event": "Order Completed",
+                "timestamp": (when + timedelta(hours=2)).isoformat(),
+                "properties": {"total": 20},
+            }
+            ev = normalize(raw, default_type=None, defaults=BatchDefaults(), received_at=received)
+            assert isinstance(ev, Event)
+            log.append(ev)
+    for i in range(0, len(log), 5000):
+        with s.db.write() as conn:
+            s.events.append(conn, [("bench", e) for e in log[i : i + 5000]])
+    profiles = ProfileProjector(s.db, s.events, s.profiles)  # no flows: the cheapest fold of the log
+    t = time.perf_counter()
+    profiles.run_until_idle()
+    baseline = time.perf_counter() - t
+    t = time.perf_counter()
+    s.outcomes.run_until_idle()
+    folded = time.perf_counter() - t
+    print(
+        f"  fold {len(log):,} events of {people:,} people: profile projector (baseline) "
+        f"{len(log) / baseline:,.0f} events/s, experiment outcomes {len(log) / folded:,.0f} events/s"
+    )
+    s.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,10 +229,11 @@ def main() -> None:
     parser.add_argument("--exposures", type=int, default=1_000_000)
     parser.add_argument("--other", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--fold", type=int, default=0, help="also time the consumer on a log of N people")
     args = parser.parse_args()
     fresh = FreshDatabase(args.database)
     try:
-        s = Services.build(Settings(database_url=fresh.new(), run_engine=False))
+        s = Services.build(Settings(database_url=fresh.new(), run_engine=False, ledger_key=BENCH_LEDGER_KEY))
         s.workspaces.create("bench", name=None, now=s.clock.now())
         docs, problems = load(FLOW, "nudge.yaml")
         assert not problems
@@ -228,6 +298,9 @@ def main() -> None:
             f"  check: exposures {r.exposures}, SRM p {r.srm_p:.3f}, "
             f"conversion lift long vs holdout {conv.lift:+.3f} (p {conv.p_value:.2g})"
         )
+        s.close()
+        if args.fold:
+            fold_rate(fresh.new(), args.fold)
     finally:
         fresh.cleanup()
 

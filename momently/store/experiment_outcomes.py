@@ -92,23 +92,16 @@ class OutcomeStore:
             experiment_exposures.c.workspace_id == bindparam("ws"),
             experiment_exposures.c.person_id.in_(bindparam("ids", expanding=True)),
         )
-        self._history = (
-            _select_logged()
-            .add_columns(person_events.c.person_id)
-            .select_from(
-                person_events.join(
-                    events,
-                    (events.c.workspace_id == person_events.c.workspace_id)
-                    & (events.c.seq == person_events.c.seq),
-                )
-            )
-            .where(
-                person_events.c.workspace_id == bindparam("ws"),
-                person_events.c.person_id.in_(bindparam("ids", expanding=True)),
-                person_events.c.seq < bindparam("before"),
-                events.c.timestamp_ms >= bindparam("since"),
-            )
-            .order_by(person_events.c.seq)
+        # two lookups, each on its primary key: joined, SQLite's planner walked the log instead
+        self._seqs = select(person_events.c.person_id, person_events.c.seq).where(
+            person_events.c.workspace_id == bindparam("ws"),
+            person_events.c.person_id.in_(bindparam("ids", expanding=True)),
+            person_events.c.seq < bindparam("before"),
+        )
+        self._events = _select_logged().where(
+            events.c.workspace_id == bindparam("ws"),
+            events.c.seq.in_(bindparam("seqs", expanding=True)),
+            events.c.timestamp_ms >= bindparam("since"),
         )
 
     def load(
@@ -139,14 +132,18 @@ class OutcomeStore:
         (``timestamp_ms``: a superset of ``time_ms``), in log order, through the person ->
         events index the profile projector keeps."""
         ids = sorted(set(people))
-        out: dict[str, list[LoggedEvent]] = {}
+        owner: dict[int, str] = {}
         for i in range(0, len(ids), _CHUNK):
-            rows = conn.execute(
-                self._history,
-                {"ws": workspace_id, "ids": ids[i : i + _CHUNK], "before": before_seq, "since": since_ms},
-            ).all()
-            for r in rows:
-                out.setdefault(str(r[-1]), []).append(_logged(r[:-1]))
+            params = {"ws": workspace_id, "ids": ids[i : i + _CHUNK], "before": before_seq}
+            owner.update({int(r[1]): str(r[0]) for r in conn.execute(self._seqs, params).all()})
+        seqs = sorted(owner)
+        found: list[LoggedEvent] = []
+        for i in range(0, len(seqs), _CHUNK):
+            params = {"ws": workspace_id, "seqs": seqs[i : i + _CHUNK], "since": since_ms}
+            found += [_logged(r) for r in conn.execute(self._events, params).all()]
+        out: dict[str, list[LoggedEvent]] = {}
+        for ev in sorted(found, key=lambda e: e.seq):
+            out.setdefault(owner[ev.seq], []).append(ev)
         return out
 
     def save(
