@@ -103,6 +103,8 @@ def test_report_counts_and_lift_from_http_ingest(live_server: LiveServer) -> Non
     send(server, views + orders + late)
     server.wait_for_engine()
     wait_for_outcomes(server)
+    health = httpx.get(f"{server.url}/healthz", timeout=10).json()
+    assert health["checks"]["experiments"]["status"] == "ok"  # the consumer runs next to the engine
 
     # When the report is read after every window has closed
     now_ms = int((exposed.timestamp() + 200 * 86400) * 1000)
