@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from momently.domain import trust
 from momently.domain.flow import SYSTEM_EVENTS
 from momently.domain.profile import LoggedEvent
 
@@ -247,8 +248,10 @@ class Viewed:
 
 
 def viewed(ev: LoggedEvent) -> Viewed | None:
-    """The exposure an event records, or None when it is not a usable ``Experiment Viewed``."""
-    if ev.type != "track" or ev.name != EXPERIMENT_VIEWED:
+    """The exposure an event records, or None when it is not a usable ``Experiment Viewed``.
+    One sent with a public write key is not: a page could put anyone in any arm (the engine's
+    own, a server key's and events appended to the log directly are)."""
+    if ev.type != "track" or ev.name != EXPERIMENT_VIEWED or trust.from_public_key(ev.body):
         return None
     props = ev.body.get("properties")
     if not isinstance(props, dict):

@@ -101,6 +101,14 @@ def test_report_counts_and_lift_from_http_ingest(live_server: LiveServer) -> Non
         }
     ]
     send(server, views + orders + late)
+    # a web page (public key) cannot put anyone in an arm
+    with httpx.Client(base_url=server.url, auth=(server.public_key, ""), timeout=10) as c:
+        forged = {
+            **views[0],
+            "userId": "mallory",
+            "properties": {**views[0]["properties"], "variation_id": "long"},
+        }
+        assert c.post("/v1/batch", json={"batch": [forged]}).status_code == 200
     server.wait_for_engine()
     wait_for_outcomes(server)
     health = httpx.get(f"{server.url}/healthz", timeout=10).json()
