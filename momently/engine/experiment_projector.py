@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 CONSUMER = "experiment-outcomes"
 
 
+class MergedMeanwhile(RuntimeError):
+    pass
+
+
 class _Goal:
     """A flow version's goal, compiled once."""
 
@@ -130,7 +134,10 @@ class ExperimentProjector:
             batch = [ev for ev in batch if ev.seq <= bound]
             if not batch:
                 return 0
-            changed = self._fold(conn, workspace_id, batch)
+            changed, resolved = self._fold(conn, workspace_id, batch)
+        # people found through the identity map had a profile when read; one that has none at
+        # write time was merged away (or erased) meanwhile
+        touched = {pid for pid, _ in changed} & resolved
         sums: dict[StatKey, Sums] = {}
         for old, new in changed.values():
             for metric, d in delta(old, new).items():
@@ -140,19 +147,27 @@ class ExperimentProjector:
             # derived state moved with its cursor: as the engine's batches, not waiting for the disk
             with self.db.write(durable=False) as conn:
                 self.profiles.advance_cursor(conn, CONSUMER, workspace_id, old=cursor, new=batch[-1].seq)
+                # the engine runs ahead: a person merged away since our snapshot has their
+                # exposures under the survivor now, and writing ours would bring the old id back
+                if touched and self.store.gone(conn, workspace_id, touched):
+                    raise MergedMeanwhile(workspace_id)
                 self.store.save(conn, workspace_id, [new for _, new in changed.values()], sums)
         except CursorMoved:
             log.info("another consumer folded experiment outcomes of %s first", workspace_id)
+            return 0
+        except MergedMeanwhile:
+            log.info("a person of this batch of %s was merged meanwhile; recomputing", workspace_id)
             return 0
         return len(batch)
 
     def _fold(
         self, conn: Connection, workspace_id: str, batch: list[LoggedEvent]
-    ) -> dict[tuple[str, str], tuple[Exposure | None, Exposure]]:
-        """Every exposure the batch created or changed: (as stored before, as it is now)."""
+    ) -> tuple[dict[tuple[str, str], tuple[Exposure | None, Exposure]], set[str]]:
+        """Every exposure the batch created or changed: (as stored before, as it is now), and
+        the people the identity map named."""
         if not any(viewed(ev) is not None for ev in batch) and not self.store.any(conn, workspace_id):
-            return {}  # no experiment in this workspace yet: nothing to resolve or read
-        people = self._people(conn, workspace_id, batch)
+            return {}, set()  # no experiment in this workspace yet: nothing to resolve or read
+        people, resolved = self._people(conn, workspace_id, batch)
         exposures = self.store.load(conn, workspace_id, {p for p in people if p is not None})
         originals = {(p, e): x for p, byexp in exposures.items() for e, x in byexp.items()}
         changed: dict[tuple[str, str], tuple[Exposure | None, Exposure]] = {}
@@ -192,9 +207,11 @@ class ExperimentProjector:
                 mine[new.experiment_id] = new
                 changed[(pid, new.experiment_id)] = (None, new)
                 arriving[ev.seq] = new
-        return changed
+        return changed, resolved
 
-    def _people(self, conn: Connection, workspace_id: str, batch: list[LoggedEvent]) -> list[str | None]:
+    def _people(
+        self, conn: Connection, workspace_id: str, batch: list[LoggedEvent]
+    ) -> tuple[list[str | None], set[str]]:
         """Each event's person as the identity map knows them now (userId first, as the profile
         projector resolves): after a merge, the survivor. An exposure's ``person_id`` is used
         only for an event without a known identity."""
@@ -205,6 +222,7 @@ class ExperimentProjector:
             if ev.anonymous_id is not None:
                 wanted.add(("anon", ev.anonymous_id))
         known = self.profiles.lookup_identities(conn, workspace_id, wanted)
+        resolved = set(known.values())
         out: list[str | None] = []
         for ev in batch:
             person = known.get(("user", ev.user_id)) if ev.user_id is not None else None
@@ -214,7 +232,7 @@ class ExperimentProjector:
                 seen = viewed(ev)
                 person = seen.person_id if seen is not None else None
             out.append(person)
-        return out
+        return out, resolved
 
     def _arriving(
         self,

@@ -20,7 +20,14 @@ from momently.domain.profile import LoggedEvent
 from momently.store.bulk import Bulk, binds
 from momently.store.database import Database
 from momently.store.events import _logged, _select_logged
-from momently.store.schema import cursors, events, experiment_exposures, experiment_stats, person_events
+from momently.store.schema import (
+    cursors,
+    events,
+    experiment_exposures,
+    experiment_stats,
+    person_events,
+    profiles,
+)
 
 _CHUNK = 500
 
@@ -115,6 +122,22 @@ class OutcomeStore:
                 x = _exposure(dict(r._mapping))
                 out.setdefault(x.person_id, {})[x.experiment_id] = x
         return out
+
+    def gone(self, conn: Connection, workspace_id: str, people: Iterable[str]) -> set[str]:
+        """Which of these people no longer have a profile: merged into another (or erased)
+        since the batch read them, so what it computed for them must not be written."""
+        ids = sorted(set(people))
+        present: set[str] = set()
+        for i in range(0, len(ids), _CHUNK):
+            present.update(
+                str(r[0])
+                for r in conn.execute(
+                    select(profiles.c.person_id).where(
+                        profiles.c.workspace_id == workspace_id, profiles.c.person_id.in_(ids[i : i + _CHUNK])
+                    )
+                )
+            )
+        return set(ids) - present
 
     def any(self, conn: Connection, workspace_id: str) -> bool:
         """Whether the workspace has any exposure (most batches of most workspaces: no)."""

@@ -387,3 +387,82 @@ def test_the_docs_worked_example(services: Services) -> None:
     assert rows[("short", day, "orders_30d")].sum == 2
     assert rows[("holdout", day, "retention_90d")].sum == 2  # di's order, ed's page view
     assert rows[("holdout", day, "retention_30d")].sum == 1
+
+
+class MergeDuringBatch(ExperimentProjector):
+    """Lets the engine commit a batch between this consumer's snapshot and its write, once."""
+
+    def __init__(self, s: Services) -> None:
+        super().__init__(s.db, s.events, s.profiles, s.definitions, OutcomeStore(s.db))
+        self.engine: Services | None = s
+
+    def _fold(self, conn: Any, workspace_id: str, batch: list[Any]) -> Any:
+        changed = super()._fold(conn, workspace_id, batch)
+        if self.engine is not None:
+            self.engine.projector.run_until_idle()  # commits in its own transaction
+            self.engine = None
+        return changed
+
+
+def test_a_merge_committed_during_a_batch_makes_it_start_over(services: Services) -> None:
+    s = services
+    setup(s)
+    browse = normalize(
+        {"type": "page", "anonymousId": "a9", "name": "Cart", "timestamp": at(minutes=-1).isoformat()},
+        default_type=None,
+        defaults=BatchDefaults(),
+        received_at=LATER,
+    )
+    assert isinstance(browse, Event)
+    append(s, track("zed", "Page Viewed", at(days=-40)), browse)
+    s.projector.run_until_idle()
+    anon = s.profiles.person_for("w", ("anon", "a9"))
+    props = {"experiment_id": "nudge", "variation_id": "short", "flow_id": "nudge", "flow_version": 1}
+    viewed = derived_event(
+        message_id="exp:a9",
+        name="Experiment Viewed",
+        user_id=None,
+        anonymous_id="a9",
+        at=at(),
+        received_at=LATER,
+        properties={**props, "person_id": anon},
+    )
+    append(s, viewed)
+    s.projector.run_until_idle()
+    s.outcomes.run_until_idle()
+    # Given the visitor orders (the engine has folded it), then logs in (not folded yet)
+    order = normalize(
+        {
+            "type": "track",
+            "anonymousId": "a9",
+            "event": "Order Completed",
+            "properties": {"total": 15},
+            "timestamp": at(minutes=20).isoformat(),
+        },
+        default_type=None,
+        defaults=BatchDefaults(),
+        received_at=LATER,
+    )
+    login = normalize(
+        {"type": "identify", "userId": "zed", "anonymousId": "a9", "timestamp": at(minutes=30).isoformat()},
+        default_type=None,
+        defaults=BatchDefaults(),
+        received_at=LATER,
+    )
+    assert isinstance(order, Event)
+    assert isinstance(login, Event)
+    append(s, order)
+    s.projector.run_until_idle()
+    append(s, login)
+    # When the engine merges the visitor into zed while the consumer folds the order
+    racing = MergeDuringBatch(s)
+    assert racing.run_once() == 0  # its snapshot is stale: nothing written, cursor kept
+    racing.run_until_idle()
+    # Then the one exposure is zed's, converted, and the sums are a replay's
+    zed = s.profiles.person_for("w", ("user", "zed"))
+    (x,) = OutcomeStore(s.db).exposures("w", "nudge")
+    assert x.person_id == zed
+    assert x.converted_ms == int(at(minutes=20).timestamp() * 1000)
+    before = stats(s)
+    s.outcomes.replay("w")
+    assert_same_stats(before, stats(s))
