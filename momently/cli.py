@@ -396,8 +396,8 @@ def events_tail(c: _Ctx, workspace_id: str, count: int, follow: bool) -> None:
 @click.option("--workspace", "workspace_id", default=None, help="Only this workspace (default: all).")
 @pass_ctx
 def replay(c: _Ctx, workspace_id: str | None) -> None:
-    """Rebuild every derived table (profiles, identities, segments, timers) from the event
-    log. Enrollments are kept, so nobody is enrolled twice."""
+    """Rebuild every derived table (profiles, identities, segments, timers, experiment
+    outcomes) from the event log. Enrollments are kept, so nobody is enrolled twice."""
     s = c.services
     targets = [workspace_id] if workspace_id else [w.id for w in s.workspaces.all()]
     started = time.monotonic()
@@ -413,6 +413,7 @@ def replay(c: _Ctx, workspace_id: str | None) -> None:
         if s.workspaces.get(ws) is None:
             raise click.ClickException(f"no workspace {ws!r}")
         total += s.projector.replay(ws, progress)
+        s.outcomes.replay(ws)  # experiment outcomes, behind the profiles it reads
         click.echo("", err=True)
     click.echo(f"replayed {total} events in {time.monotonic() - started:.1f}s")
 
@@ -1396,6 +1397,7 @@ def worker(c: _Ctx, role: str) -> None:
         if s.watcher is not None:
             s.watcher.stop()
         s.dispatcher.stop()
+        s.outcomes.stop()
         s.projector.stop()
     click.echo("engine stopped", err=True)
 

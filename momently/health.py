@@ -45,12 +45,16 @@ def report(services: Services) -> tuple[int, dict[str, Any]]:
         "disk": _disk(services),
         "engine": _loop(services.projector.health()),
         "dispatcher": _loop(dispatcher),
+        # reports lag while it fails; ingest and sending do not: degraded, not failing
+        "experiments": _loop(services.outcomes.health()),
         "channels": _channels(services, dispatcher_running=dispatcher.running),
     }
     parts = [checks["database"], checks["disk"], checks["engine"], checks["dispatcher"]]
     if any(part["status"] == FAILING for part in parts):
         status = FAILING
-    elif any(channel["status"] == FAILING for channel in checks["channels"].values()):
+    elif checks["experiments"]["status"] == FAILING or any(
+        channel["status"] == FAILING for channel in checks["channels"].values()
+    ):
         status = DEGRADED
     else:
         status = OK

@@ -20,6 +20,7 @@ from momently.clock import CatchUpClock, Clock, ManualClock, SystemClock
 from momently.domain.addresses import AddressPolicy
 from momently.domain.lateness import COMMIT_GRACE_MS
 from momently.engine.dispatcher import ActionLinks, Dispatcher, RetryPolicy
+from momently.engine.experiment_projector import ExperimentProjector
 from momently.engine.flows import FlowStage
 from momently.engine.log_service import RemoteLogWriter
 from momently.engine.log_writer import EventAppender, LogWriter
@@ -32,6 +33,7 @@ from momently.store.database import Database
 from momently.store.definitions import Definitions
 from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
+from momently.store.experiment_outcomes import OutcomeStore
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.inbox import Inbox
 from momently.store.ledger_key import LedgerKeyError, ledger_key
@@ -68,6 +70,7 @@ class Services:
     inbox: Inbox
     guardrails: GuardrailPolicies
     people: People
+    outcomes: ExperimentProjector
     email: EmailChannel | None = None
     sms: SmsChannel | None = None
     watcher: CommitWatcher | None = None  # started by start_engine(watch_commits=True)
@@ -214,7 +217,15 @@ class Services:
                 base_ms=int(settings.dispatch_backoff_seconds * 1000),
             ),
         )
-        projector.on_batch = lambda _ws, _cursor: dispatcher.wake()
+        outcomes = ExperimentProjector(
+            db, events, profiles, definitions, OutcomeStore(db), default_timezone=settings.default_timezone
+        )
+
+        def after_engine_batch(_ws: str, _cursor: int) -> None:
+            dispatcher.wake()
+            outcomes.wake()  # it folds no further than the profiles cursor
+
+        projector.on_batch = after_engine_batch
         return cls(
             settings,
             clock,
@@ -237,6 +248,7 @@ class Services:
             inbox,
             guardrails,
             people,
+            outcomes,
             email,
             sms,
         )
@@ -256,6 +268,7 @@ class Services:
         idle = self.settings.idle_poll_seconds
         if engine:
             self.projector.start(idle_poll_seconds=idle)
+            self.outcomes.start(idle_poll_seconds=idle)
         if dispatcher:
             self.dispatcher.start(idle_poll_seconds=idle)
         if watch_commits and self.watcher is None:
@@ -271,6 +284,7 @@ class Services:
             self.watcher.stop()
             self.watcher = None
         self.dispatcher.stop()
+        self.outcomes.stop()
         self.projector.stop()
         self.writer.stop()
         self.channels.close()

@@ -32,6 +32,9 @@ CONTACT_TRAITS: Final = ("email", "phone")
 TOKEN_FIELD: Final = "userToken"  # where an event carries its user token: context.userToken
 STAMP: Final = "momently"  # context.momently: written by ingest only, never taken from a client
 UNVERIFIED: Final = "identity_unverified"
+# track events stamped with their key like identifies: an exposure says which experiment arm a
+# person is in, which only Momently (or the customer's backend) can know, never a web page
+STAMPED_TRACKS: Final = frozenset({"Experiment Viewed"})
 
 
 def user_token(identity_secret: str, user_id: str) -> str:
@@ -80,7 +83,8 @@ def screen(event: Event, sender: Sender, *, verified: bool, consent_traits: Coll
         if isinstance(device, dict) and "token" in device:
             ignored.append("context.device.token")
             context = {**context, "device": {k: v for k, v in device.items() if k != "token"}}
-    if not (ignored or event.type == "identify" or STAMP in context or TOKEN_FIELD in context):
+    stamped = event.type == "identify" or (event.type == "track" and event.name in STAMPED_TRACKS)
+    if not (ignored or stamped or STAMP in context or TOKEN_FIELD in context):
         return event
     context = {k: v for k, v in context.items() if k not in (STAMP, TOKEN_FIELD)}
     stamp: dict[str, Any] = {"key": sender.key_id, "keyKind": sender.kind.value, "verified": verified}
@@ -92,6 +96,14 @@ def screen(event: Event, sender: Sender, *, verified: bool, consent_traits: Coll
     if kept_traits is not traits:
         body["traits"] = kept_traits
     return replace(event, body=body, payload=orjson.dumps(body))
+
+
+def from_public_key(body: dict[str, Any]) -> bool:
+    """Whether ingest stamped the event as sent with a public write key (with or without a
+    user token)."""
+    context = body.get("context")
+    stamp = context.get(STAMP) if isinstance(context, dict) else None
+    return isinstance(stamp, dict) and stamp.get("keyKind") == KeyKind.WRITE.value
 
 
 def writer_key(body: dict[str, Any]) -> int | None:

@@ -34,6 +34,7 @@ from momently.store.schema import (
     enrollments,
     erased_identities,
     events,
+    experiment_exposures,
     identities,
     inbox_cards,
     person_events,
@@ -58,6 +59,7 @@ PERSON_TABLES = (
     enrollments,
     deliveries,
     inbox_cards,
+    experiment_exposures,
     identities,
     profiles,
 )
@@ -101,6 +103,7 @@ class People:
                 "enrollments": rows(enrollments),
                 "deliveries": rows(deliveries),
                 "inAppCards": rows(inbox_cards),
+                "experimentExposures": rows(experiment_exposures),
             }
             subs = self._subscriptions(conn, ws, ids)
         records = self.ledger.of_person(

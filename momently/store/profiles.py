@@ -17,7 +17,14 @@ from momently.domain.identity import Identity
 from momently.domain.profile import Profile
 from momently.store.bulk import Bulk, binds
 from momently.store.database import Database
-from momently.store.schema import cursors, identities, person_events, profiles, workspaces
+from momently.store.schema import (
+    cursors,
+    experiment_exposures,
+    identities,
+    person_events,
+    profiles,
+    workspaces,
+)
 
 _CHUNK = 500  # keeps IN lists under every driver's parameter limit
 EPOCH = "profiles:epoch"  # a cursors row: see bump_epoch
@@ -223,6 +230,21 @@ class ProfileStore:
                 )
             conn.execute(
                 delete(profiles).where(profiles.c.workspace_id == workspace_id, profiles.c.person_id == loser)
+            )
+            # an exposure follows its person, unless the survivor was exposed to that experiment
+            # too: then both stay as they are, each counted once (engine.experiment_projector)
+            exposures = experiment_exposures.c
+            theirs = select(exposures.experiment_id).where(
+                exposures.workspace_id == workspace_id, exposures.person_id == winner
+            )
+            conn.execute(
+                update(experiment_exposures)
+                .where(
+                    exposures.workspace_id == workspace_id,
+                    exposures.person_id == loser,
+                    exposures.experiment_id.not_in(theirs.scalar_subquery()),
+                )
+                .values(person_id=winner)
             )
         ws = workspace_id
         self._link.run(conn, [(ws, k, v, p) for (k, v), p in links.items()])

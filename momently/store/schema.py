@@ -403,3 +403,50 @@ channel_configs = Table(
     Column("secret", Text, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
 )
+
+
+# --- experiment outcomes ------------------------------------------------------------------
+# Derived (rebuilt by replay, engine.experiment_projector): each person's first exposure per
+# experiment with what happened since, and per arm, exposure day and metric the sufficient
+# statistics a report reads (momently.stats), so a report costs O(arms x days).
+experiment_exposures = Table(
+    "experiment_exposures",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("experiment_id", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("arm", String(64), nullable=False),
+    Column("flow_id", String(64), nullable=False),
+    Column("flow_version", Integer, nullable=False),
+    Column("exposed_ms", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("goal_event", Text, nullable=True),
+    Column("window_ms", BigInteger, nullable=False),
+    Column("converted_ms", BigInteger, nullable=True),
+    Column("revenue", Float, nullable=False, server_default="0"),
+    Column("active_ms", BigInteger, nullable=True),
+    Column("ordered_ms", BigInteger, nullable=True),
+    Column("unsubscribed_ms", BigInteger, nullable=True),
+    Column("complained_ms", BigInteger, nullable=True),
+    Column("failed_ms", BigInteger, nullable=True),
+    Column("pre_revenue", Float, nullable=False, server_default="0"),
+    Column("pre_events", Integer, nullable=False, server_default="0"),
+)
+Index("ix_experiment_exposures_person", experiment_exposures.c.workspace_id, experiment_exposures.c.person_id)
+
+experiment_stats = Table(
+    "experiment_stats",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("experiment_id", String(64), primary_key=True),
+    Column("arm", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("sum", Float, nullable=False),
+    Column("sum_squares", Float, nullable=False),
+    Column("cov_sum", Float, nullable=False),
+    Column("cov_sum_squares", Float, nullable=False),
+    Column("sum_products", Float, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Experiments: outcomes and results (``results``) over the statistics in ``momently.stats``."""
