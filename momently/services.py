@@ -32,6 +32,7 @@ from momently.store.database import Database
 from momently.store.definitions import Definitions
 from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
+from momently.store.experiments import Experiments
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.inbox import Inbox
 from momently.store.ledger_key import LedgerKeyError, ledger_key
@@ -68,6 +69,7 @@ class Services:
     inbox: Inbox
     guardrails: GuardrailPolicies
     people: People
+    experiments: Experiments
     email: EmailChannel | None = None
     sms: SmsChannel | None = None
     watcher: CommitWatcher | None = None  # started by start_engine(watch_commits=True)
@@ -103,6 +105,7 @@ class Services:
                 guardrails.get(workspace_id).allowed_lateness_ms
                 or int(settings.allowed_lateness_seconds * 1000)
             ),
+            global_control=lambda workspace_id: guardrails.get(workspace_id).global_control,
         )
         consent = ConsentLedger(db, key)
         if upgraded_ledger:
@@ -237,6 +240,7 @@ class Services:
             inbox,
             guardrails,
             people,
+            Experiments(db, events),
             email,
             sms,
         )

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from momently.domain.caps import NEVER, Cap, InvalidCap, Send, first_allowed
 from momently.domain.durations import InvalidDuration, format_duration, parse_duration
+from momently.domain.experiments import InvalidShare, format_share, parse_share
 from momently.domain.lateness import MAX_LATENESS_MS
 from momently.domain.quiet_hours import InvalidQuietHours, QuietHours, next_allowed
 
@@ -42,6 +43,8 @@ class Policy:
     paused_channels: frozenset[str] = frozenset()
     # how long the engine's deadlines wait for late events (``domain.lateness``); None: the server's
     allowed_lateness_ms: int | None = None
+    # share of the workspace's people who get no tier-B message at all (``domain.experiments``)
+    global_control: float = 0.0
 
     def with_pause(self, channel: str | None, on: bool) -> Policy:
         """Pause (or resume) the whole workspace, or one channel."""
@@ -60,15 +63,17 @@ class Policy:
             "allowedLateness": None
             if self.allowed_lateness_ms is None
             else format_duration(self.allowed_lateness_ms),
+            "globalControl": format_share(self.global_control),
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Policy:
-        unknown = set(doc) - {"quietHours", "caps", "paused", "pausedChannels", "allowedLateness"}
+        keys = {"quietHours", "caps", "paused", "pausedChannels", "allowedLateness", "globalControl"}
+        unknown = set(doc) - keys
         if unknown:
             raise InvalidGuardrails(
                 f"unknown key {sorted(unknown)[0]!r}: quietHours, caps, paused, pausedChannels, "
-                "allowedLateness"
+                "allowedLateness, globalControl"
             )
         quiet = None
         q = doc.get("quietHours")
@@ -102,7 +107,11 @@ class Policy:
                 raise InvalidGuardrails(f"allowedLateness: {exc}") from None
             if not 0 <= lateness_ms <= MAX_LATENESS_MS:
                 raise InvalidGuardrails('allowedLateness must be a duration from "0s" to "1d", e.g. "5m"')
-        return cls(quiet, caps, bool(doc.get("paused", False)), frozenset(channels), lateness_ms)
+        try:
+            control = parse_share(doc.get("globalControl", 0) or 0, what="globalControl", at_most=0.5)
+        except InvalidShare as exc:
+            raise InvalidGuardrails(str(exc)) from None
+        return cls(quiet, caps, bool(doc.get("paused", False)), frozenset(channels), lateness_ms, control)
 
 
 @dataclass(frozen=True, slots=True)
