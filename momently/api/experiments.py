@@ -32,6 +32,9 @@ class ChangeBody(BaseModel):
     reason: str = Field(default="", max_length=1000, description="why, for the record")
 
 
+OptionalBody = Annotated[ChangeBody | None, Body()]
+
+
 def router(services: Services, auth: Authenticator) -> APIRouter:
     r = APIRouter(tags=["experiments"], responses=ADMIN_TOKEN)
 
@@ -84,8 +87,6 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
                 raise ApiError(400 if exc.code == "unknown_arm" else 409, exc.code, str(exc)) from None
 
         return await run_in_threadpool(run)
-
-    OptionalBody = Annotated[ChangeBody | None, Body()]
 
     @r.post(
         "/v1/experiments/{experiment_id}/stop",

@@ -417,6 +417,11 @@ def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
         return path, f"{where}: {error.instance!r}: {time_of_day_problem(error.instance)}"
     if error.validator == "required" and path == ("delay",):
         return path, "delay: 'for' is required: how long to wait, e.g. {for: 2d, at: \"10:00\"}"
+    if error.validator in ("exclusiveMinimum", "type") and path[-1:] == ("weight",):
+        return (
+            path,
+            f"{where}: {error.instance!r}: a weight is a positive number, e.g. 1 (arms split in proportion)",
+        )
     if error.validator == "enum":
         allowed = [str(v) for v in schema.get("enum", [])]
         hint = suggest(str(error.instance), allowed)
