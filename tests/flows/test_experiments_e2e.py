@@ -287,3 +287,32 @@ def test_the_global_control_group_gets_no_tier_b_message(env: FlowEnv) -> None:
         e = nudge[env.person(u)]
         assert (e.outcome, e.reason) == (("suppress", "global_control") if u in control else ("send", None))
     assert all(e.outcome == "send" for e in env.enrollments("receipt"))
+
+
+def test_new_weights_keep_everyone_in_their_arm_and_a_new_salt_re_randomises(env: FlowEnv) -> None:
+    env.flow("cart-copy", CART)
+    before = {u: experiment_of(env, "cart-copy").assign(u) for u in USERS}
+    add_to_cart(env, *USERS)
+    # a new version with other weights and no holdout: assignments stick (the holdout's
+    # people, whose arm is gone, are drawn again among the arms)
+    env.flow(
+        "cart-copy",
+        CART.replace("holdout: 20%", "holdout: 0%").replace(
+            "weight: 1, variant: long", "weight: 9, variant: long"
+        ),
+    )
+    reweighted = experiment_of(env, "cart-copy")
+    env.advance(hours=1)
+    add_to_cart(env, *USERS)
+    rows = exposure_rows(env)
+    for u, arm in before.items():
+        assert rows[env.person(u)][0] == (reweighted.assign(u) if arm == "holdout" else arm), u
+    # a new salt: everyone is drawn again at their next exposure
+    env.flow("cart-copy", CART.replace('salt: "2026-11"', 'salt: "2026-12"'))
+    salted = experiment_of(env, "cart-copy")
+    env.advance(hours=1)
+    add_to_cart(env, *USERS)
+    rows = exposure_rows(env)
+    assert {u: rows[env.person(u)][0] for u in USERS} == {u: salted.assign(u) for u in USERS}
+    assert {u: salted.assign(u) for u in USERS} != before
+    assert len(rows) == len(USERS)
