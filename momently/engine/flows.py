@@ -262,6 +262,7 @@ class FlowStage:
             events = events[:cut]
         p = Pass(self, conn, workspace_id, compiled, events, due, horizon)
         p.lateness = self.lateness_ms(workspace_id)
+        p.global_share = self.global_control(workspace_id)
         p.clock_ms = now_ms
         p.trimmed = trimmed
         return p
@@ -288,6 +289,7 @@ class Pass:
         self.clock_ms = horizon  # wall-clock time of this batch, set by FlowStage.begin
         self.trimmed = False  # events were held back because many timers fall due first
         self.lateness = lateness_rule.DEFAULT_LATENESS_MS  # the workspace's, set by FlowStage.begin
+        self.global_share = 0.0  # the workspace's global control group, set by FlowStage.begin
         self.arrival = 0  # when the event being processed arrived
         self.changes = Changes()
         self.members: dict[str, dict[str, int]] = {}
@@ -856,8 +858,7 @@ class Pass:
         assigner = (
             Assigner(self.stage.state, conn, self.ws, in_experiments, self.merged) if in_experiments else None
         )
-        tier_b = any(c.flow.tier == "B" for c in self.candidates)
-        global_share = self.stage.global_control(self.ws) if tier_b else 0.0
+        global_share = self.global_share
         seen: set[tuple[str, str, str]] = set()
         for c in self.candidates:
             key = (c.flow.id, c.person_id, c.occurrence)
