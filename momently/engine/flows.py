@@ -36,7 +36,7 @@ from momently.domain import geo
 from momently.domain import lateness as lateness_rule
 from momently.domain.chain import chained, depth_after
 from momently.domain.conditions import Facts
-from momently.domain.decision import Decision, decide, with_arm
+from momently.domain.decision import HOLDOUT_REASON, Decision, decide, with_arm
 from momently.domain.delays import Delay
 from momently.domain.event import derived_event
 from momently.domain.experiments import in_global_control, person_key
@@ -880,8 +880,9 @@ class Pass:
             )
             if d.outcome == "send" and assigner is not None and c.flow.experiment is not None:
                 d = self._experiment(c, d, assigner)
-            if d.outcome == "send":
+            if d.outcome == "send" or d.reason == HOLDOUT_REASON:
                 last[(c.flow.id, c.person_id)] = c.now_ms
+            if d.outcome == "send":
                 dkey = f"{c.flow.id}:{c.person_id}:{c.occurrence}"
                 at = d.at_ms if d.at_ms is not None else c.now_ms
                 # a decision about the distant past (a replay, a new flow over old history) is

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import BindParameter, Connection, and_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import BindParameter, Connection, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain.event import Event
@@ -163,7 +163,8 @@ class EngineState:
             .where(
                 enrollments.c.workspace_id == ws,
                 enrollments.c.person_id.in_(persons),
-                enrollments.c.outcome == "send",
+                # the holdout counts as sent, so re-entry treats it as the arms it is compared to
+                or_(enrollments.c.outcome == "send", enrollments.c.reason == "holdout"),
             )
             .group_by(enrollments.c.person_id, enrollments.c.flow_id)
         )
@@ -365,7 +366,8 @@ class EngineState:
     def last_sends(
         self, conn: Connection, workspace_id: str, pairs: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
-        """(flow, person) -> when that person last got a send decision in that flow."""
+        """(flow, person) -> when that person last got a send decision in that flow (or was held
+        out of its experiment: re-entry treats the holdout as sent)."""
         wanted = set(pairs)
         persons = {p for _, p in wanted}
         out: dict[tuple[str, str], int] = {}

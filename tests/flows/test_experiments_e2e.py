@@ -316,3 +316,22 @@ def test_new_weights_keep_everyone_in_their_arm_and_a_new_salt_re_randomises(env
     assert {u: rows[env.person(u)][0] for u in USERS} == {u: salted.assign(u) for u in USERS}
     assert {u: salted.assign(u) for u in USERS} != before
     assert len(rows) == len(USERS)
+
+
+def test_re_entry_holds_the_holdout_back_as_it_holds_the_arms(env: FlowEnv) -> None:
+    # once a day: an arm's second add in the day is reentry_period, and so is the holdout's,
+    # so both get one exposure a day and stay comparable
+    env.flow("cart-copy", CART.replace("reentry: every_time", "reentry: {once_per: 1d}"))
+    exp = experiment_of(env, "cart-copy")
+    held = next(u for u in USERS if exp.assign(u) == "holdout")
+    armed = next(u for u in USERS if exp.assign(u) != "holdout")
+    add_to_cart(env, held, armed)
+    env.advance(hours=1)
+    add_to_cart(env, held, armed)
+    for u in (held, armed):
+        reasons = [e.reason for e in env.enrollments("cart-copy") if e.person_id == env.person(u)]
+        assert reasons == ["holdout" if u == held else None, "reentry_period"], u
+    assert len(log_of(env, "Experiment Viewed")) == 2
+    env.advance(days=1)
+    add_to_cart(env, held)
+    assert len(log_of(env, "Experiment Viewed")) == 3
