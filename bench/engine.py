@@ -75,6 +75,9 @@ WEIGHTS = [1.0 / (i + 1) for i in range(len(NAMES))]
 random.Random(0).shuffle(WEIGHTS)
 
 
+EXPERIMENT = False  # --experiment: the first event flow is an experiment (two arms, 10% holdout)
+
+
 def definitions() -> str:
     docs: list[str] = [f"kind: events\nid: catalog\nnames: [{', '.join(NAMES)}]"]
     for i in range(20):
@@ -95,6 +98,7 @@ def definitions() -> str:
             f"id: ev-{i}\ntrigger: {{event: '{name}', where: {{event: properties.n, gte: {i % 5}}}}}\n"
             f"audience: {{all: [{{trait: plan, in: [pro, free]}}, {{segment: seg-{i % 20}, is: false}}]}}\n"
             "reentry: {once_per: 1d}"
+            + ("\nexperiment: {holdout: 10%, arms: [{id: a}, {id: b}]}" if EXPERIMENT and i == 0 else "")
         )
     for i in range(10):
         flows.append(
@@ -420,7 +424,12 @@ def main() -> None:
     parser.add_argument(
         "--date-flows", type=int, default=10, help="yearly date flows: one timer each per person"
     )
+    parser.add_argument(
+        "--experiment", action="store_true", help="make one event flow an experiment (2 arms, 10%% holdout)"
+    )
     args = parser.parse_args()
+    global EXPERIMENT
+    EXPERIMENT = args.experiment
     fresh = FreshDatabase(args.database)
     try:
         url = fresh.new()

@@ -76,8 +76,9 @@ def check(services: Services, workspace_id: str, loaded: Loaded) -> list[Problem
     return loaded.problems + validate(loaded.documents, known(services, workspace_id))
 
 
-def apply(services: Services, workspace_id: str, loaded: Loaded) -> list[Applied]:
-    """Validate everything first; store nothing unless all of it is valid."""
+def apply(services: Services, workspace_id: str, loaded: Loaded, *, by: str = "cli") -> list[Applied]:
+    """Validate everything first; store nothing unless all of it is valid. A flow's experiment
+    starts (``Experiment Started``, by ``by``) the first time its flow is applied."""
     problems = check(services, workspace_id, loaded)
     if problems:
         raise InvalidDefinitions(problems)
@@ -102,8 +103,29 @@ def apply(services: Services, workspace_id: str, loaded: Loaded) -> list[Applied
     for a in out:
         if a.kind == "flow" and a.changed:
             _plan_dates(services, workspace_id, a.id, a.version, now_ms)
+            _start_experiment(services, workspace_id, a.id, a.version, now_ms, by)
     services.projector.wake()
     return out
+
+
+def _start_experiment(
+    services: Services, workspace_id: str, flow_id: str, version: int, now_ms: int, by: str
+) -> None:
+    body = services.definitions.get(workspace_id, "flow", flow_id, version).body
+    if "experiment" not in body:
+        return
+    flow = compile_flow(body, version)
+    assert flow.experiment is not None
+    services.experiments.change(
+        workspace_id,
+        flow.experiment,
+        flow_id,
+        "start",
+        by=by,
+        reason="flow applied",
+        now_ms=now_ms,
+        only_if_new=True,
+    )
 
 
 def _plan_dates(services: Services, workspace_id: str, flow_id: str, version: int, now_ms: int) -> None:

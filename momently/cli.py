@@ -17,6 +17,7 @@ from momently import heap
 from momently.clock import Clock
 from momently.domain import consent
 from momently.domain.credentials import KeyKind
+from momently.domain.experiments import Action
 from momently.domain.profile import document
 from momently.domain.timestamps import format_timestamp, from_millis
 from momently.services import Services
@@ -1300,6 +1301,112 @@ def retention_run(c: _Ctx) -> None:
     s.projector.run_until_idle()
     for ws, n in s.people.apply_retention(now_ms=to_millis(s.clock.now())).items():
         click.echo(f"{ws}: {n} old events deleted")
+
+
+# experiments --------------------------------------------------------------------------
+@main.group("experiments")
+def experiments_group() -> None:
+    """Flows' experiments: list, show, start, stop, ship an arm, resume (docs/experiments.md)."""
+
+
+def _experiment_change(
+    c: _Ctx, experiment_id: str, workspace_id: str, action: Action, arm: str | None, reason: str
+) -> None:
+    from momently import experiment_admin
+    from momently.domain.experiments import InvalidChange
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    try:
+        out = experiment_admin.change(
+            s,
+            workspace_id,
+            experiment_id,
+            action,
+            arm=arm,
+            by="cli",
+            reason=reason,
+        )
+    except (experiment_admin.UnknownExperiment, InvalidChange) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{out['id']}: {out['state']}" + (f" ({out['shippedArm']})" if out["shippedArm"] else ""))
+
+
+@experiments_group.command("list")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def experiments_list(c: _Ctx, workspace_id: str) -> None:
+    """Every experiment of the workspace's flows, with its state and people assigned per arm."""
+    from momently import experiment_admin
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    for found in experiment_admin.all_of(s, workspace_id):
+        d = experiment_admin.describe(s, workspace_id, found)
+        state = d["state"] + (f" ({d['shippedArm']})" if d["shippedArm"] else "")
+        assigned = " ".join(f"{arm}={n}" for arm, n in sorted(d["assigned"].items())) or "nobody assigned yet"
+        click.echo(f"{d['id']:<24} {state:<20} flow {d['flowId']} v{d['flowVersion']}  {assigned}")
+
+
+@experiments_group.command("show")
+@click.argument("experiment_id")
+@click.option("--workspace", "workspace_id", required=True)
+@pass_ctx
+def experiments_show(c: _Ctx, experiment_id: str, workspace_id: str) -> None:
+    """An experiment as JSON: arms, state, history of changes, people assigned per arm."""
+    from momently import experiment_admin
+
+    s = c.services
+    _require_workspace(s, workspace_id)
+    try:
+        found = experiment_admin.find(s, workspace_id, experiment_id)
+    except experiment_admin.UnknownExperiment as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_json(experiment_admin.describe(s, workspace_id, found, history=True))
+
+
+_REASON = click.option("--reason", default="", help="Why, for the record (in the event and the history).")
+
+
+@experiments_group.command("start")
+@click.argument("experiment_id")
+@click.option("--workspace", "workspace_id", required=True)
+@_REASON
+@pass_ctx
+def experiments_start(c: _Ctx, experiment_id: str, workspace_id: str, reason: str) -> None:
+    """Record the start of an experiment whose start was never recorded (applying its flow does)."""
+    _experiment_change(c, experiment_id, workspace_id, "start", None, reason)
+
+
+@experiments_group.command("stop")
+@click.argument("experiment_id")
+@click.option("--workspace", "workspace_id", required=True)
+@_REASON
+@pass_ctx
+def experiments_stop(c: _Ctx, experiment_id: str, workspace_id: str, reason: str) -> None:
+    """Stop: nobody is assigned any more, everyone gets the flow's own message."""
+    _experiment_change(c, experiment_id, workspace_id, "stop", None, reason)
+
+
+@experiments_group.command("ship")
+@click.argument("experiment_id")
+@click.argument("arm")
+@click.option("--workspace", "workspace_id", required=True)
+@_REASON
+@pass_ctx
+def experiments_ship(c: _Ctx, experiment_id: str, arm: str, workspace_id: str, reason: str) -> None:
+    """Send ARM's message to everyone; nobody is assigned any more."""
+    _experiment_change(c, experiment_id, workspace_id, "ship", arm, reason)
+
+
+@experiments_group.command("resume")
+@click.argument("experiment_id")
+@click.option("--workspace", "workspace_id", required=True)
+@_REASON
+@pass_ctx
+def experiments_resume(c: _Ctx, experiment_id: str, workspace_id: str, reason: str) -> None:
+    """Run a stopped or shipped experiment again; everyone keeps the arm they had."""
+    _experiment_change(c, experiment_id, workspace_id, "resume", None, reason)
 
 
 # guardrails ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from momently.store.definitions import Definitions
 from momently.store.engine_state import EngineState
 from momently.store.events import EventLog
 from momently.store.experiment_outcomes import OutcomeStore
+from momently.store.experiments import Experiments
 from momently.store.guardrails import GuardrailPolicies
 from momently.store.inbox import Inbox
 from momently.store.ledger_key import LedgerKeyError, ledger_key
@@ -71,6 +72,7 @@ class Services:
     guardrails: GuardrailPolicies
     people: People
     outcomes: ExperimentProjector
+    experiments: Experiments
     email: EmailChannel | None = None
     sms: SmsChannel | None = None
     watcher: CommitWatcher | None = None  # started by start_engine(watch_commits=True)
@@ -106,6 +108,7 @@ class Services:
                 guardrails.get(workspace_id).allowed_lateness_ms
                 or int(settings.allowed_lateness_seconds * 1000)
             ),
+            global_control=lambda workspace_id: guardrails.get(workspace_id).global_control,
         )
         consent = ConsentLedger(db, key)
         if upgraded_ledger:
@@ -249,6 +252,7 @@ class Services:
             guardrails,
             people,
             outcomes,
+            Experiments(db, events),
             email,
             sms,
         )

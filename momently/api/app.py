@@ -22,6 +22,7 @@ from momently.api import (
     consent,
     deliveries,
     errors,
+    experiments,
     flows,
     guardrails,
     inbox,
@@ -76,6 +77,7 @@ def create_app(services: Services, *, manage_services: bool = True, settle_heap:
     app.include_router(ingest.router(ingest_handlers))
     app.include_router(admin.router(services, auth))
     app.include_router(flows.router(services, auth))
+    app.include_router(experiments.router(services, auth))
     app.include_router(deliveries.router(services, auth))
     app.include_router(actions.router(services))
     app.include_router(push.router(services, auth))

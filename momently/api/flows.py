@@ -95,7 +95,12 @@ def router(services: Services, auth: Authenticator) -> APIRouter:
 
         def apply() -> dict[str, Any]:
             try:
-                applied = catalog.apply(services, principal.workspace_id, catalog.Loaded(docs, problems))
+                applied = catalog.apply(
+                    services,
+                    principal.workspace_id,
+                    catalog.Loaded(docs, problems),
+                    by=f"key:{principal.key_id}",
+                )
             except catalog.InvalidDefinitions as exc:
                 raise ApiError(
                     400,

@@ -23,6 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from momently.domain import experiments
 from momently.domain.chain import loops
 from momently.domain.conditions import ConditionError, compile_condition
 from momently.domain.durations import (
@@ -253,7 +254,9 @@ def validate(docs: Sequence[Document], known: Known = Known()) -> list[Problem]:
         if doc.kind == "events":
             continue
         problems += _meaning(doc, catalog if checked else set(), segments, known.link_base)
-    problems += _loops([d for (kind, _), d in seen.items() if kind == "flow"], known.flows)
+    flow_docs = [d for (kind, _), d in seen.items() if kind == "flow"]
+    problems += _loops(flow_docs, known.flows)
+    problems += _shared_experiments(flow_docs, known.flows)
     return sorted(problems, key=lambda p: (p.source, p.line))
 
 
@@ -264,6 +267,88 @@ def _loops(docs: Sequence[Document], stored: Mapping[str, Mapping[str, Any]]) ->
     declared = {fid: declared_events(body.get("message")) for fid, body in flows.items()}
     found = loops(flows, declared)
     return [Problem(d.source, d.line_of(("trigger",)), str(found[d.id])) for d in docs if d.id in found]
+
+
+def _experiment_id(body: Mapping[str, Any]) -> str | None:
+    spec = body.get("experiment")
+    return str(spec.get("id", body.get("id"))) if isinstance(spec, Mapping) else None
+
+
+def _shared_experiments(docs: Sequence[Document], stored: Mapping[str, Mapping[str, Any]]) -> list[Problem]:
+    """An experiment belongs to one flow: its assignments and exposures are that flow's."""
+    owner: dict[str, str] = {}
+    for fid, body in stored.items():
+        exp_id = _experiment_id(body)
+        if exp_id is not None and fid not in {d.id for d in docs}:
+            owner[exp_id] = fid
+    out: list[Problem] = []
+    for d in docs:
+        exp_id = _experiment_id(d.data)
+        if exp_id is None:
+            continue
+        other = owner.setdefault(exp_id, d.id)
+        if other != d.id:
+            out.append(
+                Problem(
+                    d.source,
+                    d.line_of(("experiment",)),
+                    f"experiment '{exp_id}' is flow '{other}''s already: give this one its own experiment.id",
+                )
+            )
+    return out
+
+
+def variant_ids(message: object) -> list[str]:
+    """The ids of a message's variants (``default`` for a message without ``variants``)."""
+    variants = message.get("variants") if isinstance(message, Mapping) else None
+    if isinstance(variants, list) and variants:
+        return [str(v.get("id", "default")) for v in variants if isinstance(v, Mapping)]
+    return ["default"]
+
+
+def _experiment(doc: Document, link: LinkSpec) -> list[Problem]:
+    data = doc.data
+    spec = data["experiment"]
+    out: list[Problem] = []
+    flow_channels = list(data.get("channels", ["console"]))
+    for path, message in experiments.problems(
+        spec, variants=variant_ids(data.get("message")), channels=flow_channels
+    ):
+        where = ".".join(map(str, ("experiment", *path)))
+        out.append(Problem(doc.source, doc.line_of(("experiment", *path)), f"{where}: {message}"))
+    reported: set[str] = set()
+    for i, arm in enumerate(spec["arms"]):
+        at: Path = ("experiment", "arms", i)
+        delay = arm.get("delay")
+        if delay is not None:
+            try:
+                parse_duration(delay["for"] if isinstance(delay, dict) else delay)
+            except InvalidDuration as exc:
+                out.append(
+                    Problem(doc.source, doc.line_of((*at, "delay")), f"experiment.arms.{i}.delay: {exc}")
+                )
+        channels = arm.get("channels")
+        if channels is None:
+            continue
+        if "follow_up" in data and data["follow_up"]["channel"] == channels[0]:
+            out.append(
+                Problem(
+                    doc.source,
+                    doc.line_of((*at, "channels")),
+                    f"arm '{arm['id']}': follow up on a different channel than the first one of its plan",
+                )
+            )
+        new = [c for c in channels if c not in flow_channels]
+        if new:
+            for finding in lint_message(data.get("message"), new, link):
+                if finding.message not in reported:
+                    reported.add(finding.message)
+                    out.append(
+                        Problem(
+                            doc.source, doc.line_of(finding.path), f"arm '{arm['id']}': {finding.message}"
+                        )
+                    )
+    return out
 
 
 def _schema_problems(doc: Document) -> list[Problem]:
@@ -332,6 +417,11 @@ def _explain(error: jsonschema.ValidationError, path: Path) -> tuple[Path, str]:
         return path, f"{where}: {error.instance!r}: {time_of_day_problem(error.instance)}"
     if error.validator == "required" and path == ("delay",):
         return path, "delay: 'for' is required: how long to wait, e.g. {for: 2d, at: \"10:00\"}"
+    if error.validator in ("exclusiveMinimum", "type") and path[-1:] == ("weight",):
+        return (
+            path,
+            f"{where}: {error.instance!r}: a weight is a positive number, e.g. 1 (arms split in proportion)",
+        )
     if error.validator == "enum":
         allowed = [str(v) for v in schema.get("enum", [])]
         hint = suggest(str(error.instance), allowed)
@@ -440,6 +530,8 @@ def _meaning(doc: Document, events: set[str], segments: set[str], link_base: str
             problem(at, f"{'.'.join(map(str, at))}: {exc}")
         if isinstance(delay, dict):
             condition(delay.get("cancel_if"), ("delay", "cancel_if"), decided=True)
+    if "experiment" in data:
+        problems += _experiment(doc, link)
     if data.get("quiet_hours") == "bypass" and data.get("tier", "B") != "A":
         problem(("quiet_hours",), "only transactional (tier A) flows may bypass quiet hours")
     quiet = data.get("quiet_hours")

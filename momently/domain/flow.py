@@ -12,6 +12,12 @@ from typing import Any, Literal
 from momently.domain.conditions import ALWAYS, Condition, compile_condition
 from momently.domain.delays import Delay, compile_delay
 from momently.domain.durations import parse_duration, parse_offset
+from momently.domain.experiments import (
+    EXPERIMENT_VIEWED,
+    LIFECYCLE_EVENTS,
+    Experiment,
+    compile_experiment,
+)
 
 Tier = Literal["A", "B", "C"]
 
@@ -122,6 +128,7 @@ class Flow:
     tags: tuple[str, ...] = ()
     document: dict[str, Any] = field(default_factory=dict)
     lateness_ms: int | None = None  # the flow's own allowed lateness; None: the workspace's
+    experiment: Experiment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +158,9 @@ MESSAGE_EVENTS = (
     "Unsubscribed",
     "Action Taken",
 )
-SYSTEM_EVENTS = (SEGMENT_ENTERED, SEGMENT_EXITED, *MESSAGE_EVENTS)
+# ... and the experiments' records: an assignment, and each change of an experiment's state
+EXPERIMENT_EVENTS = (EXPERIMENT_VIEWED, *LIFECYCLE_EVENTS)
+SYSTEM_EVENTS = (SEGMENT_ENTERED, SEGMENT_EXITED, *MESSAGE_EVENTS, *EXPERIMENT_EVENTS)
 # What happens to a flow's message, each recorded with ``properties.flow_id`` and
 # ``delivery_key``: a flow may follow another one's messages (step 2 of a sequence), naming it
 # with ``where: {event: properties.flow_id, equals: ...}`` (``domain.chain`` rejects loops).
@@ -174,6 +183,9 @@ NOT_TRIGGERS: dict[str, str] = {
     "Message Deferred": "nothing reached the person yet: trigger on 'Message Sent'",
     "Action Taken": "Momently does not record it: trigger on 'Message Clicked' or on the event the "
     "action declares",
+    EXPERIMENT_VIEWED: "it records an experiment's assignment, not something that happened to the "
+    "person (and a flow with an experiment following it would loop): trigger on 'Message Sent'",
+    **{name: "it records a change of an experiment's state, about no person" for name in LIFECYCLE_EVENTS},
 }
 
 
@@ -241,6 +253,7 @@ def compile_flow(doc: dict[str, Any], version: int) -> Flow:
         tags=tuple(doc.get("tags", ())),
         document=doc,
         lateness_ms=parse_duration(doc["lateness"], allow_zero=True) if "lateness" in doc else None,
+        experiment=compile_experiment(doc["experiment"], doc["id"]) if "experiment" in doc else None,
     )
 
 

@@ -49,6 +49,24 @@ SCHEMA: Final[dict[str, Any]] = {
     ],
     "$defs": {
         "duration": _duration,
+        "delay": {
+            "description": "send later: 'delay: 2d', or {for: 2d, at: '10:00' (the first local "
+            "time at or after decision + for, in the person's time zone), cancel_if: a condition "
+            "checked when the message is due}",
+            "oneOf": [
+                _duration,
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["for"],
+                    "properties": {
+                        "for": _duration,
+                        "at": {"type": "string", "pattern": TIME_OF_DAY},
+                        "cancel_if": _ref_condition,
+                    },
+                },
+            ],
+        },
         "flow": {
             "type": "object",
             "additionalProperties": False,
@@ -116,24 +134,7 @@ SCHEMA: Final[dict[str, Any]] = {
                     "description": "send again on another channel if the goal is not reached in time",
                     "properties": {"channel": {"enum": list(CHANNELS)}, "after": _duration},
                 },
-                "delay": {
-                    "description": "send later: 'delay: 2d', or {for: 2d, at: '10:00' (the first local "
-                    "time at or after decision + for, in the person's time zone), cancel_if: a condition "
-                    "checked when the message is due}",
-                    "oneOf": [
-                        _duration,
-                        {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["for"],
-                            "properties": {
-                                "for": _duration,
-                                "at": {"type": "string", "pattern": TIME_OF_DAY},
-                                "cancel_if": _ref_condition,
-                            },
-                        },
-                    ],
-                },
+                "delay": {"$ref": "#/$defs/delay"},
                 "webhook": {
                     "type": "object",
                     "additionalProperties": False,
@@ -151,7 +152,41 @@ SCHEMA: Final[dict[str, Any]] = {
                         },
                     ]
                 },
-                "experiment": {"type": "object"},
+                "experiment": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["arms"],
+                    "description": "arms (variant, channels, timing) and a holdout: docs/experiments.md",
+                    "properties": {
+                        "id": {"type": "string", "pattern": ID_PATTERN},
+                        "name": {"type": "string", "minLength": 1},
+                        "salt": {"type": "string", "minLength": 1},
+                        "holdout": {
+                            "description": "share that gets nothing but is tracked, from 0% to 50%",
+                            "type": ["string", "integer"],
+                        },
+                        "arms": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["id"],
+                                "properties": {
+                                    "id": {"type": "string", "minLength": 1, "maxLength": 64},
+                                    "weight": {"type": "number", "exclusiveMinimum": 0, "default": 1},
+                                    "variant": {"type": "string", "minLength": 1},
+                                    "channels": {
+                                        "type": "array",
+                                        "items": {"enum": list(CHANNELS)},
+                                        "minItems": 1,
+                                    },
+                                    "delay": {"$ref": "#/$defs/delay"},
+                                },
+                            },
+                        },
+                    },
+                },
                 "rollback": {"type": "object"},
             },
         },

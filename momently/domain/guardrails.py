@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from momently.domain.caps import NEVER, Cap, InvalidCap, Send, first_allowed
 from momently.domain.durations import InvalidDuration, format_duration, parse_duration
+from momently.domain.experiments import InvalidShare, format_share, parse_share
 from momently.domain.lateness import MAX_LATENESS_MS
 from momently.domain.quiet_hours import InvalidQuietHours, QuietHours, next_allowed
 
@@ -47,6 +48,8 @@ class Policy:
     allowed_lateness_ms: int | None = None
     # reports hide every cell counting fewer people (and whatever would reveal one by difference)
     report_min_count: int = DEFAULT_REPORT_MIN_COUNT
+    # share of the workspace's people who get no tier-B message at all (``domain.experiments``)
+    global_control: float = 0.0
 
     def with_pause(self, channel: str | None, on: bool) -> Policy:
         """Pause (or resume) the whole workspace, or one channel."""
@@ -66,22 +69,25 @@ class Policy:
             if self.allowed_lateness_ms is None
             else format_duration(self.allowed_lateness_ms),
             "reportMinCount": self.report_min_count,
+            "globalControl": format_share(self.global_control),
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Policy:
-        unknown = set(doc) - {
+        keys = {
             "quietHours",
             "caps",
             "paused",
             "pausedChannels",
             "allowedLateness",
             "reportMinCount",
+            "globalControl",
         }
+        unknown = set(doc) - keys
         if unknown:
             raise InvalidGuardrails(
                 f"unknown key {sorted(unknown)[0]!r}: quietHours, caps, paused, pausedChannels, "
-                "allowedLateness, reportMinCount"
+                "allowedLateness, reportMinCount, globalControl"
             )
         quiet = None
         q = doc.get("quietHours")
@@ -124,7 +130,13 @@ class Policy:
             or not 1 <= min_count <= MAX_REPORT_MIN_COUNT
         ):
             raise InvalidGuardrails(f"reportMinCount must be a whole number from 1 to {MAX_REPORT_MIN_COUNT}")
-        return cls(quiet, caps, bool(doc.get("paused", False)), frozenset(channels), lateness_ms, min_count)
+        try:
+            control = parse_share(doc.get("globalControl", 0) or 0, what="globalControl", at_most=0.5)
+        except InvalidShare as exc:
+            raise InvalidGuardrails(str(exc)) from None
+        return cls(
+            quiet, caps, bool(doc.get("paused", False)), frozenset(channels), lateness_ms, min_count, control
+        )
 
 
 @dataclass(frozen=True, slots=True)

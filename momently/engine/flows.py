@@ -36,8 +36,10 @@ from momently.domain import geo
 from momently.domain import lateness as lateness_rule
 from momently.domain.chain import chained, depth_after
 from momently.domain.conditions import Facts
-from momently.domain.decision import decide
+from momently.domain.decision import HOLDOUT_REASON, Decision, decide, with_arm
+from momently.domain.delays import Delay
 from momently.domain.event import derived_event
+from momently.domain.experiments import in_global_control, person_key
 from momently.domain.flow import (
     FLOW_MESSAGE_EVENTS,
     SEGMENT_ENTERED,
@@ -56,6 +58,7 @@ from momently.domain.flow import (
 from momently.domain.profile import LoggedEvent, Profile, valid_timezone
 from momently.domain.schedule import moved, next_fire
 from momently.domain.timestamps import from_millis
+from momently.engine.experiments import Assigner, viewed
 from momently.store.definitions import Definitions
 from momently.store.engine_state import Changes, EngineState, Enrollment, Timer, TimerKey
 
@@ -150,9 +153,12 @@ class FlowStage:
         default_timezone: str = "UTC",
         send_max_age_ms: int = 86_400_000,
         lateness_ms: Callable[[str], int] | None = None,
+        global_control: Callable[[str], float] | None = None,
     ) -> None:
         self.definitions = definitions
         self.state = state
+        # the share of the workspace's people in its global control group (guardrails policy)
+        self.global_control = global_control or (lambda _workspace: 0.0)
         # the workspace's allowed lateness (``domain.lateness``), read once per batch
         self.lateness_ms = lateness_ms or (lambda _workspace: lateness_rule.DEFAULT_LATENESS_MS)
         self.default_tz = ZoneInfo(default_timezone)
@@ -256,6 +262,7 @@ class FlowStage:
             events = events[:cut]
         p = Pass(self, conn, workspace_id, compiled, events, due, horizon)
         p.lateness = self.lateness_ms(workspace_id)
+        p.global_share = self.global_control(workspace_id)
         p.clock_ms = now_ms
         p.trimmed = trimmed
         return p
@@ -282,6 +289,7 @@ class Pass:
         self.clock_ms = horizon  # wall-clock time of this batch, set by FlowStage.begin
         self.trimmed = False  # events were held back because many timers fall due first
         self.lateness = lateness_rule.DEFAULT_LATENESS_MS  # the workspace's, set by FlowStage.begin
+        self.global_share = 0.0  # the workspace's global control group, set by FlowStage.begin
         self.arrival = 0  # when the event being processed arrived
         self._span_cache: dict[str, tuple[int, int]] = {}
         self.changes = Changes()
@@ -864,6 +872,11 @@ class Pass:
             c.person_id = self._resolve(c.person_id)
         pairs = {(c.flow.id, c.person_id) for c in self.candidates if c.flow.reentry.mode != "every_time"}
         last = self.stage.state.last_sends(conn, self.ws, pairs) if pairs else {}
+        in_experiments = {c.person_id for c in self.candidates if c.flow.experiment is not None}
+        assigner = (
+            Assigner(self.stage.state, conn, self.ws, in_experiments, self.merged) if in_experiments else None
+        )
+        global_share = self.global_share
         seen: set[tuple[str, str, str]] = set()
         for c in self.candidates:
             key = (c.flow.id, c.person_id, c.occurrence)
@@ -879,9 +892,15 @@ class Pass:
                 late=c.late,
                 chain=c.chain,
                 send_at_ms=c.send_at_ms,
+                global_control=global_share > 0
+                and c.flow.tier == "B"
+                and self._in_global_control(c, global_share),
             )
-            if d.outcome == "send":
+            if d.outcome == "send" and assigner is not None and c.flow.experiment is not None:
+                d = self._experiment(c, d, assigner)
+            if d.outcome == "send" or d.reason == HOLDOUT_REASON:
                 last[(c.flow.id, c.person_id)] = c.now_ms
+            if d.outcome == "send":
                 dkey = f"{c.flow.id}:{c.person_id}:{c.occurrence}"
                 at = d.at_ms if d.at_ms is not None else c.now_ms
                 # a decision about the distant past (a replay, a new flow over old history) is
@@ -897,7 +916,7 @@ class Pass:
                     "occurrence": c.occurrence,
                     "trigger_seq": c.seq,
                     "variant": d.variant,
-                    "channels": orjson.dumps(list(c.flow.channels)).decode(),
+                    "channels": orjson.dumps(list(d.channels or c.flow.channels)).decode(),
                     "channel_index": 0,
                     "status": "expired" if stale else "pending",
                     "attempts": 0,
@@ -935,7 +954,57 @@ class Pass:
                     detail=d.detail(),
                 )
             )
+        if assigner is not None:
+            self.changes.exposures.extend(assigner.new)
         return self.changes
+
+    def _person_key(self, pid: str) -> str | None:
+        profile = self._profile(pid)
+        return None if profile is None else person_key(profile.user_id, profile.anonymous_ids, pid)
+
+    def _in_global_control(self, c: _Candidate, share: float) -> bool:
+        key = self._person_key(c.person_id)
+        return key is not None and in_global_control(self.ws, key, share)
+
+    def _experiment(self, c: _Candidate, d: Decision, assigner: Assigner) -> Decision:
+        """A send in a flow with an experiment: running, the person's arm decides (and an
+        ``Experiment Viewed`` records it); shipped, the shipped arm for everyone; stopped,
+        the flow's own message."""
+        exp = c.flow.experiment
+        assert exp is not None
+        state, shipped = assigner.state(exp)
+        if state == "stopped":
+            return d
+        profile = self._profile(c.person_id)
+        if state == "shipped":
+            arm = exp.arm(shipped or "")
+            if arm is None:  # shipped an arm a later version removed: the flow's own message
+                return d
+            return with_arm(d, arm, send_at_ms=self._arm_send_at(c, arm.delay, profile))
+        key = self._person_key(c.person_id)
+        if key is None or profile is None:
+            return d
+        arm_id = assigner.assign(c.flow, c.person_id, key, c.now_ms)
+        arm = exp.arm(arm_id)
+        out = with_arm(d, arm, send_at_ms=None if arm is None else self._arm_send_at(c, arm.delay, profile))
+        self.changes.derived.append(
+            viewed(
+                self.ws,
+                c.flow,
+                profile,
+                person_id=c.person_id,
+                occurrence=c.occurrence,
+                arm=arm_id,
+                channel=out.channel if arm is not None else None,
+                decided_ms=c.now_ms,
+                send_at_ms=out.at_ms if out.at_ms is not None else c.send_at_ms,
+            )
+        )
+        return out
+
+    def _arm_send_at(self, c: _Candidate, delay: Delay | None, profile: Profile | None) -> int | None:
+        """When an arm with its own delay sends; None: when the flow's would."""
+        return None if delay is None else delay.send_time(c.now_ms, self.stage.zone(profile))
 
 
 def _window_mark(flow_id: str, key: str) -> str:

@@ -271,6 +271,8 @@ class ProfileProjector:
                 flows.attach(batch.profiles, load)
                 for ev in events:
                     flows.fire_until(ev.arrival_ms - 1)
+                    if _about_nobody(ev):
+                        continue
                     pid, is_new, losers = self._apply(batch, ev)
                     for loser in losers:
                         flows.on_merge(loser, pid)
@@ -281,7 +283,8 @@ class ProfileProjector:
                     flows.fire_until(flows.horizon)
             else:
                 for ev in events:
-                    self._apply(batch, ev)
+                    if not _about_nobody(ev):
+                        self._apply(batch, ev)
         fired = 0
         state = self.flows.state if self.flows is not None else None
         try:
@@ -435,3 +438,9 @@ def _identities(ev: LoggedEvent) -> list[Identity]:
     if ev.type == "alias" and previous is not None:
         out += [("user", str(previous)), ("anon", str(previous))]
     return out
+
+
+def _about_nobody(ev: LoggedEvent) -> bool:
+    """Momently's own records about no person (an experiment stopped): ingest refuses events
+    without a userId or anonymousId, so only these have neither."""
+    return ev.user_id is None and ev.anonymous_id is None and ev.derived

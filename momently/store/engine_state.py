@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import BindParameter, Connection, and_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import BindParameter, Connection, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from momently.domain.event import Event
@@ -26,6 +26,8 @@ from momently.store.schema import (
     emitted,
     enrollments,
     event_names,
+    experiment_changes,
+    exposures,
     person_state,
     segment_members,
     timers,
@@ -116,6 +118,20 @@ class Changes:
     derived: list[Event] = field(default_factory=list)
     merges: list[tuple[str, str]] = field(default_factory=list)  # (loser, winner), in order
     deliveries: list[dict[str, Any]] = field(default_factory=list)  # outbox rows for send decisions
+    exposures: list[Exposure] = field(default_factory=list)  # new (or re-drawn) experiment assignments
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """A person's sticky assignment in one experiment."""
+
+    experiment_id: str
+    person_id: str
+    arm: str
+    salt: str
+    first_exposed_ms: int
+    flow_id: str
+    flow_version: int
 
 
 class EngineState:
@@ -147,7 +163,8 @@ class EngineState:
             .where(
                 enrollments.c.workspace_id == ws,
                 enrollments.c.person_id.in_(persons),
-                enrollments.c.outcome == "send",
+                # the holdout counts as sent, so re-entry treats it as the arms it is compared to
+                or_(enrollments.c.outcome == "send", enrollments.c.reason == "holdout"),
             )
             .group_by(enrollments.c.person_id, enrollments.c.flow_id)
         )
@@ -236,6 +253,44 @@ class EngineState:
             ("workspace_id", "message_id"),
         )
         self._next_due = select(func.min(timers.c.due_ms)).where(timers.c.workspace_id == ws)
+        self._experiment_states = (
+            select(
+                experiment_changes.c.experiment_id,
+                experiment_changes.c.state,
+                experiment_changes.c.arm,
+                experiment_changes.c.version,
+            )
+            .where(experiment_changes.c.workspace_id == ws)
+            .order_by(experiment_changes.c.experiment_id, experiment_changes.c.version)
+        )
+        self._exposures = select(
+            exposures.c.experiment_id,
+            exposures.c.person_id,
+            exposures.c.arm,
+            exposures.c.salt,
+            exposures.c.first_exposed_ms,
+            exposures.c.flow_id,
+            exposures.c.flow_version,
+        ).where(exposures.c.workspace_id == ws, exposures.c.person_id.in_(persons))
+        exposure_names = (
+            "workspace_id",
+            "experiment_id",
+            "person_id",
+            "arm",
+            "salt",
+            "first_exposed_ms",
+            "flow_id",
+            "flow_version",
+        )
+        expose = self._insert(exposures).values(binds(exposure_names))
+        self._expose = Bulk(
+            eng,
+            expose.on_conflict_do_update(
+                index_elements=["workspace_id", "experiment_id", "person_id"],
+                set_={n: expose.excluded[n] for n in exposure_names[3:]},
+            ),
+            exposure_names,
+        )
 
     # reads -------------------------------------------------------------------------------
     def members(
@@ -266,6 +321,23 @@ class EngineState:
             value = conn.execute(self._next_due, {"ws": workspace_id}).scalar()
         return int(value) if value is not None else None
 
+    def experiment_states(self, conn: Connection, workspace_id: str) -> dict[str, tuple[str, str | None]]:
+        """experiment -> (state, shipped arm), for the experiments whose state ever changed
+        (the others are running)."""
+        out: dict[str, tuple[str, str | None]] = {}
+        for exp_id, state, arm, _ in conn.execute(self._experiment_states, {"ws": workspace_id}):
+            out[str(exp_id)] = (str(state), arm)
+        return out
+
+    def exposures(self, conn: Connection, workspace_id: str, persons: Iterable[str]) -> list[Exposure]:
+        out: list[Exposure] = []
+        for chunk in _chunks(persons):
+            for r in conn.execute(self._exposures, {"ws": workspace_id, "persons": chunk}):
+                out.append(
+                    Exposure(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), str(r[5]), int(r[6]))
+                )
+        return out
+
     def pending_timers(self, workspace_id: str) -> int:
         with self.db.read() as conn:
             return int(
@@ -294,7 +366,8 @@ class EngineState:
     def last_sends(
         self, conn: Connection, workspace_id: str, pairs: Iterable[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
-        """(flow, person) -> when that person last got a send decision in that flow."""
+        """(flow, person) -> when that person last got a send decision in that flow (or was held
+        out of its experiment: re-entry treats the holdout as sent)."""
         wanted = set(pairs)
         persons = {p for _, p in wanted}
         out: dict[tuple[str, str], int] = {}
@@ -414,6 +487,22 @@ class EngineState:
         if ch.deliveries:
             self._outbox.run(conn, [(ws, *(row[n] for n in OUTBOX_COLUMNS[1:])) for row in ch.deliveries])
             notify(conn)  # a dispatcher in another process wakes at commit (PostgreSQL)
+        self._expose.run(
+            conn,
+            [
+                (
+                    ws,
+                    x.experiment_id,
+                    x.person_id,
+                    x.arm,
+                    x.salt,
+                    x.first_exposed_ms,
+                    x.flow_id,
+                    x.flow_version,
+                )
+                for x in ch.exposures
+            ],
+        )
         if ch.derived:
             ids = [ev.message_id for ev in ch.derived]
             seen: set[str] = set()
@@ -491,6 +580,7 @@ class EngineState:
             )
         for table in (segment_members, person_state):
             conn.execute(delete(table).where(table.c.workspace_id == ws, table.c.person_id == loser))
+        self._merge_exposures(conn, ws, loser, winner)
         conn.execute(
             update(enrollments)
             .where(
@@ -502,6 +592,36 @@ class EngineState:
                     )
                 ),
             )
+            .values(person_id=winner)
+        )
+
+    def _merge_exposures(self, conn: Connection, ws: str, loser: str, winner: str) -> None:
+        """In each experiment both people were assigned in, the earlier assignment wins (the
+        winner's on a tie); the loser's others become the winner's."""
+        mine = exposures.alias("mine")
+        theirs = exposures.alias("theirs")
+        earlier_theirs = select(theirs.c.experiment_id).where(
+            theirs.c.workspace_id == ws,
+            theirs.c.person_id == loser,
+            theirs.c.experiment_id == exposures.c.experiment_id,
+            theirs.c.first_exposed_ms < exposures.c.first_exposed_ms,
+        )
+        conn.execute(
+            delete(exposures).where(
+                exposures.c.workspace_id == ws, exposures.c.person_id == winner, earlier_theirs.exists()
+            )
+        )
+        kept_mine = select(mine.c.experiment_id).where(mine.c.workspace_id == ws, mine.c.person_id == winner)
+        conn.execute(
+            delete(exposures).where(
+                exposures.c.workspace_id == ws,
+                exposures.c.person_id == loser,
+                exposures.c.experiment_id.in_(kept_mine),
+            )
+        )
+        conn.execute(
+            update(exposures)
+            .where(exposures.c.workspace_id == ws, exposures.c.person_id == loser)
             .values(person_id=winner)
         )
 

@@ -450,3 +450,38 @@ experiment_stats = Table(
     Column("cov_sum_squares", Float, nullable=False),
     Column("sum_products", Float, nullable=False),
 )
+
+# --- experiments ----------------------------------------------------------------------------
+# Each person's first assignment in an experiment, kept so it sticks across restarts, replays,
+# flow versions and identity merges (the earlier of two merged people's wins). ``salt`` is the
+# one it was drawn with: a new salt re-randomises at the person's next exposure. An effect,
+# kept across replays like enrollments.
+exposures = Table(
+    "exposures",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("experiment_id", String(64), primary_key=True),
+    Column("person_id", String(32), primary_key=True),
+    Column("arm", String(64), nullable=False),  # an arm id, or "holdout"
+    Column("salt", Text, nullable=False),
+    Column("first_exposed_ms", BigInteger, nullable=False),
+    Column("flow_id", String(64), nullable=False),
+    Column("flow_version", Integer, nullable=False),
+)
+Index("ix_exposures_person", exposures.c.workspace_id, exposures.c.person_id)
+
+# Every change of an experiment's state (running, stopped, shipped), numbered per experiment;
+# the highest version is the current state, and no row at all means running.
+experiment_changes = Table(
+    "experiment_changes",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("experiment_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("flow_id", String(64), nullable=False),
+    Column("state", String(16), nullable=False),  # running | stopped | shipped
+    Column("arm", String(64), nullable=True),  # the shipped arm
+    Column("by", String(64), nullable=False),  # the admin credential's id, or "cli"
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("at_ms", BigInteger, nullable=False),
+)

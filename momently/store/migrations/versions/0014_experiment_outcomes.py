@@ -3,16 +3,14 @@ and per arm, exposure day and metric the sufficient statistics reports read. Bot
 from the log (``momently replay`` rebuilds them); the consumer's cursor is a ``cursors`` row.
 
 Revision ID: 0014_experiment_outcomes
-Revises: 0012_delays
+Revises: 0013_experiments
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0014_experiment_outcomes"
-# the experiments' own migration (0013_experiments) is written on another branch; re-chain
-# to it at merge
-down_revision = "0012_delays"
+down_revision = "0013_experiments"
 branch_labels = None
 depends_on = None
 
