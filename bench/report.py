@@ -57,7 +57,7 @@ trigger: {event: Cart Viewed}
 goal: {event: Order Completed, within: 1d}
 experiment:
   arms: [{id: short}, {id: long}]
-  holdout: 0.1
+  holdout: 10%
 """
 START = datetime(2026, 6, 1, tzinfo=UTC)
 DAYS = 90

@@ -92,7 +92,30 @@ def table(report: dict[str, Any]) -> str:
         for metric in order:
             values = [cells[metric].get(c, "").rjust(w) for c, w in zip(columns, widths, strict=True)]
             out.append(metric.ljust(width) + "  " + "  ".join(values))
+        out.extend(_experiment(flow.get("experiment")))
     return "\n".join(out)
+
+
+def _experiment(section: dict[str, Any] | None) -> Iterator[str]:
+    """The flow's experiment: people per arm, the split check, each arm against control."""
+    if not section:
+        return
+    people = ", ".join(f"{a} {'<k' if n is None else n}" for a, n in section["exposures"].items())
+    srm = section["srmP"]
+    yield f"experiment {section['experiment']} (control: {section['control']}): {people or 'no exposures'}"
+    if srm is not None:
+        warning = "  (MISMATCH: check assignment)" if srm < 0.001 else ""
+        yield f"  sample ratio check p = {srm:.3f}{warning}"
+    for metric, m in section["metrics"].items():
+        for arm_id, r in m["arms"].items():
+            if r is None or r["lift"] is None:
+                continue
+            lo, hi = r["ci"] if r["ci"] is not None else (float("nan"), float("nan"))
+            win = "" if r["chanceToWin"] is None else f", chance to beat control {_pct(r['chanceToWin'])}"
+            yield (
+                f"  {metric:16} {arm_id}: {_pct(r['mean'])} vs {_pct(r['controlMean'])}, "
+                f"lift {r['lift']:+.1%} [{lo:+.1%}, {hi:+.1%}], p {r['p']:.3f}{win}"
+            )
 
 
 def as_csv(report: dict[str, Any]) -> str:

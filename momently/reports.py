@@ -24,8 +24,9 @@ from momently.domain.durations import parse_duration
 from momently.domain.privacy import Cell, Equation, noisy, suppress
 from momently.domain.profile import Profile
 from momently.domain.timestamps import format_timestamp, from_millis, to_millis
+from momently.experiments.results import experiment_results
 from momently.services import Services
-from momently.stats import Proportion, wilson
+from momently.stats import ArmResult, Proportion, wilson
 from momently.store.definitions import UnknownDefinition
 from momently.store.reports import ORDER_COMPLETED, Reports
 
@@ -202,9 +203,52 @@ def flow_report(
 def experiment_section(
     s: Services, workspace_id: str, flow_id: str, options: Options
 ) -> dict[str, Any] | None:
-    """The flow's experiment results (per arm lift, intervals, SRM: ``momently.stats.analyse``).
-    Reserved for the experiments work; a flow without an experiment has none."""
-    return None
+    """The flow's experiment over the report's exposure days: people per arm, the sample-ratio
+    check, and per metric each arm against control (lift on the relative scale with its
+    interval, Holm-adjusted p-value, chance to beat control), from the per-day sums
+    (``momently.experiments.results``). Cohorts under the report's threshold are hidden. A flow
+    without an experiment has none."""
+    try:
+        doc = s.definitions.get(workspace_id, "flow", flow_id).body
+    except UnknownDefinition:
+        return None
+    if not isinstance(doc.get("experiment"), dict):
+        return None
+    result = experiment_results(
+        s.outcomes.store,
+        s.definitions,
+        workspace_id,
+        flow_id,
+        now_ms=to_millis(s.clock.now()),
+        since=from_millis(options.since_ms).date(),
+        until=from_millis(options.until_ms).date(),
+        k=options.min_count,
+    )
+
+    def arm(r: ArmResult | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        return {
+            "n": r.arm_n,
+            "mean": r.mean,
+            "controlMean": r.control_mean,
+            "lift": r.lift,
+            "ci": list(r.ci) if r.ci is not None else None,
+            "p": r.p_adjusted if r.p_adjusted is not None else r.p_value,
+            "chanceToWin": r.chance_to_win,
+        }
+
+    return {
+        "experiment": result.experiment_id,
+        "control": result.control,
+        "arms": list(result.arms),
+        "exposures": result.exposures,
+        "srmP": result.srm_p,
+        "metrics": {
+            name: {"days": m.days, "arms": {a: arm(r) for a, r in m.results.items()}}
+            for name, m in result.metrics.items()
+        },
+    }
 
 
 def _messages(

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from momently.domain import trust
+from momently.domain.experiments import EXPERIMENT_VIEWED
 from momently.domain.flow import SYSTEM_EVENTS
 from momently.domain.profile import LoggedEvent
 
@@ -45,8 +46,6 @@ GUARDRAIL_WINDOW_MS: Final = 7 * DAY_MS
 DEFAULT_GOAL_WINDOW_MS: Final = 7 * DAY_MS
 LONGEST_WINDOW_MS: Final = 90 * DAY_MS
 
-EXPERIMENT_VIEWED: Final = "Experiment Viewed"
-HOLDOUT: Final = "holdout"
 ORDER: Final = "Order Completed"
 COMPLAINT_KEYWORDS: Final = frozenset({"stop", "complaint"})
 _NOT_ACTIVITY: Final = frozenset({*SYSTEM_EVENTS, EXPERIMENT_VIEWED})

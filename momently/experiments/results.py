@@ -24,7 +24,8 @@ from datetime import date
 from typing import Any, Literal
 
 from momently.domain.durations import parse_duration
-from momently.domain.outcomes import DAY_MS, DEFAULT_GOAL_WINDOW_MS, HOLDOUT, METRICS, Metric
+from momently.domain.experiments import HOLDOUT, compile_experiment
+from momently.domain.outcomes import DAY_MS, DEFAULT_GOAL_WINDOW_MS, METRICS, Metric
 from momently.stats import (
     MIN_COHORT,
     Analysis,
@@ -105,7 +106,7 @@ def experiment_results(
         rows,
         experiment_id=experiment,
         flow_id=flow_id,
-        weights=configured_weights(block),
+        weights=configured_weights(block, flow_id),
         goal_window_ms=_goal_window(doc),
         now_ms=now_ms,
         options=options,
@@ -194,51 +195,21 @@ def summarise(
     )
 
 
-def configured_weights(block: Mapping[str, Any]) -> dict[str, float] | None:
-    """Each arm's configured share of people, the holdout's included, from a flow's
-    ``experiment`` block: ``arms`` (a list of ``{id, weight}``, weight 1 when omitted, or a
-    mapping id -> weight) split what the ``holdout`` share (0..1, or a percentage above 1)
-    leaves. ``None`` when no arms are configured."""
-    raw = block.get("arms", block.get("variants"))
-    arms: dict[str, float] = {}
-    if isinstance(raw, Mapping):
-        arms = {str(a): _positive(w) for a, w in raw.items()}
-    elif isinstance(raw, list):
-        for i, arm in enumerate(raw):
-            if isinstance(arm, Mapping):
-                name = arm.get("id", arm.get("name", arm.get("variant", f"arm{i}")))
-                arms[str(name)] = _positive(arm.get("weight", 1))
-            elif isinstance(arm, str):
-                arms[arm] = 1.0
-    if not arms:
+def configured_weights(block: Mapping[str, Any], flow_id: str = "") -> dict[str, float] | None:
+    """Each arm's configured share of people, the holdout's included, from a flow's validated
+    ``experiment`` block (``domain.experiments``): the arms split by weight what the holdout
+    leaves. ``None`` when the block is not a valid experiment."""
+    try:
+        experiment = compile_experiment(block, flow_id)
+    except (KeyError, TypeError, ValueError):
         return None
-    holdout = _share(block.get("holdout"))
-    total = sum(arms.values())
-    out = {a: (1 - holdout) * w / total for a, w in arms.items()}
-    if holdout > 0:
-        out[HOLDOUT] = holdout
+    total = sum(a.weight for a in experiment.arms)
+    if not experiment.arms or total <= 0:
+        return None
+    out = {a.id: (1 - experiment.holdout) * a.weight / total for a in experiment.arms}
+    if experiment.holdout > 0:
+        out[HOLDOUT] = experiment.holdout
     return out
-
-
-def _share(value: object) -> float:
-    if isinstance(value, Mapping):
-        value = value.get("share", value.get("percent", value.get("weight")))
-    if isinstance(value, str) and value.endswith("%"):
-        value = value[:-1]
-    try:
-        share = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-    share = share / 100 if share > 1 else share
-    return share if 0 < share < 1 else 0.0
-
-
-def _positive(value: object) -> float:
-    try:
-        w = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 1.0
-    return w if w > 0 else 1.0
 
 
 def _goal_window(doc: Mapping[str, Any]) -> int:

@@ -26,7 +26,7 @@ trigger: {event: Cart Viewed}
 goal: {event: Order Completed, within: 1d, where: {event: properties.total, gte: 10}}
 experiment:
   arms: [{id: short, weight: 1}, {id: long, weight: 1}]
-  holdout: 0.2
+  holdout: 20%
 """
 
 

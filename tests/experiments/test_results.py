@@ -16,11 +16,11 @@ from momently.store.experiment_outcomes import StatRow
         ({}, None),
         ({"arms": [{"id": "a"}, {"id": "b"}]}, {"a": 0.5, "b": 0.5}),
         (
-            {"arms": [{"id": "a", "weight": 3}, {"id": "b"}], "holdout": 0.2},
+            {"arms": [{"id": "a", "weight": 3}, {"id": "b"}], "holdout": "20%"},
             {"a": 0.6, "b": 0.2, "holdout": 0.2},
         ),
-        ({"arms": {"a": 1, "b": 1}, "holdout": "10%"}, {"a": 0.45, "b": 0.45, "holdout": 0.1}),
-        ({"arms": ["a", "b"], "holdout": {"share": 0.5}}, {"a": 0.25, "b": 0.25, "holdout": 0.5}),
+        ({"arms": [{"id": "a"}, {"id": "b"}], "holdout": "10%"}, {"a": 0.45, "b": 0.45, "holdout": 0.1}),
+        ({"arms": [{"id": "a"}], "holdout": 0.5}, None),  # not a percentage: not a valid block
     ],
 )
 def test_configured_weights(block: dict[str, object], weights: dict[str, float] | None) -> None:

@@ -24,7 +24,7 @@ trigger: {event: Cart Viewed}
 goal: {event: Order Completed, within: 1h}
 experiment:
   arms: [{id: short}, {id: long}]
-  holdout: 0.5
+  holdout: 50%
 """
 
 
@@ -165,3 +165,18 @@ def test_report_counts_and_lift_from_http_ingest(live_server: LiveServer) -> Non
     held = so_far.metrics["orders_30d"].samples["holdout"]
     assert isinstance(held, Cuped)
     assert held.post == Proportion(20, 5)
+
+    # And the flow report carries the experiment: people per arm (long hidden), the split
+    # check, and each arm against the holdout
+    with server.admin() as c:
+        r = c.get("/v1/reports/flows/nudge", params={"since": "30d"})
+    assert r.status_code == 200, r.text
+    section = r.json()["flows"][0]["experiment"]
+    assert section["experiment"] == "nudge"
+    assert section["control"] == "holdout"
+    assert section["exposures"] == {"short": 20, "long": None, "holdout": 20}
+    assert section["srmP"] == pytest.approx(srm_p_value([20, 3, 20], [0.25, 0.25, 0.5]))
+    reported = section["metrics"]["conversion"]["arms"]["short"]
+    assert reported["lift"] == pytest.approx(1.5)
+    assert reported["n"] == 20
+    assert section["metrics"]["conversion"]["arms"]["long"] is None
