@@ -112,8 +112,9 @@ def _experiment(section: dict[str, Any] | None) -> Iterator[str]:
                 continue
             lo, hi = r["ci"] if r["ci"] is not None else (float("nan"), float("nan"))
             win = "" if r["chanceToWin"] is None else f", chance to beat control {_pct(r['chanceToWin'])}"
+            value = _pct if m.get("kind") == "proportion" else (lambda x: f"{x:.4g}")
             yield (
-                f"  {metric:16} {arm_id}: {_pct(r['mean'])} vs {_pct(r['controlMean'])}, "
+                f"  {metric:16} {arm_id}: {value(r['mean'])} vs {value(r['controlMean'])}, "
                 f"lift {r['lift']:+.1%} [{lo:+.1%}, {hi:+.1%}], p {r['p']:.3f}{win}"
             )
 

@@ -245,7 +245,7 @@ def experiment_section(
         "exposures": result.exposures,
         "srmP": result.srm_p,
         "metrics": {
-            name: {"days": m.days, "arms": {a: arm(r) for a, r in m.results.items()}}
+            name: {"kind": m.metric.kind, "days": m.days, "arms": {a: arm(r) for a, r in m.results.items()}}
             for name, m in result.metrics.items()
         },
     }
