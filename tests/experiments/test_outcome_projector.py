@@ -265,7 +265,8 @@ def test_the_consumer_stays_behind_the_profiles(services: Services) -> None:
     append(s, *story_first())
     assert s.outcomes.run_until_idle() == 0  # the profiles have not folded these yet
     s.projector.run_until_idle()
-    assert s.outcomes.run_until_idle() == len(story_first())
+    # the whole log: the story, and the flow's `Experiment Started` when it was applied
+    assert s.outcomes.run_until_idle() == len(s.events.read("w", after_seq=0, limit=1000))
 
 
 def test_an_exposure_follows_its_person_through_a_merge(services: Services) -> None:
