@@ -1522,9 +1522,11 @@ def demo(c: _Ctx, port: int | None, people: int, exit_after: bool) -> None:
     from momently.demo import run_demo
 
     with _checked_settings():
+        engine = c.settings.run_engine
+        # the engine's loops start once the synthetic past is played (run_demo drives it then)
         c.settings = c.settings.with_overrides(
-            port=port, console_path=c.settings.console_path or "momently-messages.jsonl"
+            port=port, console_path=c.settings.console_path or "momently-messages.jsonl", run_engine=False
         )
     # the synthetic shop day started two hours ago: its events arrive as they would have
     c.clock = CatchUpClock(datetime.now(UTC) - timedelta(hours=2))
-    sys.exit(run_demo(c.services, people=people, exit_after=exit_after))
+    sys.exit(run_demo(c.services, people=people, exit_after=exit_after, start_engine=engine))

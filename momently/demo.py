@@ -27,7 +27,6 @@ from momently.api import create_app
 from momently.clock import CatchUpClock
 from momently.domain.credentials import KeyKind
 from momently.domain.timestamps import parse_timestamp
-from momently.engine.profile_projector import CONSUMER
 from momently.services import Services
 from momently.sim.customers import Shop
 from momently.virtual_time import next_stop, walk
@@ -36,11 +35,10 @@ WORKSPACE = "demo"
 FLOWS = Path(__file__).parent / "sim" / "flows"
 
 
-def _caught_up(s: Services) -> bool:
-    return all(cursor >= last for ws, cursor, last in s.profiles.backlog(CONSUMER) if ws == WORKSPACE)
-
-
-def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
+def run_demo(services: Services, *, people: int, exit_after: bool, start_engine: bool = False) -> int:
+    """``start_engine``: start the engine's and dispatcher's loops once the synthetic past has
+    been played (the walk drives them until then: loops running on a clock that jumps hours
+    would take over each other's leases)."""
     s = services
     settings = s.settings
     if s.workspaces.get(WORKSPACE) is None:
@@ -74,11 +72,10 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
     clock = s.clock if isinstance(s.clock, CatchUpClock) and not s.clock.released else None
 
     def settle() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not _caught_up(s):
-            time.sleep(0.02)
-        s.projector.run_until_idle()  # and the timers now due (abandoned carts)
+        """The engine catches up with what has arrived and is due, then the dispatcher."""
+        s.projector.run_until_idle()  # events, and the timers now due (abandoned carts)
         s.dispatcher.run_until_idle()  # and the messages decided
+        s.outcomes.run_until_idle()
 
     def until(when: datetime) -> None:
         """Let time pass to ``when`` as it would have live."""
@@ -98,6 +95,8 @@ def run_demo(services: Services, *, people: int, exit_after: bool) -> int:
             until(datetime.now(UTC))
             clock.release()  # from here on, real time
         settle()
+        if start_engine:
+            s.start_engine(watch_commits=False)
         got = httpx.get(f"{base}/v1/profiles/user-1", headers={"Authorization": f"Bearer {admin}"})
         profile = got.json() if got.status_code == 200 else None
     if profile is not None:
