@@ -101,7 +101,7 @@ def _experiment(section: dict[str, Any] | None) -> Iterator[str]:
     if not section:
         return
     people = ", ".join(f"{a} {'<k' if n is None else n}" for a, n in section["exposures"].items())
-    srm = section["srmP"]
+    srm = section["srm_p"]
     yield f"experiment {section['experiment']} (control: {section['control']}): {people or 'no exposures'}"
     if srm is not None:
         warning = "  (MISMATCH: check assignment)" if srm < 0.001 else ""
@@ -111,10 +111,10 @@ def _experiment(section: dict[str, Any] | None) -> Iterator[str]:
             if r is None or r["lift"] is None:
                 continue
             lo, hi = r["ci"] if r["ci"] is not None else (float("nan"), float("nan"))
-            win = "" if r["chanceToWin"] is None else f", chance to beat control {_pct(r['chanceToWin'])}"
+            win = "" if r["chance_to_win"] is None else f", chance to beat control {_pct(r['chance_to_win'])}"
             value = _pct if m.get("kind") == "proportion" else (lambda x: f"{x:.4g}")
             yield (
-                f"  {metric:16} {arm_id}: {value(r['mean'])} vs {value(r['controlMean'])}, "
+                f"  {metric:16} {arm_id}: {value(r['mean'])} vs {value(r['control_mean'])}, "
                 f"lift {r['lift']:+.1%} [{lo:+.1%}, {hi:+.1%}], p {r['p']:.3f}{win}"
             )
 

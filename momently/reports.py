@@ -231,11 +231,11 @@ def experiment_section(
         return {
             "n": r.arm_n,
             "mean": r.mean,
-            "controlMean": r.control_mean,
+            "control_mean": r.control_mean,
             "lift": r.lift,
             "ci": list(r.ci) if r.ci is not None else None,
             "p": r.p_adjusted if r.p_adjusted is not None else r.p_value,
-            "chanceToWin": r.chance_to_win,
+            "chance_to_win": r.chance_to_win,
         }
 
     return {
@@ -243,7 +243,7 @@ def experiment_section(
         "control": result.control,
         "arms": list(result.arms),
         "exposures": result.exposures,
-        "srmP": result.srm_p,
+        "srm_p": result.srm_p,
         "metrics": {
             name: {"kind": m.metric.kind, "days": m.days, "arms": {a: arm(r) for a, r in m.results.items()}}
             for name, m in result.metrics.items()

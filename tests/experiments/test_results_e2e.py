@@ -175,7 +175,7 @@ def test_report_counts_and_lift_from_http_ingest(live_server: LiveServer) -> Non
     assert section["experiment"] == "nudge"
     assert section["control"] == "holdout"
     assert section["exposures"] == {"short": 20, "long": None, "holdout": 20}
-    assert section["srmP"] == pytest.approx(srm_p_value([20, 3, 20], [0.25, 0.25, 0.5]))
+    assert section["srm_p"] == pytest.approx(srm_p_value([20, 3, 20], [0.25, 0.25, 0.5]))
     reported = section["metrics"]["conversion"]["arms"]["short"]
     assert reported["lift"] == pytest.approx(1.5)
     assert reported["n"] == 20
