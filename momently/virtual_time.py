@@ -21,7 +21,7 @@ from momently.engine.profile_projector import CONSUMER
 from momently.services import Services
 
 MAX_WAKES: Final = 100_000  # stops in one walk: a runaway (a message re-deferred forever)
-HELD_STEP_MS: Final = 60_000  # a timer due but not fired (an allowed lateness): walk on a minute
+HELD_STEP_MS: Final = 60_000  # a timer due but not yet fired (a live engine's commit grace): walk on
 LOOP_TIMEOUT_SECONDS: Final = 30.0
 
 
@@ -51,7 +51,8 @@ def walk(
         nxt = stop()
         if nxt is None or nxt > target_ms or now >= target_ms:
             break
-        # due and still there: held back (allowed lateness) until the clock is a little later
+        # due and still there: held back (the commit grace of a clock that catches up with real
+        # time, domain.lateness) until the clock is a little later
         clock.set(from_millis(nxt if nxt > now else min(now + HELD_STEP_MS, target_ms)))
     else:
         raise Runaway(f"the engine did not settle: {MAX_WAKES} stops before {format_timestamp(target)}")
